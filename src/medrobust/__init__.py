@@ -1,0 +1,1 @@
+"""medrobust: adversarial robustness of medical-imaging AI."""

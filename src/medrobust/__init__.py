@@ -1,1 +1,63 @@
-"""medrobust: adversarial robustness of medical-imaging AI."""
+"""medrobust: adversarial robustness of medical-imaging AI.
+
+The public API is small and imported lazily (``import medrobust`` does not import torch models,
+MONAI or matplotlib until they are used)::
+
+    import medrobust
+    result = medrobust.evaluate(model, loader, attacks=["fgsm", "pgd"], eps=[1/255, 2/255, 4/255])
+    result.write("runs/audit")
+
+    attack = medrobust.create_attack("pgd", eps=4/255, steps=20)
+    out = attack(model, images, labels)   # AttackResult: x_adv, success, ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "evaluate": "medrobust.evaluation",
+    "EvaluationResult": "medrobust.evaluation",
+    "create_attack": "medrobust.attacks",
+    "list_attacks": "medrobust.attacks",
+    "AttackResult": "medrobust.attacks",
+    "ThreatModel": "medrobust.attacks",
+    "ModelAdapter": "medrobust.models",
+    "create_model": "medrobust.models",
+    "list_models": "medrobust.models",
+    "load_checkpoint": "medrobust.models",
+    "save_checkpoint": "medrobust.models",
+    "create_dataset": "medrobust.data",
+    "list_datasets": "medrobust.data",
+    "Bounds": "medrobust.types",
+    "Norm": "medrobust.types",
+    "Task": "medrobust.types",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+if TYPE_CHECKING:
+    from medrobust.attacks import AttackResult, ThreatModel, create_attack, list_attacks
+    from medrobust.data import create_dataset, list_datasets
+    from medrobust.evaluation import EvaluationResult, evaluate
+    from medrobust.models import (
+        ModelAdapter,
+        create_model,
+        list_models,
+        load_checkpoint,
+        save_checkpoint,
+    )
+    from medrobust.types import Bounds, Norm, Task
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medrobust' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

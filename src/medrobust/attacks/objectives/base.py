@@ -1,0 +1,82 @@
+"""The objective interface: what an attack maximises and when it has succeeded."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from medrobust.registry import Registry
+
+#: A per-sample target: a tensor with the batch first, or a dict of such tensors (e.g. the clean
+#: Grad-CAM map and the clean prediction of an explanation attack).
+Target = Union[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def index_target(target: Target, idx: torch.Tensor) -> Target:
+    """Select samples ``idx`` (a 1-D index tensor) from every tensor in ``target``."""
+    if isinstance(target, dict):
+        return {k: v[idx] for k, v in target.items()}
+    return target[idx]
+
+
+@dataclass
+class ObjectiveOutput:
+    """One evaluation of an objective on a batch.
+
+    Attributes:
+        loss: ``(B,)`` value to maximise; it must be differentiable w.r.t. the input when the
+            engine asks for gradients.
+        success: ``(B,)`` bool, whether the attack goal is met at this input (no gradient).
+        pred: The model's prediction at this input: ``(B,)`` or ``(B, *spatial)``.
+        logits: The model's output (kept for engines that need it), detached or not.
+    """
+
+    loss: torch.Tensor
+    success: torch.Tensor
+    pred: torch.Tensor
+    logits: torch.Tensor
+
+
+class Objective(ABC):
+    """What an attack maximises.
+
+    An objective receives the model and the current input so that it can compute anything it
+    needs (logits, a Grad-CAM map, a segmentation), and a per-sample target prepared once from
+    the clean input by :meth:`prepare` (the label by default).
+
+    Subclasses set ``name`` and ``tasks`` (the model tasks they support) and implement
+    :meth:`__call__`.
+    """
+
+    name: str = "objective"
+    tasks: tuple[str, ...] = ("classification",)
+    targeted: bool = False
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Target:
+        """Build the per-sample target from the clean batch (default: the labels)."""
+        return labels
+
+    @abstractmethod
+    def __call__(self, model: nn.Module, x: torch.Tensor, target: Target) -> ObjectiveOutput:
+        """Evaluate the objective at ``x``."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description of the objective and its parameters."""
+        return {"name": self.name, "targeted": self.targeted}
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
+
+
+def create_objective(name: str, **kwargs: Any) -> Objective:
+    """Build a registered objective by name (see :func:`list_objectives`)."""
+    return OBJECTIVES.create(name, **kwargs)
+
+
+def list_objectives(pattern: str = "*") -> list[str]:
+    """Names of the registered objectives matching a shell-style pattern."""
+    return OBJECTIVES.list(pattern)

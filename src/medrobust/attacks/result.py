@@ -1,0 +1,59 @@
+"""The one result type every attack returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced for one batch.
+
+    Attributes:
+        x_adv: Adversarial inputs, same shape, dtype and device as the clean inputs.
+        success: ``(B,)`` bool, True where the attack's goal is met at ``x_adv`` (for untargeted
+            classification: the prediction differs from the label).
+        loss: ``(B,)`` objective value at ``x_adv`` (higher means a stronger attack).
+        linf: ``(B,)`` L-infinity norm of ``x_adv - x``.
+        l2: ``(B,)`` L2 norm of ``x_adv - x`` over all non-batch dimensions.
+        steps: ``(B,)`` int64 iterations (gradient steps or queries) spent on each sample.
+        pred_adv: Predictions at ``x_adv``: ``(B,)`` for classification, ``(B, *spatial)`` for
+            segmentation.
+        config: The resolved attack configuration (name, engine, objective, norm, eps, ...).
+        extra: Attack-specific per-sample tensors (e.g. ``"iou"`` for targeted segmentation).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    loss: torch.Tensor
+    linf: torch.Tensor
+    l2: torch.Tensor
+    steps: torch.Tensor
+    pred_adv: torch.Tensor
+    config: dict[str, Any]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of samples where the attack succeeded."""
+        return float(self.success.float().mean()) if self.success.numel() else float("nan")
+
+    def __len__(self) -> int:
+        return int(self.x_adv.shape[0])
+
+
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample L-infinity and L2 norms of ``x_adv - x``.
+
+    Shape:
+        - x, x_adv: ``(B, *)``.
+        - Output: two ``(B,)`` tensors.
+    """
+    d = (x_adv - x).detach().flatten(1)
+    if d.shape[1] == 0:
+        z = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+        return z, z.clone()
+    return d.abs().amax(dim=1), d.norm(p=2, dim=1)

@@ -111,16 +111,15 @@ class APGD(Attack):
         target: Target,
         threat: ThreatModel,
         region: torch.Tensor | None,
-    ) -> BestTracker:
+        best: BestTracker,
+    ) -> None:
         gen = make_generator(self.seed, x.device)
-        best = BestTracker(x)
         checkpoints = set(apgd_checkpoints(self.steps))
         for _ in range(self.restarts):
             idx = (~best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
             self._one_run(model, x, target, threat, region, idx, gen, best, checkpoints)
-        return best
 
     def _one_run(
         self,

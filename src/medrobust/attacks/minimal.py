@@ -44,7 +44,8 @@ class _MinimalAttack(Attack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         steps: torch.Tensor,
-    ) -> BestTracker:
+        best: BestTracker,
+    ) -> None:
         delta = x_found - x
         if self.eps is not None:
             delta = threat.project(x, delta, region)
@@ -53,10 +54,8 @@ class _MinimalAttack(Attack):
         x_adv = x + delta
         with torch.no_grad():
             out = Margin()(model, x_adv, y)
-        best = BestTracker(x)
         best.update(torch.arange(x.shape[0], device=x.device), x_adv, out)
         best.steps.copy_(steps)
-        return best
 
 
 class CarliniWagnerL2(_MinimalAttack):
@@ -118,11 +117,11 @@ class CarliniWagnerL2(_MinimalAttack):
         target: Target,
         threat: ThreatModel,
         region: torch.Tensor | None,
-    ) -> BestTracker:
+        best: BestTracker,
+    ) -> None:
         y = _labels(target)
         lo, width = threat.bounds.low, threat.bounds.width
         b = x.shape[0]
-        view = (-1,) + (1,) * (x.ndim - 1)
         # tanh space: x = lo + width * (tanh(w) + 1) / 2
         unit = ((x - lo) / width * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)
         w0 = torch.atanh(unit)
@@ -131,7 +130,6 @@ class CarliniWagnerL2(_MinimalAttack):
         upper = torch.full_like(const, math.inf)
         best_l2 = torch.full_like(const, math.inf)
         best_x = x.clone()
-        found = torch.zeros(b, dtype=torch.bool, device=x.device)
         steps = torch.zeros(b, dtype=torch.long, device=x.device)
         onehot = F.one_hot(y, model.num_classes).bool()
         for _ in range(self.binary_search_steps):
@@ -159,7 +157,6 @@ class CarliniWagnerL2(_MinimalAttack):
                     better = ok & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)
                     best_x[better] = xa.detach()[better]
-                    found |= ok
                     succeeded_here |= ok
                     # Adam on w (element-wise, so every sample is optimised independently)
                     m = 0.9 * m + 0.1 * g
@@ -172,8 +169,7 @@ class CarliniWagnerL2(_MinimalAttack):
             const = torch.where(
                 torch.isfinite(upper), (lower + upper) / 2, const * 10
             )
-        del view
-        return self._finish(model, x, best_x, y, threat, region, steps)
+        self._finish(model, x, best_x, y, threat, region, steps, best)
 
 
 class DeepFool(_MinimalAttack):
@@ -229,7 +225,8 @@ class DeepFool(_MinimalAttack):
         target: Target,
         threat: ThreatModel,
         region: torch.Tensor | None,
-    ) -> BestTracker:
+        best: BestTracker,
+    ) -> None:
         y = _labels(target)
         b = x.shape[0]
         view = (-1,) + (1,) * (x.ndim - 1)
@@ -271,11 +268,11 @@ class DeepFool(_MinimalAttack):
                 wf = w.flatten(2)
                 dual = wf.abs().sum(dim=2) if self.norm is Norm.LINF else wf.norm(dim=2)
                 dist = f.abs() / (dual + 1e-12)
-                best = dist.argmin(dim=1)
-                rows = torch.arange(best.numel(), device=x.device)
-                wb = w[rows, best]
-                fb = f.abs()[rows, best]
-                db = dual[rows, best]
+                closest = dist.argmin(dim=1)
+                rows = torch.arange(closest.numel(), device=x.device)
+                wb = w[rows, closest]
+                fb = f.abs()[rows, closest]
+                db = dual[rows, closest]
                 if self.norm is Norm.LINF:
                     r = ((fb + 1e-4) / (db + 1e-12)).view(view) * wb.sign()
                 else:
@@ -283,7 +280,7 @@ class DeepFool(_MinimalAttack):
                 sel = idx[still]
                 r_tot[sel] = r_tot[sel] + r
                 x_adv[sel] = threat.bounds.clamp(x[sel] + (1 + self.overshoot) * r_tot[sel])
-        return self._finish(model, x, x_adv, y, threat, region, steps)
+        self._finish(model, x, x_adv, y, threat, region, steps, best)
 
 
 __all__ = ["CarliniWagnerL2", "DeepFool"]

@@ -88,7 +88,8 @@ class SquareAttack(Attack):
         target: Target,
         threat: ThreatModel,
         region: torch.Tensor | None,
-    ) -> BestTracker:
+        best: BestTracker,
+    ) -> None:
         if isinstance(target, dict):
             raise TypeError("the square attack expects a label tensor as target")
         y = target
@@ -102,6 +103,7 @@ class SquareAttack(Attack):
         signs = torch.randint(0, 2, stripe_shape, generator=gen, device=x.device) * 2 - 1
         delta = threat.project(x, eps * signs.to(x.dtype).expand_as(x).clone(), region)
         margin = self._margin(model, x + delta, y)
+        margin = torch.where(best.success, torch.full_like(margin, -1.0), margin)
         queries = torch.ones(b, dtype=torch.long, device=x.device)
         grids = torch.meshgrid(*[torch.arange(s, device=x.device) for s in spatial], indexing="ij")
         for it in range(1, self.n_queries):
@@ -133,9 +135,7 @@ class SquareAttack(Attack):
                 rows = idx[better]
                 delta[rows] = cand[better]
                 margin[rows] = m_new[better]
-        best = BestTracker(x)
         with torch.no_grad():
             out = Margin()(model, x + delta, y)
         best.update(torch.arange(b, device=x.device), x + delta, out)
         best.steps.copy_(queries)
-        return best

@@ -1,5 +1,28 @@
-"""Networks, the model adapter and checkpoints."""
+"""Networks, the model adapter, the model zoo, model cards and safe checkpoints."""
 
 from medrobust.models.adapter import ModelAdapter, as_adapter
+from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
+from medrobust.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_state_dict_into,
+    save_checkpoint,
+)
+from medrobust.models.zoo import MODELS, architecture_of, create_model, gradcam_layer, list_models
 
-__all__ = ["ModelAdapter", "as_adapter"]
+__all__ = [
+    "MODELS",
+    "CheckpointError",
+    "DataInfo",
+    "ModelAdapter",
+    "ModelCard",
+    "TrainingInfo",
+    "architecture_of",
+    "as_adapter",
+    "create_model",
+    "gradcam_layer",
+    "list_models",
+    "load_checkpoint",
+    "load_state_dict_into",
+    "save_checkpoint",
+]

@@ -1,4 +1,5 @@
-"""Shared fixtures for the explain tests."""
+"""Test-wide settings: single-threaded torch (the tiny models of the tests run faster without
+intra-op threads, and results do not depend on the thread count), offline, CPU only."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _single_thread() -> Iterator[None]:
-    """Run each test single-threaded: the tiny models here are slower with intra-op threads on a
-    shared CPU. The previous setting is restored afterwards."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,0 +1,248 @@
+"""Typed, validated training settings."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+"""Optimiser names accepted by :class:`TrainConfig`."""
+
+SCHEDULERS = ("none", "cosine", "multistep")
+"""Learning-rate schedules accepted by :class:`TrainConfig` (stepped once per epoch)."""
+
+_MONITOR_RE = re.compile(r"^(val|train)_[a-z0-9_]+$")
+
+# Fields that may change when a run is resumed (they do not change what was already computed).
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "num_workers"})
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return out
+
+
+def _plain(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} keys must be strings, got {k!r}")
+            out[k] = _plain(v, f"{where}.{k}")
+        return out
+    raise TypeError(
+        f"{where} must hold only plain values (None, bool, int, float, str, lists, dicts), got "
+        f"{type(value).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :func:`medrobust.training.fit`; every value is validated on construction.
+
+    Attributes:
+        epochs: Number of epochs (>= 1).
+        batch_size: Batch size used when ``fit`` builds the loaders from data sets; a given
+            ``DataLoader`` must use the same batch size.
+        lr: Initial learning rate (> 0).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        momentum: SGD momentum in ``[0, 1)`` (ignored by Adam).
+        weight_decay: L2 weight decay (>= 0).
+        scheduler: ``"none"``, ``"cosine"`` (cosine decay to 0 over ``epochs``) or
+            ``"multistep"`` (multiply by ``gamma`` at each of ``milestones``).
+        milestones: Epochs (1-based, increasing) after which ``multistep`` decays the rate.
+        gamma: Decay factor of ``multistep`` in ``(0, 1]``.
+        seed: Seed of the weight updates, the shuffling and the recipe's randomness.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``..., or ``"auto"`` (CUDA when available).
+        monitor: Metric that selects ``best.pt``: ``"val_loss"``, ``"val_accuracy"``,
+            ``"val_balanced_accuracy"``, ``"val_sensitivity"``, ``"val_specificity"``,
+            ``"val_auc"`` (binary), ``"val_dice"`` (segmentation), ``"train_loss"``, or
+            ``"val_<name>"`` for a metric a recipe declares. Names ending in ``loss`` are
+            minimised, all others maximised.
+        patience: Stop after this many epochs without improvement of ``monitor``; None never
+            stops early.
+        recipe: Registered training recipe (see :func:`medrobust.training.list_recipes`).
+        recipe_params: Keyword arguments of the recipe.
+        max_grad_norm: Clip the global gradient norm to this value; None disables clipping.
+        num_workers: DataLoader worker processes when ``fit`` builds the loaders.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    monitor: str = "val_loss"
+    patience: int | None = None
+    recipe: str = "standard"
+    recipe_params: dict[str, Any] = field(default_factory=dict)
+    max_grad_norm: float | None = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _int("epochs", self.epochs, 1)
+        _int("batch_size", self.batch_size, 1)
+        lr = _float("lr", self.lr)
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not isinstance(self.optimizer, str) or self.optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        object.__setattr__(self, "optimizer", self.optimizer.lower())
+        momentum = _float("momentum", self.momentum)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if _float("weight_decay", self.weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not isinstance(self.scheduler, str) or self.scheduler.lower() not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}, got {self.scheduler!r}")
+        object.__setattr__(self, "scheduler", self.scheduler.lower())
+        if not isinstance(self.milestones, (list, tuple)):
+            raise TypeError(
+                f"milestones must be a list of ints, got {type(self.milestones).__name__}"
+            )
+        milestones = tuple(_int("milestones", m, 1) for m in self.milestones)
+        if list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"milestones must be strictly increasing, got {list(milestones)}")
+        if self.scheduler == "multistep" and not milestones:
+            raise ValueError("scheduler 'multistep' needs milestones, e.g. milestones=(50, 75)")
+        object.__setattr__(self, "milestones", milestones)
+        gamma = _float("gamma", self.gamma)
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        _int("seed", self.seed, 0)
+        if self.seed >= 2**63:
+            raise ValueError(f"seed must be < 2**63, got {self.seed}")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a string, got {type(self.device).__name__}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"device must be 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {self.device!r}"
+                ) from exc
+        if not isinstance(self.monitor, str) or not _MONITOR_RE.match(self.monitor):
+            raise ValueError(
+                "monitor must name a metric like 'val_loss', 'val_accuracy', 'val_auc' or "
+                f"'val_dice', got {self.monitor!r}"
+            )
+        if self.monitor.startswith("train_") and self.monitor != "train_loss":
+            raise ValueError(
+                f"the only training metric that can be monitored is 'train_loss', got "
+                f"{self.monitor!r}"
+            )
+        if self.patience is not None:
+            _int("patience", self.patience, 1)
+        if not isinstance(self.recipe, str) or not self.recipe.strip():
+            raise ValueError(f"recipe must be a registered recipe name, got {self.recipe!r}")
+        from medrobust.training.recipes import RECIPES, load_recipe_plugins
+
+        load_recipe_plugins()
+        RECIPES.get(self.recipe)  # raises UnknownNameError with "did you mean"
+        if not isinstance(self.recipe_params, Mapping):
+            raise TypeError(
+                f"recipe_params must be a dict, got {type(self.recipe_params).__name__}"
+            )
+        object.__setattr__(self, "recipe_params", _plain(self.recipe_params, "recipe_params"))
+        if self.max_grad_norm is not None and _float("max_grad_norm", self.max_grad_norm) <= 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        _int("num_workers", self.num_workers, 0)
+
+    @property
+    def monitor_mode(self) -> str:
+        """``"min"`` for a loss, ``"max"`` for every other monitored metric."""
+        return "min" if self.monitor.endswith("loss") else "max"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dictionary of all settings."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["milestones"] = list(self.milestones)
+        out["recipe_params"] = _plain(self.recipe_params, "recipe_params")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dictionary (e.g. parsed YAML), rejecting unknown keys.
+
+        Args:
+            data: Settings by field name; missing ones take their defaults.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            TypeError: If ``data`` is not a dict or a value has the wrong type.
+            ValueError: If a key is unknown (with a "did you mean") or a value is invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a training config must be a dict, got {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(
+                f"unknown training setting(s) {', '.join(hints)}; expected: {', '.join(names)}"
+            )
+        values = dict(data)
+        if isinstance(values.get("milestones"), list):
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+    def resolve_device(self) -> torch.device:
+        """The ``torch.device`` to train on.
+
+        Returns:
+            ``cuda`` for ``"auto"`` when CUDA is available, else ``cpu``; the named device
+            otherwise.
+
+        Raises:
+            ValueError: If a CUDA device is requested but not available.
+        """
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(self.device)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device {self.device!r} was requested but CUDA is not available; use "
+                    "device='cpu' or 'auto'"
+                )
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise ValueError(
+                    f"device {self.device!r} does not exist: {torch.cuda.device_count()} CUDA "
+                    "device(s) visible"
+                )
+        return dev

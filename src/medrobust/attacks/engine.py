@@ -270,6 +270,10 @@ class Attack(ABC):
         )
 
 
+def _subset_output(out: ObjectiveOutput, rows: torch.Tensor) -> ObjectiveOutput:
+    return ObjectiveOutput(out.loss[rows], out.success[rows], out.pred[rows], out.logits[rows])
+
+
 def _subset_region(region: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
     if region is None or region.shape[0] == 1:
         return region
@@ -294,6 +298,8 @@ class GradientAttack(Attack):
         random_start: Start from a uniformly random point of the ball.
         restarts: Number of random restarts.
         early_stop: Stop per sample as soon as the attack succeeds.
+        keep_best: Return the best iterate per sample (default). With False, return the last
+            iterate (or the first successful one under ``early_stop``), as the reference PGD does.
         seed: Seed of the private generator used for random starts.
 
     References:
@@ -313,6 +319,7 @@ class GradientAttack(Attack):
         random_start: bool = True,
         restarts: int = 1,
         early_stop: bool = True,
+        keep_best: bool = True,
         seed: int = 0,
         name: str = "pgd",
     ) -> None:
@@ -326,6 +333,7 @@ class GradientAttack(Attack):
         self.step_size = float(step_size) if step_size is not None else 2.5 * float(eps) / steps
         self.random_start = bool(random_start)
         self.early_stop = bool(early_stop)
+        self.keep_best = bool(keep_best)
         self.name = name
         self.tasks = objective.tasks
 
@@ -336,6 +344,7 @@ class GradientAttack(Attack):
             "random_start": self.random_start,
             "restarts": self.restarts,
             "early_stop": self.early_stop,
+            "keep_best": self.keep_best,
         }
 
     def _run(
@@ -361,7 +370,11 @@ class GradientAttack(Attack):
                 xt = xa + delta
                 last = t == self.steps
                 out, grad = self.evaluate(model, xt, ta, grad=not last)
-                best.update(idx, xt, out)
+                if self.keep_best or last:
+                    best.update(idx, xt, out)
+                elif self.early_stop and bool(out.success.any()):
+                    hit = out.success.nonzero().flatten()
+                    best.update(idx[hit], xt[hit], _subset_output(out, hit))
                 if last or grad is None:
                     break
                 best.steps[idx] += 1

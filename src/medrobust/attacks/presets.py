@@ -57,6 +57,7 @@ def bim(
     objective: str = "ce",
     targeted: bool = False,
     early_stop: bool = True,
+    keep_best: bool = True,
     seed: int = 0,
 ) -> Attack:
     """BIM / I-FGSM (Kurakin et al. 2017): iterated FGSM projected onto the eps-ball."""
@@ -69,6 +70,7 @@ def bim(
         random_start=False,
         restarts=1,
         early_stop=early_stop,
+        keep_best=keep_best,
         seed=seed,
         name="bim",
     )
@@ -89,6 +91,7 @@ def pgd(
     objective: str = "ce",
     targeted: bool = False,
     early_stop: bool = True,
+    keep_best: bool = True,
     seed: int = 0,
 ) -> Attack:
     """PGD (Madry et al. 2018); ``objective`` may be ``ce``, ``margin`` or ``dlr``."""
@@ -101,6 +104,7 @@ def pgd(
         random_start=random_start,
         restarts=restarts,
         early_stop=early_stop,
+        keep_best=keep_best,
         seed=seed,
         name="pgd",
     )

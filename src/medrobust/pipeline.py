@@ -1,0 +1,206 @@
+"""The end-to-end jobs behind the command line: train, evaluate, and the demo audit.
+
+Each function takes typed settings and a progress reporter and returns paths/results; the CLI
+only parses options and prints. The Python API of the same jobs is :func:`run_audit`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from medrobust.config import RunConfig
+from medrobust.evaluation.suite import EvaluationResult, ProgressEvent, evaluate
+from medrobust.evaluation.suites import resolve_suite
+from medrobust.models.adapter import ModelAdapter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reporter:
+    """Callbacks the pipeline reports progress to (the CLI drives rich progress bars with them).
+
+    Attributes:
+        train: Receives :class:`medrobust.training.TrainEvent` objects.
+        evaluate: Receives :class:`medrobust.evaluation.ProgressEvent` objects.
+        message: Receives one-line status messages.
+    """
+
+    train: Callable[[Any], None] | None = None
+    evaluate: Callable[[ProgressEvent], None] | None = None
+    message: Callable[[str], None] | None = None
+
+    def say(self, text: str) -> None:
+        if self.message:
+            self.message(text)
+        logger.info(text)
+
+
+def load_splits(config: RunConfig, splits: Sequence[str]) -> dict[str, Dataset[Any]]:
+    """Build the named splits of the configured data set."""
+    from medrobust.data import create_dataset
+
+    return {s: create_dataset(config.data.name, split=s, **config.data.params) for s in splits}
+
+
+def data_info(config: RunConfig, ds: Any, split: str) -> dict[str, Any]:
+    """A description of a data split for metrics and model cards."""
+    sample = ds[0]
+    return {
+        "name": config.data.name,
+        "params": dict(config.data.params),
+        "split": split,
+        "n": len(ds),
+        "class_names": list(getattr(ds, "class_names", []) or []),
+        "image_shape": list(sample["image"].shape),
+    }
+
+
+def train_model(
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[ModelAdapter, Any, Any]:
+    """Train the configured model on the configured data set.
+
+    Returns:
+        ``(best model, its ModelCard, TrainResult)``.
+    """
+    from medrobust.models import create_model, load_checkpoint
+    from medrobust.training import fit
+
+    rep = reporter or Reporter()
+    t0 = time.perf_counter()
+    rep.say(f"preparing data set {config.data.name!r}")
+    splits = load_splits(config, ["train", "val"])
+    train_ds = splits["train"]
+    rep.say(f"data ready in {time.perf_counter() - t0:.1f} s ({len(train_ds)} training images)")  # type: ignore[arg-type]
+    model = create_model(
+        config.model.name,
+        num_classes=int(train_ds.num_classes),  # type: ignore[attr-defined]
+        in_channels=int(train_ds.in_channels),  # type: ignore[attr-defined]
+        spatial_dims=int(train_ds.spatial_dims),  # type: ignore[attr-defined]
+        class_names=list(train_ds.class_names),  # type: ignore[attr-defined]
+        seed=config.train.seed,
+        **config.model.params,
+    )
+    info = data_info(config, train_ds, "train")
+    result = fit(
+        model,
+        train_ds,
+        splits["val"],
+        config.train,
+        out_dir / "train",
+        card_info={"data": {"name": config.data.name, "seed": config.data.params.get("seed"),
+                            "description": f"{config.data.name} {info['params']}"}},
+        progress=rep.train,
+        resume=resume,
+        overwrite=overwrite,
+    )
+    best, card = load_checkpoint(result.best_checkpoint)
+    return best, card, result
+
+
+def evaluate_model(
+    model: ModelAdapter,
+    card: Any,
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    reporter: Reporter | None = None,
+    overwrite: bool = False,
+    config_extra: Mapping[str, Any] | None = None,
+) -> tuple[EvaluationResult, Path]:
+    """Audit ``model`` on the evaluation split and write the run folder.
+
+    The evaluation checkpoints its records after every batch into ``out_dir`` and resumes from
+    them if interrupted and started again with the same settings.
+
+    Returns:
+        ``(result, path of report.html)``.
+    """
+    rep = reporter or Reporter()
+    ev = config.evaluation
+    ds = load_splits(config, [config.data.eval_split])[config.data.eval_split]
+    if ev.attacks:
+        attacks: list[Any] = list(ev.attacks)
+        skipped: dict[str, str] = {}
+    else:
+        suite = resolve_suite(str(ev.suite), ev.norm, model.num_classes)
+        attacks, skipped = suite.attacks, suite.skipped
+        for name, why in skipped.items():
+            rep.say(f"suite {suite.name!r}: skipping {name}: {why}")
+    loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
+    state = out_dir / ".evaluation-state.pt"
+    card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card or {})
+    info = data_info(config, ds, config.data.eval_split)
+    result = evaluate(
+        model,
+        loader,
+        attacks=attacks,
+        eps=ev.eps,
+        norm=ev.norm,
+        mode=ev.mode,  # type: ignore[arg-type]
+        seed=ev.seed,
+        max_samples=ev.max_samples,
+        n_examples=ev.n_examples,
+        checks=ev.checks,
+        checkpoint=state,
+        progress=rep.evaluate,
+        model_info=card_dict,
+        data_info=info,
+        title=f"Robustness audit: {card_dict.get('architecture', 'model')} on {config.data.name}",
+    )
+    if skipped:
+        result.metrics["suite"] = {"name": ev.suite, "skipped": skipped}
+    extra = {"run": config.to_dict(), **dict(config_extra or {})}
+    result.write(out_dir, overwrite=overwrite, config_extra=extra)
+    state.unlink(missing_ok=True)
+    return result, out_dir / "report.html"
+
+
+def run_audit(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    reporter: Reporter | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[EvaluationResult, Path]:
+    """Train the configured model and audit it (what ``medrobust demo`` runs).
+
+    Returns:
+        ``(result, path of report.html)``.
+    """
+    out = Path(out_dir)
+    torch_threads = torch.get_num_threads()
+    model, card, train_result = train_model(
+        config, out, reporter=reporter, resume=resume, overwrite=overwrite
+    )
+    (reporter or Reporter()).say(
+        f"trained in {train_result.wall_time_s:.1f} s; best epoch {train_result.best_epoch} "
+        f"({train_result.monitor} = {train_result.best_score})"
+    )
+    extra = {"training": {"best_epoch": train_result.best_epoch,
+                          "wall_time_s": train_result.wall_time_s,
+                          "torch_threads": torch_threads}}
+    return evaluate_model(
+        model, card, config, out, reporter=reporter, overwrite=overwrite or resume,
+        config_extra=extra,
+    )
+
+
+__all__ = ["Reporter", "evaluate_model", "run_audit", "train_model"]
+
+

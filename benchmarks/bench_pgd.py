@@ -46,8 +46,13 @@ def floor_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callab
 
 def medrobust_fn(model, x, y, plain: bool) -> Callable[[], None]:  # type: ignore[no-untyped-def]
     attack = create_attack(
-        "pgd", eps=EPS, step_size=ALPHA, steps=STEPS, random_start=True,
-        early_stop=not plain, keep_best=not plain,
+        "pgd",
+        eps=EPS,
+        step_size=ALPHA,
+        steps=STEPS,
+        random_start=True,
+        early_stop=not plain,
+        keep_best=not plain,
     )
     if plain:
         attack.check_clean = False
@@ -61,7 +66,7 @@ def medrobust_fn(model, x, y, plain: bool) -> Callable[[], None]:  # type: ignor
 def torchattacks_fn(model, x, y) -> Callable[[], None] | None:  # type: ignore[no-untyped-def]
     try:
         import torchattacks
-    except Exception:  # noqa: BLE001 - optional peer; any import failure means "not available"
+    except Exception:
         return None
     atk = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
 
@@ -110,19 +115,39 @@ def main() -> None:
     for name, t in med.items():
         r_floor = t / floor
         r_peer = t / peer if peer else None
-        rows.append({"method": name, "median_s": t, "ratio_floor": r_floor,
-                     "ratio_torchattacks": r_peer, "runs_s": times[name]})
+        rows.append(
+            {
+                "method": name,
+                "median_s": t,
+                "ratio_floor": r_floor,
+                "ratio_torchattacks": r_peer,
+                "runs_s": times[name],
+            }
+        )
         rp = f"{r_peer:14.3f}" if r_peer else f"{'n/a':>14s}"
         print(f"{name:40s} {t:9.3f} {r_floor:7.3f} {rp}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "setup": {"model": "MONAI ResNet-18", "batch": args.batch, "size": args.size,
-                      "eps": EPS, "alpha": ALPHA, "steps": STEPS, "repeats": args.repeats,
-                      "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "machine": platform.processor() or platform.machine()},
-            "results": rows,
-        }, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "setup": {
+                        "model": "MONAI ResNet-18",
+                        "batch": args.batch,
+                        "size": args.size,
+                        "eps": EPS,
+                        "alpha": ALPHA,
+                        "steps": STEPS,
+                        "repeats": args.repeats,
+                        "threads": torch.get_num_threads(),
+                        "torch": torch.__version__,
+                        "machine": platform.processor() or platform.machine(),
+                    },
+                    "results": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

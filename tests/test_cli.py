@@ -40,7 +40,9 @@ def test_demo_quick_writes_a_complete_run_folder(quick_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_refuses_to_overwrite_then_resumes(quick_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_refuses_to_overwrite_then_resumes(
+    quick_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_cli(["demo", "--quick", "--out", str(quick_run)]) == 2
     assert "already holds" in capsys.readouterr().err.replace("\n", " ")
     assert run_cli(["demo", "--quick", "--out", str(quick_run), "--resume"]) == 0
@@ -49,10 +51,20 @@ def test_demo_refuses_to_overwrite_then_resumes(quick_run: Path, capsys: pytest.
 @pytest.mark.slow
 def test_evaluate_a_saved_checkpoint(quick_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
-    code = run_cli([
-        "evaluate", str(quick_run / "train" / "best.pt"), "--data-param", "n=16",
-        "--attacks", "fgsm,pgd", "--eps", "1/255,4/255", "--out", str(out),
-    ])
+    code = run_cli(
+        [
+            "evaluate",
+            str(quick_run / "train" / "best.pt"),
+            "--data-param",
+            "n=16",
+            "--attacks",
+            "fgsm,pgd",
+            "--eps",
+            "1/255,4/255",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["clean"]["n"] == 16
@@ -86,7 +98,10 @@ def test_bad_input_exits_2_with_a_clear_message(
     ],
 )
 def test_evaluate_bad_options(
-    quick_run: Path, tmp_path: Path, extra: list[str], message: str,
+    quick_run: Path,
+    tmp_path: Path,
+    extra: list[str],
+    message: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = ["evaluate", str(quick_run / "train" / "best.pt"), "--out", str(tmp_path / "x"), *extra]
@@ -113,6 +128,14 @@ def test_bad_yaml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_list_everything(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("pgd", "apgd-ce", "square", "small-cnn", "resnet18", "bus-phantom", "MR101",
-                 "standard"):
+    for name in (
+        "pgd",
+        "apgd-ce",
+        "square",
+        "small-cnn",
+        "resnet18",
+        "bus-phantom",
+        "MR101",
+        "standard",
+    ):
         assert name in out

@@ -37,7 +37,25 @@ _LAZY = {
     "Task": "medrobust.types",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "AttackResult",
+    "Bounds",
+    "EvaluationResult",
+    "ModelAdapter",
+    "Norm",
+    "Task",
+    "ThreatModel",
+    "__version__",
+    "create_attack",
+    "create_dataset",
+    "create_model",
+    "evaluate",
+    "list_attacks",
+    "list_datasets",
+    "list_models",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 if TYPE_CHECKING:
     from medrobust.attacks import AttackResult, ThreatModel, create_attack, list_attacks

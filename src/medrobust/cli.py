@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -89,11 +89,15 @@ def _progress() -> Iterator[Any]:
                     info=f"batch {ev.batch + 1}: {ev.attack} at eps={fmt_eps(ev.eps or 0)}",
                 )
             elif ev.stage == "checks":
-                prog.update(tasks["eval"], completed=ev.n_batches or ev.batch,
-                            info="sanity checks done")
+                prog.update(
+                    tasks["eval"], completed=ev.n_batches or ev.batch, info="sanity checks done"
+                )
 
-        yield Reporter(train=on_train, evaluate=on_eval,
-                       message=lambda text: prog.console.print(f"[dim]{text}[/dim]"))
+        yield Reporter(
+            train=on_train,
+            evaluate=on_eval,
+            message=lambda text: prog.console.print(f"[dim]{text}[/dim]"),
+        )
 
 
 def _default_out(kind: str) -> Path:
@@ -127,8 +131,9 @@ def _print_summary(result: Any, report: Path) -> None:
     for row in m["worst_case"]:
         lo, hi = row["ci95"]
         table.add_row(fmt_eps(row["eps"]), f"{row['robust_accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}")
-    out_console.print(f"clean accuracy: [bold]{m['clean']['accuracy']:.3f}[/bold] "
-                      f"(n={m['clean']['n']})")
+    out_console.print(
+        f"clean accuracy: [bold]{m['clean']['accuracy']:.3f}[/bold] (n={m['clean']['n']})"
+    )
     out_console.print(table)
     flagged = [c for c in m["checks"] if c["status"] != "pass"]
     for c in flagged:
@@ -139,9 +144,9 @@ def _print_summary(result: Any, report: Path) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/demo-<time>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default runs/demo-<time>).")] = None,
     config: Annotated[
-        Optional[Path], typer.Option(help="YAML run configuration overriding the demo's.")
+        Path | None, typer.Option(help="YAML run configuration overriding the demo's.")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A tiny run for smoke tests (seconds).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
@@ -154,25 +159,38 @@ def demo(
     cfg = RunConfig.from_yaml(config) if config else demo_config(quick=quick)
     run_dir = out or _default_out("demo")
     with _progress() as reporter:
-        result, report = run_audit(cfg, run_dir, reporter=reporter, resume=resume,
-                                   overwrite=overwrite)
+        result, report = run_audit(
+            cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
+        )
     _print_summary(result, report)
 
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Data set name (see `medrobust list datasets`).")] = "bus-phantom",
-    model: Annotated[str, typer.Option(help="Model name (see `medrobust list models`).")] = "small-cnn",
-    data_param: Annotated[Optional[list[str]], typer.Option(
-        "--data-param", help="Data set parameter key=value (repeatable), e.g. size=128.")] = None,
-    model_param: Annotated[Optional[list[str]], typer.Option(
-        "--model-param", help="Model parameter key=value (repeatable).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML run configuration.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/train-<time>).")] = None,
+    data: Annotated[
+        str, typer.Option(help="Data set name (see `medrobust list datasets`).")
+    ] = "bus-phantom",
+    model: Annotated[
+        str, typer.Option(help="Model name (see `medrobust list models`).")
+    ] = "small-cnn",
+    data_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data-param", help="Data set parameter key=value (repeatable), e.g. size=128."
+        ),
+    ] = None,
+    model_param: Annotated[
+        list[str] | None,
+        typer.Option("--model-param", help="Model parameter key=value (repeatable)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run configuration.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/train-<time>).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Start over in a folder holding a run.")] = False,
 ) -> None:
@@ -187,14 +205,18 @@ def train(
         cfg.data.name, cfg.model.name = data, model
     cfg.data.params.update(_parse_params(data_param, "--data-param"))
     cfg.model.params.update(_parse_params(model_param, "--model-param"))
-    changes = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                 "seed": seed}.items() if v is not None}
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}.items()
+        if v is not None
+    }
     if changes:
         cfg.train = replace(cfg.train, **changes)
     run_dir = out or _default_out("train")
     with _progress() as reporter:
-        _, card, result = train_model(cfg, run_dir, reporter=reporter, resume=resume,
-                                      overwrite=overwrite)
+        _, card, result = train_model(
+            cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
+        )
     out_console.print(
         f"best epoch {result.best_epoch}: {result.monitor} = {result.best_score}\n"
         f"checkpoint: [bold]{result.best_checkpoint.resolve()}[/bold]"
@@ -205,19 +227,31 @@ def train(
 def evaluate_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="A medrobust checkpoint (best.pt).")],
     data: Annotated[str, typer.Option(help="Data set name.")] = "bus-phantom",
-    data_param: Annotated[Optional[list[str]], typer.Option(
-        "--data-param", help="Data set parameter key=value (repeatable).")] = None,
+    data_param: Annotated[
+        list[str] | None,
+        typer.Option("--data-param", help="Data set parameter key=value (repeatable)."),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
-    suite: Annotated[str, typer.Option(help="Named attack suite (quick, standard, thorough).")] = "standard",
-    attacks: Annotated[Optional[str], typer.Option(
-        help="Comma-separated attack names instead of a suite, e.g. fgsm,pgd.")] = None,
-    eps: Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 1/255,2/255,4/255.")] = "1/255,2/255,4/255,8/255",
+    suite: Annotated[
+        str, typer.Option(help="Named attack suite (quick, standard, thorough).")
+    ] = "standard",
+    attacks: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated attack names instead of a suite, e.g. fgsm,pgd."),
+    ] = None,
+    eps: Annotated[
+        str, typer.Option(help="Comma-separated budgets, e.g. 1/255,2/255,4/255.")
+    ] = "1/255,2/255,4/255,8/255",
     norm: Annotated[str, typer.Option(help="linf or l2.")] = "linf",
     mode: Annotated[str, typer.Option(help="individual or cascade.")] = "individual",
-    max_samples: Annotated[Optional[int], typer.Option(help="Evaluate at most this many samples.")] = None,
+    max_samples: Annotated[
+        int | None, typer.Option(help="Evaluate at most this many samples.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 100,
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/evaluate-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/evaluate-<time>).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out)."""
@@ -230,19 +264,30 @@ def evaluate_cmd(
     trained_size = card.data.image_size
     if data == card.data.name and trained_size and "size" not in params:
         params["size"] = int(trained_size[-1])  # evaluate at the resolution it was trained on
-    ev = EvaluationSection.from_dict({
-        "suite": None if attacks else suite,
-        "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else [],
-        "eps": [e for e in eps.split(",") if e.strip()],
-        "norm": norm, "mode": mode, "max_samples": max_samples, "batch_size": batch_size,
-        "seed": seed,
-    })
+    ev = EvaluationSection.from_dict(
+        {
+            "suite": None if attacks else suite,
+            "attacks": [a.strip() for a in attacks.split(",") if a.strip()] if attacks else [],
+            "eps": [e for e in eps.split(",") if e.strip()],
+            "norm": norm,
+            "mode": mode,
+            "max_samples": max_samples,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
+    )
     cfg = RunConfig(data=DataSection(name=data, params=params, eval_split=split), evaluation=ev)
     run_dir = out or _default_out("evaluate")
     with _progress() as reporter:
-        result, report = evaluate_model(model, card, cfg, run_dir, reporter=reporter,
-                                        overwrite=overwrite,
-                                        config_extra={"checkpoint": str(checkpoint)})
+        result, report = evaluate_model(
+            model,
+            card,
+            cfg,
+            run_dir,
+            reporter=reporter,
+            overwrite=overwrite,
+            config_extra={"checkpoint": str(checkpoint)},
+        )
     _print_summary(result, report)
 
 
@@ -296,8 +341,13 @@ def _listing(kind: str) -> list[tuple[str, str]]:
         from medrobust.evaluation.suites import _SUITES
 
         return [
-            (name, "linf: " + ", ".join(a["name"] for a in s["linf"])
-             + " | l2: " + ", ".join(a["name"] for a in s["l2"]))
+            (
+                name,
+                "linf: "
+                + ", ".join(a["name"] for a in s["linf"])
+                + " | l2: "
+                + ", ".join(a["name"] for a in s["l2"]),
+            )
             for name, s in sorted(_SUITES.items())
         ]
     from medrobust.evaluation.checks import CHECKS
@@ -313,13 +363,21 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(EXIT_BAD_INPUT)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError,
-            FloatingPointError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        FloatingPointError,
+    ) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         console.print(f"[red]error:[/red] {msg}")
         sys.exit(EXIT_BAD_INPUT)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: run the same command with --resume to continue")
+        console.print(
+            "[yellow]interrupted[/yellow]: run the same command with --resume to continue"
+        )
         sys.exit(130)
     except Exception as exc:  # click usage errors and aborts
         import click

@@ -117,8 +117,16 @@ class EvaluationSection:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
         allowed = {
-            "suite", "attacks", "eps", "norm", "mode", "max_samples", "batch_size", "seed",
-            "n_examples", "checks",
+            "suite",
+            "attacks",
+            "eps",
+            "norm",
+            "mode",
+            "max_samples",
+            "batch_size",
+            "seed",
+            "n_examples",
+            "checks",
         }
         _check_keys("evaluation", d, allowed)
         kw = dict(d)
@@ -188,14 +196,23 @@ class RunConfig:
         """A plain, YAML-serialisable mapping (the resolved configuration)."""
         ev = self.evaluation
         return {
-            "data": {"name": self.data.name, "params": dict(self.data.params),
-                     "eval_split": self.data.eval_split},
+            "data": {
+                "name": self.data.name,
+                "params": dict(self.data.params),
+                "eval_split": self.data.eval_split,
+            },
             "model": {"name": self.model.name, "params": dict(self.model.params)},
             "train": self.train.to_dict(),
             "evaluation": {
-                "suite": ev.suite, "attacks": list(ev.attacks), "eps": list(ev.eps),
-                "norm": ev.norm, "mode": ev.mode, "max_samples": ev.max_samples,
-                "batch_size": ev.batch_size, "seed": ev.seed, "n_examples": ev.n_examples,
+                "suite": ev.suite,
+                "attacks": list(ev.attacks),
+                "eps": list(ev.eps),
+                "norm": ev.norm,
+                "mode": ev.mode,
+                "max_samples": ev.max_samples,
+                "batch_size": ev.batch_size,
+                "seed": ev.seed,
+                "n_examples": ev.n_examples,
                 "checks": ev.checks,
             },
         }
@@ -209,16 +226,24 @@ def demo_config(quick: bool = False) -> RunConfig:
         quick: A much smaller run (fewer images, epochs and attacks) for smoke tests.
     """
     if quick:
-        return RunConfig.from_dict({
-            "data": {"name": "bus-phantom", "params": {"size": 32, "n": 64}},
-            "model": {"name": "small-cnn", "params": {"width": 8}},
-            "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "seed": 0},
-            "evaluation": {"suite": "quick", "eps": ["2/255", "8/255"], "n_examples": 2,
-                           "batch_size": 32},
-        })
-    return RunConfig.from_dict({
-        "data": {"name": "bus-phantom", "params": {"size": 64}},
-        "model": {"name": "small-cnn", "params": {}},
-        "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "seed": 0},
-        "evaluation": {"suite": "standard", "eps": ["1/255", "2/255", "4/255", "8/255"]},
-    })
+        return RunConfig.from_dict(
+            {
+                "data": {"name": "bus-phantom", "params": {"size": 32, "n": 64}},
+                "model": {"name": "small-cnn", "params": {"width": 8}},
+                "train": {"epochs": 2, "batch_size": 32, "lr": 3e-3, "seed": 0},
+                "evaluation": {
+                    "suite": "quick",
+                    "eps": ["2/255", "8/255"],
+                    "n_examples": 2,
+                    "batch_size": 32,
+                },
+            }
+        )
+    return RunConfig.from_dict(
+        {
+            "data": {"name": "bus-phantom", "params": {"size": 64}},
+            "model": {"name": "small-cnn", "params": {}},
+            "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "seed": 0},
+            "evaluation": {"suite": "standard", "eps": ["1/255", "2/255", "4/255", "8/255"]},
+        }
+    )

@@ -102,8 +102,13 @@ def train_model(
         splits["val"],
         config.train,
         out_dir / "train",
-        card_info={"data": {"name": config.data.name, "seed": config.data.params.get("seed"),
-                            "description": f"{config.data.name} {info['params']}"}},
+        card_info={
+            "data": {
+                "name": config.data.name,
+                "seed": config.data.params.get("seed"),
+                "description": f"{config.data.name} {info['params']}",
+            }
+        },
         progress=rep.train,
         resume=resume,
         overwrite=overwrite,
@@ -192,15 +197,22 @@ def run_audit(
         f"trained in {train_result.wall_time_s:.1f} s; best epoch {train_result.best_epoch} "
         f"({train_result.monitor} = {train_result.best_score})"
     )
-    extra = {"training": {"best_epoch": train_result.best_epoch,
-                          "wall_time_s": train_result.wall_time_s,
-                          "torch_threads": torch_threads}}
+    extra = {
+        "training": {
+            "best_epoch": train_result.best_epoch,
+            "wall_time_s": train_result.wall_time_s,
+            "torch_threads": torch_threads,
+        }
+    }
     return evaluate_model(
-        model, card, config, out, reporter=reporter, overwrite=overwrite or resume,
+        model,
+        card,
+        config,
+        out,
+        reporter=reporter,
+        overwrite=overwrite or resume,
         config_extra=extra,
     )
 
 
 __all__ = ["Reporter", "evaluate_model", "run_audit", "train_model"]
-
-

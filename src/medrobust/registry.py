@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import fnmatch
 import inspect
@@ -104,7 +105,7 @@ class Registry(Generic[T]):
         _check_kwargs(self.kind, entry, kwargs)
         return entry.factory(**kwargs)
 
-    def list(self, pattern: str = "*", tag: str | None = None) -> list[str]:
+    def list(self, pattern: str = "*", tag: str | None = None) -> builtins.list[str]:
         """Sorted names matching a shell-style ``pattern`` (and ``tag`` if given)."""
         return sorted(
             n
@@ -112,7 +113,7 @@ class Registry(Generic[T]):
             if fnmatch.fnmatch(n, pattern.lower()) and (tag is None or tag in e.tags)
         )
 
-    def entries(self) -> list[Entry[T]]:
+    def entries(self) -> builtins.list[Entry[T]]:
         """All entries, sorted by name."""
         return [self._entries[n] for n in sorted(self._entries)]
 

@@ -85,7 +85,9 @@ class Bounds:
         """
         if not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"{name} contain {bad} NaN or infinite value(s); expected finite values")
+            raise ValueError(
+                f"{name} contain {bad} NaN or infinite value(s); expected finite values"
+            )
         lo, hi = float(x.min()), float(x.max())
         if lo < self.low - tol or hi > self.high + tol:
             raise ValueError(

@@ -25,7 +25,8 @@ FAST = {
 # classification attacks driven by labels; attacks with other targets (segmentation masks,
 # explanation maps, a detector) have contract tests of their own
 ALL = [
-    n for n in list_attacks(tag="classification")
+    n
+    for n in list_attacks(tag="classification")
     if not {"adaptive", "explanation", "segmentation"} & set(ATTACKS.get(n).tags)
 ]
 

@@ -41,7 +41,7 @@ def test_out_of_bounds(setup: tuple) -> None:
 
 def test_wrong_channels(setup: tuple) -> None:
     model, x, y = setup
-    with pytest.raises(ValueError, match="3 channel.*expects 1"):
+    with pytest.raises(ValueError, match=r"3 channel.*expects 1"):
         create_attack("pgd")(model, x.repeat(1, 3, 1, 1), y)
 
 
@@ -52,7 +52,7 @@ def test_wrong_rank(setup: tuple) -> None:
 
 
 def test_labels_out_of_range(setup: tuple) -> None:
-    model, x, y = setup
+    model, x, _ = setup
     with pytest.raises(ValueError, match=r"must be in \[0, 1\].*got values in \[0, 5\]"):
         create_attack("pgd")(model, x, torch.tensor([0, 1, 5, 0, 1, 0]))
 

@@ -18,7 +18,12 @@ def test_pgd_linf_matches_foolbox(eps: float) -> None:
     y = model(x).argmax(1)
     step = eps / 4
     attack = create_attack(
-        "pgd", eps=eps, steps=10, step_size=step, random_start=False, early_stop=False,
+        "pgd",
+        eps=eps,
+        steps=10,
+        step_size=step,
+        random_start=False,
+        early_stop=False,
         keep_best=False,
     )
     attack.check_clean = False

@@ -104,8 +104,9 @@ def test_checks_flag_gradient_masking() -> None:
     base = tiny_cnn(2)
     model = ModelAdapter(Quantised(base.net), num_classes=2)
     loader = loader_for(base)
-    res = run(model, loader, attacks=["fgsm", "pgd", {"name": "square", "n_queries": 100}],
-              eps=[0.1, 0.3])
+    res = run(
+        model, loader, attacks=["fgsm", "pgd", {"name": "square", "n_queries": 100}], eps=[0.1, 0.3]
+    )
     status = {c["code"]: c["status"] for c in res.metrics["checks"]}
     assert status["MR105"] == "warn"  # zero input gradients
     assert status["MR101"] == "fail"  # unbounded PGD cannot break a masked model

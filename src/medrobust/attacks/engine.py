@@ -185,7 +185,9 @@ class Attack(ABC):
             self._run(adapter, x, target, threat, region_t, best)
         return self._result(images, best)
 
-    def check_labels(self, adapter: ModelAdapter, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def check_labels(
+        self, adapter: ModelAdapter, images: torch.Tensor, labels: torch.Tensor
+    ) -> None:
         """Validate the labels (classification: ``(B,)`` integers in range)."""
         adapter.check_labels(labels.to(images.device), images.shape[0])
 
@@ -362,10 +364,7 @@ class GradientAttack(Attack):
             if idx.numel() == 0:
                 break
             xa, ta, ra = x[idx], index_target(target, idx), _subset_region(region, idx)
-            if self.random_start:
-                delta = threat.random_init(xa, gen, ra)
-            else:
-                delta = torch.zeros_like(xa)
+            delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
             for t in range(self.steps + 1):
                 xt = xa + delta
                 last = t == self.steps
@@ -384,8 +383,9 @@ class GradientAttack(Attack):
                         break
                     if not bool(keep.all()):
                         idx, xa, delta, grad = idx[keep], xa[keep], delta[keep], grad[keep]
-                        ta, ra = index_target(ta, keep.nonzero().flatten()), (
-                            ra if ra is None or ra.shape[0] == 1 else ra[keep]
+                        ta, ra = (
+                            index_target(ta, keep.nonzero().flatten()),
+                            (ra if ra is None or ra.shape[0] == 1 else ra[keep]),
                         )
                 step = self.step_size * threat.ascent_direction(grad, ra)
                 delta = threat.project(xa, delta + step, ra)

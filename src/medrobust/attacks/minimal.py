@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.attacks.engine import Attack, BestTracker, _check_positive
-from medrobust.attacks.objectives.base import ObjectiveOutput, Target
+from medrobust.attacks.objectives.base import Target
 from medrobust.attacks.objectives.classification import Margin
 from medrobust.attacks.threat import ThreatModel
 from medrobust.models.adapter import ModelAdapter
@@ -166,9 +166,7 @@ class CarliniWagnerL2(_MinimalAttack):
                     w = w - self.lr * mh / (vh.sqrt() + 1e-8)
             upper = torch.where(succeeded_here, torch.minimum(upper, const), upper)
             lower = torch.where(~succeeded_here, torch.maximum(lower, const), lower)
-            const = torch.where(
-                torch.isfinite(upper), (lower + upper) / 2, const * 10
-            )
+            const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
         self._finish(model, x, best_x, y, threat, region, steps, best)
 
 

@@ -77,7 +77,8 @@ def bim(
 
 
 @ATTACKS.register(
-    "pgd", summary="Projected gradient descent with random start and restarts",
+    "pgd",
+    summary="Projected gradient descent with random start and restarts",
     tags=("classification",),
 )
 def pgd(
@@ -143,7 +144,8 @@ _apgd("apgd-dlr", "dlr")
 
 
 @ATTACKS.register(
-    "cw", summary="Carlini & Wagner L2 (minimal perturbation, optional budget)",
+    "cw",
+    summary="Carlini & Wagner L2 (minimal perturbation, optional budget)",
     tags=("classification", "minimal"),
 )
 def cw(
@@ -172,7 +174,8 @@ def cw(
 
 
 @ATTACKS.register(
-    "deepfool", summary="DeepFool (minimal perturbation, L2 or Linf, optional budget)",
+    "deepfool",
+    summary="DeepFool (minimal perturbation, L2 or Linf, optional budget)",
     tags=("classification", "minimal"),
 )
 def deepfool(
@@ -191,7 +194,8 @@ def deepfool(
 
 
 @ATTACKS.register(
-    "square", summary="Square attack: score-based black-box random search (Linf)",
+    "square",
+    summary="Square attack: score-based black-box random search (Linf)",
     tags=("classification", "black-box"),
 )
 def square(

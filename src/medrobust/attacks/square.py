@@ -111,7 +111,7 @@ class SquareAttack(Attack):
             if idx.numel() == 0:
                 break
             p = square_fraction(self.p_init, it, self.n_queries)
-            side = max(int(round((p * n_pix) ** (1 / len(spatial)))), 1)
+            side = max(round((p * n_pix) ** (1 / len(spatial))), 1)
             side = min(side, min(spatial))
             n = idx.numel()
             inside = torch.ones((n, *spatial), dtype=torch.bool, device=x.device)

@@ -97,16 +97,18 @@ def run_checks(
         bad = []
         for e_i, e in enumerate(budgets):
             it_broken = torch.zeros_like(correct)
-            for n in _ITERATIVE:
-                if n in names:
-                    it_broken |= records.cells[names.index(n)][e_i].broken
+            for it_name in _ITERATIVE:
+                if it_name in names:
+                    it_broken |= records.cells[names.index(it_name)][e_i].broken
             extra = int((records.cells[f][e_i].broken & ~it_broken & correct).sum())
             if extra:
                 bad.append(f"{extra} at eps={fmt_eps(e)}")
         out.append(
             _row("MR102", "warn", "FGSM broke samples no iterative attack broke: " + ", ".join(bad))
             if bad
-            else _row("MR102", "pass", "every sample FGSM broke was also broken by an iterative attack")
+            else _row(
+                "MR102", "pass", "every sample FGSM broke was also broken by an iterative attack"
+            )
         )
     # MR103: square vs gradient attacks
     if "square" in names and len(names) > 1:
@@ -114,26 +116,38 @@ def run_checks(
         bad = []
         for e_i, e in enumerate(budgets):
             grad_broken = torch.zeros_like(correct)
-            for a_i, n in enumerate(names):
-                if n != "square":
+            for a_i, other in enumerate(names):
+                if other != "square":
                     grad_broken |= records.cells[a_i][e_i].broken
             extra = int((records.cells[s][e_i].broken & ~grad_broken & correct).sum())
             if extra:
                 bad.append(f"{extra} at eps={fmt_eps(e)}")
         out.append(
-            _row("MR103", "warn", "the black-box Square attack broke samples every gradient attack "
-                 "missed: " + ", ".join(bad))
+            _row(
+                "MR103",
+                "warn",
+                "the black-box Square attack broke samples every gradient attack "
+                "missed: " + ", ".join(bad),
+            )
             if bad
-            else _row("MR103", "pass", "the black-box attack found nothing the gradient attacks missed")
+            else _row(
+                "MR103", "pass", "the black-box attack found nothing the gradient attacks missed"
+            )
         )
     # MR104: random noise vs attacks
     bad = []
     for e_i, e in enumerate(budgets):
-        extra = int((records.noise_broken[e_i] & (records.worst_broken_by[e_i] < 0) & correct).sum())
+        extra = int(
+            (records.noise_broken[e_i] & (records.worst_broken_by[e_i] < 0) & correct).sum()
+        )
         if extra:
             bad.append(f"{extra} at eps={fmt_eps(e)}")
     out.append(
-        _row("MR104", "fail", "random noise broke samples that every attack missed: " + ", ".join(bad))
+        _row(
+            "MR104",
+            "fail",
+            "random noise broke samples that every attack missed: " + ", ".join(bad),
+        )
         if bad
         else _row("MR104", "pass", "no sample was broken by random noise but missed by the attacks")
     )
@@ -141,25 +155,33 @@ def run_checks(
     zg = int((records.zero_grad & correct).sum())
     n_c = int(correct.sum())
     out.append(
-        _row("MR105", "warn", f"{zg} of {n_c} correctly classified samples have a zero or "
-             "non-finite input gradient")
+        _row(
+            "MR105",
+            "warn",
+            f"{zg} of {n_c} correctly classified samples have a zero or non-finite input gradient",
+        )
         if zg
         else _row("MR105", "pass", "every correctly classified sample has a usable input gradient")
     )
     # MR106: sample size
-    n = records.n
+    n_samples = records.n
     out.append(
-        _row("MR106", "warn", f"only {n} samples: robust accuracies carry wide confidence intervals")
-        if n < 100
-        else _row("MR106", "pass", f"{n} samples evaluated")
+        _row(
+            "MR106", "warn", f"only {n_samples} samples: robust accuracies carry wide confidence intervals"
+        )
+        if n_samples < 100
+        else _row("MR106", "pass", f"{n_samples} samples evaluated")
     )
     # MR107: clean accuracy vs chance
     acc = float(correct.float().mean())
     counts = torch.bincount(records.labels, minlength=adapter.num_classes).float()
     chance = float(counts.max() / counts.sum())
     out.append(
-        _row("MR107", "warn", f"clean accuracy {acc:.3f} is not above the majority-class rate "
-             f"{chance:.3f}")
+        _row(
+            "MR107",
+            "warn",
+            f"clean accuracy {acc:.3f} is not above the majority-class rate {chance:.3f}",
+        )
         if acc <= chance + 0.02
         else _row("MR107", "pass", f"clean accuracy {acc:.3f} vs majority-class rate {chance:.3f}")
     )
@@ -202,8 +224,11 @@ def _probe_unbounded(
     survived = int((~res.success).sum())
     if survived:
         return _row(
-            "MR101", "fail",
+            "MR101",
+            "fail",
             f"{survived} of {x.shape[0]} samples survived PGD-50 with a budget spanning the whole "
             "input range",
         )
-    return _row("MR101", "pass", f"PGD with an unbounded budget broke all {x.shape[0]} probed samples")
+    return _row(
+        "MR101", "pass", f"PGD with an unbounded budget broke all {x.shape[0]} probed samples"
+    )

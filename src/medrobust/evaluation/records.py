@@ -55,7 +55,12 @@ class CellRecord:
     @classmethod
     def from_state(cls, s: dict[str, torch.Tensor]) -> CellRecord:
         return cls(
-            s["broken"], s["attacked"], s["linf"], s["l2"], s["ssim"], s["psnr"],
+            s["broken"],
+            s["attacked"],
+            s["linf"],
+            s["l2"],
+            s["ssim"],
+            s["psnr"],
             float(s["time_s"]),
         )
 
@@ -87,7 +92,9 @@ class Records:
 
     def __post_init__(self) -> None:
         if not self.cells:
-            self.cells = [[CellRecord.empty() for _ in range(self.n_eps)] for _ in range(self.n_attacks)]
+            self.cells = [
+                [CellRecord.empty() for _ in range(self.n_eps)] for _ in range(self.n_attacks)
+            ]
         if self.worst_broken_by.numel() == 0:
             self.worst_broken_by = torch.empty(self.n_eps, 0, dtype=torch.long)
             self.noise_broken = torch.empty(self.n_eps, 0, dtype=torch.bool)

@@ -75,7 +75,8 @@ def write_run_folder(
             if arrays["index"].numel() == 0:
                 continue
             buf = io.BytesIO()
-            np.savez_compressed(buf, **{k: v.numpy() for k, v in arrays.items()})
+            named: dict[str, Any] = {k: v.numpy() for k, v in arrays.items()}
+            np.savez_compressed(buf, **named)
             name = f"adversarial/worst_case_eps_{key.replace('/', '_')}.npz"
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             (staging / name).write_bytes(buf.getvalue())

@@ -97,9 +97,7 @@ class ProgressEvent:
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     if isinstance(batch, Mapping):
         if "image" not in batch or "label" not in batch:
-            raise ValueError(
-                f"a batch dict needs 'image' and 'label' keys, got {sorted(batch)}"
-            )
+            raise ValueError(f"a batch dict needs 'image' and 'label' keys, got {sorted(batch)}")
         ids = batch.get("id")
         return batch["image"], batch["label"], list(ids) if ids is not None else None
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
@@ -178,7 +176,9 @@ class EvaluationResult:
                 f"{row['robust_accuracy']:.3f}"
             )
         warn = [c["code"] for c in m["checks"] if c["status"] != "pass"]
-        lines.append(f"sanity checks: {len(warn)} flagged" + (f" ({', '.join(warn)})" if warn else ""))
+        lines.append(
+            f"sanity checks: {len(warn)} flagged" + (f" ({', '.join(warn)})" if warn else "")
+        )
         return "\n".join(lines)
 
     def write(
@@ -261,13 +261,13 @@ def evaluate(
             that do not match the model (rank, channels, NaN, bounds) or labels out of range.
     """
     t_start = time.perf_counter()
-    adapter = as_adapter(
-        model, num_classes=num_classes, bounds=bounds, mean=mean, std=std
-    ) if not isinstance(model, ModelAdapter) else model
+    adapter = (
+        as_adapter(model, num_classes=num_classes, bounds=bounds, mean=mean, std=std)
+        if not isinstance(model, ModelAdapter)
+        else model
+    )
     if adapter.task is Task.SEGMENTATION:
-        raise ValueError(
-            "evaluate() audits classifiers; this model's task is 'segmentation'"
-        )
+        raise ValueError("evaluate() audits classifiers; this model's task is 'segmentation'")
     norm_e = Norm.parse(norm)
     if mode not in ("individual", "cascade"):
         raise ValueError(f"mode must be 'individual' or 'cascade', got {mode!r}")
@@ -284,7 +284,10 @@ def evaluate(
     adapter.to(dev)
     # Build every attack once per budget now, so bad parameters fail before any work.
     built = [
-        [create_attack(s.name, eps=e, norm=norm_e.value, seed=seed, **dict(s.params)) for e in budgets]
+        [
+            create_attack(s.name, eps=e, norm=norm_e.value, seed=seed, **dict(s.params))
+            for e in budgets
+        ]
         for s in specs
     ]
     config = {
@@ -326,9 +329,27 @@ def evaluate(
                 progress(ProgressEvent("clean", b_idx, n_batches, records.n))
             offset = records.n
             _process_batch(
-                adapter, x, y, specs, built, budgets, mode, seed, records, keep, example_pool,
-                offset, ids, n_examples, keep_adversarial, checks, noise_draws, norm_e,
-                progress, b_idx, n_batches,
+                adapter,
+                x,
+                y,
+                specs,
+                built,
+                budgets,
+                mode,
+                seed,
+                records,
+                keep,
+                example_pool,
+                offset,
+                ids,
+                n_examples,
+                keep_adversarial,
+                checks,
+                noise_draws,
+                norm_e,
+                progress,
+                b_idx,
+                n_batches,
             )
             records.batches_done = b_idx + 1
             if ckpt is not None:
@@ -350,8 +371,17 @@ def evaluate(
         progress(ProgressEvent("checks", records.batches_done, n_batches, records.n))
     examples = select_examples(example_pool, records, specs, budgets, n_examples, adapter)
     metrics = build_metrics(
-        adapter, records, specs, budgets, norm_e, mode, check_rows, examples,
-        model_info=model_info, data_info=data_info, title=title,
+        adapter,
+        records,
+        specs,
+        budgets,
+        norm_e,
+        mode,
+        check_rows,
+        examples,
+        model_info=model_info,
+        data_info=data_info,
+        title=title,
         total_s=time.perf_counter() - t_start,
     )
     adversarial = {
@@ -469,17 +499,19 @@ def _process_batch(
         _keep_worst(keep[e_i], y, worst_x, worst_by_now, worst_pred, offset, keep_adversarial)
         if n_examples and len(example_pool) < 4 * n_examples * n_e:
             for s_i in (worst_by_now >= 0).nonzero().flatten().tolist():
-                example_pool.append({
-                    "index": offset + s_i,
-                    "id": ids[s_i] if ids is not None else f"sample-{offset + s_i}",
-                    "eps_index": e_i,
-                    "attack_index": int(worst_by_now[s_i]),
-                    "label": int(y[s_i]),
-                    "clean_pred": int(pred[s_i]),
-                    "adv_pred": int(worst_pred[s_i]),
-                    "clean": x[s_i].detach().cpu(),
-                    "adversarial": worst_x[s_i].detach().cpu(),
-                })
+                example_pool.append(
+                    {
+                        "index": offset + s_i,
+                        "id": ids[s_i] if ids is not None else f"sample-{offset + s_i}",
+                        "eps_index": e_i,
+                        "attack_index": int(worst_by_now[s_i]),
+                        "label": int(y[s_i]),
+                        "clean_pred": int(pred[s_i]),
+                        "adv_pred": int(worst_pred[s_i]),
+                        "clean": x[s_i].detach().cpu(),
+                        "adversarial": worst_x[s_i].detach().cpu(),
+                    }
+                )
     noise = torch.zeros((n_e, b), dtype=torch.bool)
     zero_grad = torch.zeros(b, dtype=torch.bool)
     if checks:
@@ -564,8 +596,14 @@ def _zero_gradients(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor) -> 
 def _save_checkpoint(path: Path, config: Mapping[str, Any], records: Records) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save({"format": "medrobust-eval-state", "config_hash": _config_hash(config),
-                "records": records.state()}, tmp)
+    torch.save(
+        {
+            "format": "medrobust-eval-state",
+            "config_hash": _config_hash(config),
+            "records": records.state(),
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 

@@ -75,44 +75,54 @@ def build_metrics(
             n_att = int((cell.attacked & correct).sum())
             n_broken = int((cell.broken & correct).sum())
             lo, hi = wilson_interval(int(robust.sum()), n)
-            results.append({
-                "attack": spec.name,
-                "eps": e,
-                "eps_display": fmt_eps(e),
-                "robust_accuracy": float(robust.float().mean()),
-                "ci95": [lo, hi],
-                "attack_success_rate": n_broken / n_att if n_att else None,
-                "n": n,
-                "n_attacked": n_att,
-                "n_broken": n_broken,
-                "mean_linf": _nanmean(cell.linf),
-                "mean_l2": _nanmean(cell.l2),
-                "mean_ssim": _nanmean(cell.ssim),
-                "mean_psnr": _nanmean(cell.psnr),
-                "time_s": cell.time_s,
-            })
+            results.append(
+                {
+                    "attack": spec.name,
+                    "eps": e,
+                    "eps_display": fmt_eps(e),
+                    "robust_accuracy": float(robust.float().mean()),
+                    "ci95": [lo, hi],
+                    "attack_success_rate": n_broken / n_att if n_att else None,
+                    "n": n,
+                    "n_attacked": n_att,
+                    "n_broken": n_broken,
+                    "mean_linf": _nanmean(cell.linf),
+                    "mean_l2": _nanmean(cell.l2),
+                    "mean_ssim": _nanmean(cell.ssim),
+                    "mean_psnr": _nanmean(cell.psnr),
+                    "time_s": cell.time_s,
+                }
+            )
     worst = []
     for e_i, e in enumerate(budgets):
         by = records.worst_broken_by[e_i]
         robust = correct & (by < 0)
         lo, hi = wilson_interval(int(robust.sum()), n)
-        worst.append({
-            "eps": e,
-            "eps_display": fmt_eps(e),
-            "robust_accuracy": float(robust.float().mean()),
-            "ci95": [lo, hi],
-            "broken_by": {spec.name: int((by == a_i).sum()) for a_i, spec in enumerate(specs)},
-        })
+        worst.append(
+            {
+                "eps": e,
+                "eps_display": fmt_eps(e),
+                "robust_accuracy": float(robust.float().mean()),
+                "ci95": [lo, hi],
+                "broken_by": {spec.name: int((by == a_i).sum()) for a_i, spec in enumerate(specs)},
+            }
+        )
     card = dict(model_info or {})
-    data = {"n": n, "class_names": adapter.class_names or [str(i) for i in range(adapter.num_classes)]}
+    data = {
+        "n": n,
+        "class_names": adapter.class_names or [str(i) for i in range(adapter.num_classes)],
+    }
     data.update(dict(data_info or {}))
     return {
         "schema_version": SCHEMA_VERSION,
         "medrobust_version": _version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "title": title or f"Robustness audit: {card.get('architecture', 'model')}",
-        "model": {"name": str(card.get("architecture", "model")), "card": card,
-                  "input": adapter.describe()},
+        "model": {
+            "name": str(card.get("architecture", "model")),
+            "card": card,
+            "input": adapter.describe(),
+        },
         "data": data,
         "threat_model": {
             "norm": norm.value,

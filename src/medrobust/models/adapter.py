@@ -17,6 +17,9 @@ from medrobust.types import Bounds, Task
 
 
 class ModelAdapter(nn.Module):
+    _mean: torch.Tensor | None
+    _std: torch.Tensor | None
+
     """Wrap a network with its input domain, preprocessing and output convention.
 
     The adapter's ``forward`` takes inputs in the documented space (inside ``bounds``), applies
@@ -54,7 +57,7 @@ class ModelAdapter(nn.Module):
         task: Task | str = Task.CLASSIFICATION,
         spatial_dims: int = 2,
         in_channels: int = 1,
-        bounds: Bounds | tuple[float, float] = Bounds(0.0, 1.0),
+        bounds: Bounds | tuple[float, float] = (0.0, 1.0),
         mean: float | Sequence[float] | None = None,
         std: float | Sequence[float] | None = None,
         output_key: str | None = None,
@@ -72,7 +75,9 @@ class ModelAdapter(nn.Module):
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.net = net
         self.task = Task(task)
-        self.num_classes = int(max(num_classes, 2) if self.task is Task.CLASSIFICATION else num_classes)
+        self.num_classes = int(
+            max(num_classes, 2) if self.task is Task.CLASSIFICATION else num_classes
+        )
         self.spatial_dims = int(spatial_dims)
         self.in_channels = int(in_channels)
         self.bounds = bounds if isinstance(bounds, Bounds) else Bounds(*bounds)
@@ -128,7 +133,9 @@ class ModelAdapter(nn.Module):
                     "adapter to choose the logits"
                 )
             if self.output_key not in out:
-                raise KeyError(f"output_key {self.output_key!r} not in network output {sorted(out)}")
+                raise KeyError(
+                    f"output_key {self.output_key!r} not in network output {sorted(out)}"
+                )
             return self.select_output(out[self.output_key])
         if isinstance(out, (tuple, list)):
             if not -len(out) <= self.output_index < len(out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from medrobust.registry import Registry
 
 #: A per-sample target: a tensor with the batch first, or a dict of such tensors (e.g. the clean
 #: Grad-CAM map and the clean prediction of an explanation attack).
-Target = Union[torch.Tensor, dict[str, torch.Tensor]]
+Target = torch.Tensor | dict[str, torch.Tensor]
 
 
 def index_target(target: Target, idx: torch.Tensor) -> Target:

@@ -243,7 +243,8 @@ def demo_config(quick: bool = False) -> RunConfig:
         {
             "data": {"name": "bus-phantom", "params": {"size": 64}},
             "model": {"name": "small-cnn", "params": {}},
-            "train": {"epochs": 12, "batch_size": 32, "lr": 2e-3, "seed": 0},
+            "train": {"epochs": 15, "batch_size": 32, "lr": 1e-3, "weight_decay": 5e-4,
+                  "scheduler": "cosine", "seed": 0},
             "evaluation": {"suite": "standard", "eps": ["1/255", "2/255", "4/255", "8/255"]},
         }
     )

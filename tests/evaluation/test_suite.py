@@ -205,3 +205,20 @@ def test_bad_batches() -> None:
         run(model, [{"image": x, "label": torch.full((4,), 7)}])
     with pytest.raises(ValueError, match="'image' and 'label'"):
         run(model, [{"img": x}])
+
+
+def test_black_box_attack_only_cross_checks_unbroken_samples() -> None:
+    model = tiny_cnn(2)
+    res = run(
+        model, loader_for(model), attacks=["fgsm", "pgd", {"name": "square", "n_queries": 50}]
+    )
+    rows = {(r["attack"], r["eps"]): r for r in res.metrics["results"]}
+    worst = {w["eps"]: w for w in res.metrics["worst_case"]}
+    for e in EPS:
+        sq, pgd = rows[("square", e)], rows[("pgd", e)]
+        assert pgd["scope"] == "all" and sq["scope"] == "unbroken"
+        # square saw only what fgsm and pgd left unbroken, and its row is cumulative: as the last
+        # attack of the suite it equals the worst case
+        unbroken = round(worst[e]["robust_accuracy"] * 24) + worst[e]["broken_by"]["square"]
+        assert sq["n_attacked"] <= unbroken
+        assert sq["robust_accuracy"] == worst[e]["robust_accuracy"]

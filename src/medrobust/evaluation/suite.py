@@ -224,10 +224,12 @@ def evaluate(
     Budgets are processed from the smallest up. A sample broken by an attack at a budget stays
     broken at every larger budget (its adversarial example is inside the larger ball too), so it is
     not attacked again; only still-unbroken samples are attacked further. With
-    ``mode="individual"`` every attack runs on every sample still unbroken *by that attack*,
-    giving per-attack robust accuracy; with ``mode="cascade"`` (AutoAttack style, faster) each
-    attack runs only on the samples no earlier attack of the suite broke at that budget, and the
-    per-attack rows are cumulative. The worst case per sample is the same in both modes.
+    ``mode="individual"`` every gradient attack runs on every sample still unbroken *by that
+    attack*, giving per-attack robust accuracy; black-box attacks (Square) run only on the
+    samples the attacks before them left unbroken, as a cross-check against gradient masking.
+    With ``mode="cascade"`` (AutoAttack style, faster) every attack runs only on the samples no
+    earlier attack of the suite broke at that budget. Rows of attacks that only saw unbroken
+    samples report cumulative robust accuracy (``"scope": "unbroken"`` in ``metrics.json``).
 
     Args:
         model: A classifier; a :class:`ModelAdapter`, or a bare module whose inputs lie in
@@ -393,6 +395,21 @@ def evaluate(
     return EvaluationResult(metrics, examples, adversarial, config, records)
 
 
+def attack_scopes(specs: Sequence[AttackSpec], mode: Mode) -> list[str]:
+    """Which samples each attack of the suite attacks at a budget.
+
+    ``"all"``: every correctly classified sample it has not broken at a smaller budget
+    (``mode="individual"``). ``"unbroken"``: only those no earlier attack of the suite broke at
+    this budget (every attack under ``mode="cascade"``, and black-box attacks in both modes: they
+    are a cross-check of what the gradient attacks missed, see check MR103).
+    """
+    out = []
+    for spec in specs:
+        black_box = "black-box" in ATTACKS.get(spec.name).tags
+        out.append("unbroken" if mode == "cascade" or black_box else "all")
+    return out
+
+
 def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -444,6 +461,7 @@ def _process_batch(
     correct = pred == y
     n_a, n_e = len(specs), len(budgets)
     dr = adapter.bounds.width
+    scopes = attack_scopes(specs, mode)
     # per attack: the samples it broke at the previous budget and their adversarial examples,
     # which are inside every larger ball too (carried over, not attacked again)
     prev_cell: list[CellRecord | None] = [None] * n_a
@@ -457,7 +475,7 @@ def _process_batch(
             prev = prev_cell[a_i]
             carried = prev.broken.to(x.device) if prev is not None else correct & False
             todo = correct & ~carried
-            if mode == "cascade":
+            if scopes[a_i] == "unbroken":
                 todo &= worst_by_now < 0
             cell = CellRecord(
                 broken=carried.cpu().clone(),

@@ -67,17 +67,25 @@ def build_metrics(
     for key in ("sensitivity", "specificity", "auc", "balanced_accuracy"):
         v = clean.get(key)
         clean[key] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    from medrobust.evaluation.suite import attack_scopes
+
+    scopes = attack_scopes(specs, mode)  # type: ignore[arg-type]
     results = []
     for a_i, spec in enumerate(specs):
         for e_i, e in enumerate(budgets):
             cell = records.cells[a_i][e_i]
-            robust = correct & ~cell.broken
+            if scopes[a_i] == "unbroken":  # cumulative: this attack and every one before it
+                by = records.worst_broken_by[e_i]
+                robust = correct & ~((by >= 0) & (by <= a_i))
+            else:
+                robust = correct & ~cell.broken
             n_att = int((cell.attacked & correct).sum())
             n_broken = int((cell.broken & correct).sum())
             lo, hi = wilson_interval(int(robust.sum()), n)
             results.append(
                 {
                     "attack": spec.name,
+                    "scope": scopes[a_i],
                     "eps": e,
                     "eps_display": fmt_eps(e),
                     "robust_accuracy": float(robust.float().mean()),

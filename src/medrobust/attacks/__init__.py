@@ -12,6 +12,7 @@ from medrobust.attacks.objectives import (
 )
 from medrobust.attacks.presets import ATTACKS, create_attack, list_attacks
 from medrobust.attacks.result import AttackResult, perturbation_norms
+from medrobust.attacks.segmentation import SegmentationAttack  # noqa: F401 (asma, dag, pgd-seg)
 from medrobust.attacks.square import SquareAttack
 from medrobust.attacks.threat import ThreatModel
 

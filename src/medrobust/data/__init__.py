@@ -9,6 +9,7 @@ Example:
     >>> loader = make_loader(test, batch_size=32, shuffle=False, seed=0)
 """
 
+from medrobust.data import anatomy, nifti, volumes  # noqa: F401 (register data sets)
 from medrobust.data.base import (
     SPLITS,
     ArrayDataset,

@@ -1,0 +1,164 @@
+"""Contract tests over every registered segmentation attack, 2-D and 3-D: result type and shapes,
+bounds and budgets, region masks, success semantics, determinism, model untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from medrobust.attacks import AttackResult, create_attack, list_attacks
+from medrobust.attacks.objectives.segmentation import sample_dice
+from medrobust.models import ModelAdapter, create_model
+
+SEG = list_attacks(tag="segmentation")
+FAST: dict[str, dict[str, object]] = {
+    "pgd-seg": {"steps": 3},
+    "apgd-seg": {"steps": 3},
+    "asma": {"steps": 4},
+    "asma-bounded": {"steps": 4},
+    "dag": {"steps": 4},
+}
+BOUNDED = {"pgd-seg", "apgd-seg", "asma-bounded"}
+
+
+def tiny_unet(spatial_dims: int, num_classes: int = 3) -> ModelAdapter:
+    model = create_model(
+        "unet",
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        channels=(4, 8),
+        strides=(2,),
+        num_res_units=0,
+        seed=0,
+    )
+    return model.eval()
+
+
+def inputs(spatial_dims: int, n: int = 3) -> torch.Tensor:
+    size = 16 if spatial_dims == 2 else 8
+    g = torch.Generator().manual_seed(1)
+    return torch.rand((n, 1) + (size,) * spatial_dims, generator=g) * 0.8 + 0.1
+
+
+def is_targeted(name: str) -> bool:
+    return bool(create_attack(name, **FAST.get(name, {})).targeted)  # type: ignore[attr-defined]
+
+
+def masks_for(name: str, model: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    if is_targeted(name):
+        return torch.roll(pred, 1, dims=0)  # another image's prediction as the target
+    return pred
+
+
+def make(name: str, norm: str = "linf", eps: float | None = None) -> object:
+    params = dict(FAST.get(name, {}))
+    if name in BOUNDED:
+        params.update(norm=norm, eps=eps if eps is not None else (0.05 if norm == "linf" else 0.5))
+    elif eps is not None:
+        params.update(norm=norm, eps=eps)
+    elif name in ("asma", "dag"):
+        params.update(norm=norm)
+    return create_attack(name, **params)
+
+
+def test_registered() -> None:
+    assert {"asma", "asma-bounded", "dag", "pgd-seg", "apgd-seg"} <= set(SEG)
+
+
+@pytest.mark.parametrize("name", SEG)
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_contract(name: str, spatial_dims: int, norm: str) -> None:
+    model = tiny_unet(spatial_dims)
+    x = inputs(spatial_dims)
+    y = masks_for(name, model, x)
+    attack = make(name, norm=norm)
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    res = attack(model, x, y)  # type: ignore[operator]
+    assert isinstance(res, AttackResult)
+    assert model.training
+    for key, v in model.state_dict().items():
+        assert torch.equal(v, before[key]), key
+    assert all(p.grad is None for p in model.parameters())
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
+    for t in (res.success, res.loss, res.linf, res.l2, res.steps):
+        assert t.shape == (x.shape[0],)
+    assert res.pred_adv.shape == y.shape
+    assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
+    d = (res.x_adv - x).flatten(1)
+    torch.testing.assert_close(res.linf, d.abs().amax(1))
+    torch.testing.assert_close(res.l2, d.norm(dim=1))
+    if name in BOUNDED:
+        eps = res.config["eps"]
+        size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+        assert float(size.max()) <= eps + 1e-5
+    model.eval()
+    with torch.no_grad():
+        pred = model(res.x_adv).argmax(1)
+    assert torch.equal(res.pred_adv, pred)
+    if is_targeted(name):
+        assert set(res.extra) >= {"target_iou", "pixel_accuracy"}
+        with torch.no_grad():
+            n0 = (model(x).argmax(1) != y).flatten(1).sum(1).double()
+        wrong = (pred != y).flatten(1).sum(1).double()
+        assert torch.equal(res.success, wrong <= 0.01 * n0 + 1e-9)
+        torch.testing.assert_close(
+            res.extra["pixel_accuracy"], (pred == y).flatten(1).float().mean(1)
+        )
+    else:
+        assert set(res.extra) >= {"dice", "pixel_accuracy"}
+        assert torch.equal(res.success, sample_dice(pred, y, 3) < 0.5)
+    assert res.config["name"] == name
+
+
+@pytest.mark.parametrize("name", SEG)
+def test_deterministic(name: str) -> None:
+    model = tiny_unet(2)
+    x = inputs(2)
+    y = masks_for(name, model, x)
+    a = make(name)(model, x, y)  # type: ignore[operator]
+    b = make(name)(model, x, y)  # type: ignore[operator]
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert torch.equal(a.success, b.success)
+
+
+@pytest.mark.parametrize("name", SEG)
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_region_limits_perturbation(name: str, spatial_dims: int) -> None:
+    model = tiny_unet(spatial_dims)
+    x = inputs(spatial_dims)
+    y = masks_for(name, model, x)
+    region = torch.zeros((1, 1, *x.shape[2:]))
+    region[0, 0, : x.shape[2] // 2] = 1
+    res = make(name)(model, x, y, region=region)  # type: ignore[operator]
+    outside = (res.x_adv - x) * (1 - region)
+    assert float(outside.abs().max()) == 0.0
+    assert float(((res.x_adv - x) * region).abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("name", SEG)
+def test_rejects_classifier_and_labels(name: str) -> None:
+    from tests.attacks.models import tiny_cnn
+
+    attack = make(name)
+    x = inputs(2)
+    with pytest.raises(ValueError, match="supports segmentation"):
+        attack(tiny_cnn(2), x, torch.zeros(3, dtype=torch.long))  # type: ignore[operator]
+    model = tiny_unet(2)
+    with pytest.raises(ValueError, match="look like class labels"):
+        attack(model, x, torch.zeros(3, dtype=torch.long))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"squeeze\(1\)"):
+        attack(model, x, torch.zeros(3, 1, 16, 16, dtype=torch.long))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"class\(es\) \[7\] unknown to the model"):
+        bad = torch.zeros(3, 16, 16, dtype=torch.long)
+        bad[0, 0, 0] = 7
+        attack(model, x, bad)  # type: ignore[operator]
+    with pytest.raises(ValueError, match="integer class indices"):
+        attack(model, x, torch.zeros(3, 16, 16))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"needs masks of shape \(3, 16, 16\)"):
+        attack(model, x, torch.zeros(3, 8, 8, dtype=torch.long))  # type: ignore[operator]

@@ -10,6 +10,7 @@ from medrobust.attacks.objectives import (
     create_objective,
     list_objectives,
 )
+from medrobust.attacks.objectives import detector as _detector  # noqa: F401 (pgd-adaptive)
 from medrobust.attacks.presets import ATTACKS, create_attack, list_attacks
 from medrobust.attacks.result import AttackResult, perturbation_norms
 from medrobust.attacks.segmentation import SegmentationAttack  # noqa: F401 (asma, dag, pgd-seg)

@@ -89,6 +89,10 @@ class TrainConfig:
         recipe_params: Keyword arguments of the recipe.
         max_grad_norm: Clip the global gradient norm to this value; None disables clipping.
         num_workers: DataLoader worker processes when ``fit`` builds the loaders.
+        labelled_fraction: Fraction in ``(0, 1]`` of the training set that keeps its labels
+            (stratified, seeded split; see :func:`medrobust.defenses.data.labelled_split`). The
+            rest becomes the unlabelled stream of recipes that use one (e.g. ``"ssat"``) and is
+            left out by the others. ``1.0`` trains on every label.
     """
 
     epochs: int = 10
@@ -108,6 +112,7 @@ class TrainConfig:
     recipe_params: dict[str, Any] = field(default_factory=dict)
     max_grad_norm: float | None = None
     num_workers: int = 0
+    labelled_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -177,6 +182,11 @@ class TrainConfig:
         if self.max_grad_norm is not None and _float("max_grad_norm", self.max_grad_norm) <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         _int("num_workers", self.num_workers, 0)
+        from medrobust.defenses.data import check_labelled_fraction
+
+        object.__setattr__(
+            self, "labelled_fraction", check_labelled_fraction(self.labelled_fraction)
+        )
 
     @property
     def monitor_mode(self) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
@@ -124,6 +124,7 @@ def fit(
     progress: ProgressCallback | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    unlabelled: Dataset[Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` with the recipe of ``config``, validating and checkpointing every epoch.
 
@@ -157,6 +158,12 @@ def fit(
             ``patience``, ``device`` and ``num_workers`` may differ from the saved config.
         overwrite: Allow starting a fresh run in a folder that already holds one; its
             ``best.pt``, ``last.pt``, ``history.json`` and model card files are deleted first.
+        unlabelled: Unlabelled training images (a map-style data set; labels, if present, are
+            never read) for a semi-supervised recipe such as ``"ssat"``. With
+            ``config.labelled_fraction < 1`` the training set (which must then be a
+            ``Dataset``) is split per class, seeded by ``config.seed``: the labelled part is
+            trained on and the rest, without labels, joins the unlabelled images of recipes
+            that use them (other recipes leave it out).
 
     Returns:
         A :class:`TrainResult`.
@@ -164,8 +171,9 @@ def fit(
     Raises:
         TypeError: If ``model`` is not a ModelAdapter or ``config`` not a TrainConfig.
         ValueError: For empty loaders, batches that do not match the model (shape, channels,
-            bounds, label range), a monitor the task does not provide, or a resume config that
-            differs from the saved one.
+            bounds, label range), a monitor the task does not provide, a resume config that
+            differs from the saved one, an empty unlabelled set, unlabelled data for a recipe
+            that does not use it, or a semi-supervised recipe without unlabelled data.
         FileNotFoundError: If ``resume`` is set but ``run_dir`` has no ``last.pt``.
         FileExistsError: If ``run_dir`` already holds a run and neither ``resume`` nor
             ``overwrite`` is set.
@@ -185,6 +193,15 @@ def fit(
         raise TypeError(f"card_info must be a dict or None, got {type(card_info).__name__}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    if unlabelled is not None:
+        if isinstance(unlabelled, DataLoader) or not isinstance(unlabelled, Dataset):
+            raise TypeError(
+                f"unlabelled must be a map-style torch Dataset, got {type(unlabelled).__name__}"
+            )
+        if not hasattr(unlabelled, "__len__") or len(unlabelled) == 0:
+            raise ValueError(
+                "the unlabelled data set is empty; give it some images or leave unlabelled=None"
+            )
     run = Path(run_dir)
     if run.exists() and not run.is_dir():
         raise NotADirectoryError(f"run_dir {run} exists and is not a folder")
@@ -211,7 +228,7 @@ def fit(
         with torch.random.fork_rng(devices=fork_devices):
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-            return trainer.run(train_loader, val_loader, resume=resume)
+            return trainer.run(train_loader, val_loader, resume=resume, unlabelled=unlabelled)
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
@@ -360,6 +377,34 @@ class _Trainer:
         if n_batches == 0:
             raise ValueError(f"the {role} loader is empty (0 batches); give it some samples")
         return loader
+
+    def _split_labelled(
+        self, train: DataLoader[Any] | Dataset[Any], unlabelled: Dataset[Any] | None
+    ) -> DataLoader[Any] | Dataset[Any]:
+        """Apply ``labelled_fraction`` and hand the unlabelled images to the recipe."""
+        from medrobust.defenses.data import labelled_split
+
+        cfg = self.config
+        if cfg.labelled_fraction < 1.0:
+            if isinstance(train, DataLoader) or not isinstance(train, Dataset):
+                raise TypeError(
+                    f"labelled_fraction={cfg.labelled_fraction} needs the training set as a "
+                    f"map-style Dataset (fit splits it), got {type(train).__name__}"
+                )
+            train, rest = labelled_split(train, cfg.labelled_fraction, _derived_seed(cfg.seed, 3))
+            if rest is not None and self.recipe.uses_unlabelled:
+                unlabelled = rest if unlabelled is None else ConcatDataset([rest, unlabelled])
+            elif rest is not None:
+                logger.info(
+                    "labelled_fraction=%s: %d images left out (recipe %r uses no unlabelled data)",
+                    cfg.labelled_fraction,
+                    len(rest),
+                    cfg.recipe,
+                )
+        if unlabelled is not None:
+            self.recipe.set_unlabelled(unlabelled)
+            self.split_sizes["unlabelled"] = len(unlabelled)  # type: ignore[arg-type]
+        return train
 
     def restore_loaders(self) -> None:
         for sampler, gen in self._restore:
@@ -590,6 +635,7 @@ class _Trainer:
         val_data: DataLoader[Any] | Dataset[Any],
         *,
         resume: bool,
+        unlabelled: Dataset[Any] | None = None,
     ) -> TrainResult:
         cfg = self.config
         model = self.model
@@ -598,13 +644,16 @@ class _Trainer:
         self.recipe_gen = torch.Generator(device=self.device).manual_seed(
             _derived_seed(cfg.seed, 2)
         )
+        train_data = self._split_labelled(train_data, unlabelled)
         train_loader = self._loader(train_data, train=True)
         val_loader = self._loader(val_data, train=False)
-        self.split_sizes = {
-            name: len(loader.dataset)
-            for name, loader in (("train", train_loader), ("val", val_loader))
-            if hasattr(loader.dataset, "__len__")
-        }
+        self.split_sizes.update(
+            {
+                name: len(loader.dataset)
+                for name, loader in (("train", train_loader), ("val", val_loader))
+                if hasattr(loader.dataset, "__len__")
+            }
+        )
         model.to(self.device)
         opt = self._optimizer()
         sched = self._scheduler(opt)

@@ -26,7 +26,11 @@ Extension point: adding a defence recipe
        def _pgd_at(*, eps: float = 8 / 255, steps: int = 10) -> Recipe:
            return PGDATRecipe(eps=eps, steps=steps)
 
-5. Put the module under ``medrobust.defenses`` and import it from
+5. A recipe that learns from unlabelled images too (semi-supervised) sets
+   ``uses_unlabelled = True`` and overrides :meth:`Recipe.set_unlabelled`; ``fit`` hands it the
+   unlabelled data set (``fit(..., unlabelled=...)`` and/or the remainder of
+   ``TrainConfig.labelled_fraction``) before :meth:`Recipe.setup`.
+6. Put the module under ``medrobust.defenses`` and import it from
    ``medrobust/defenses/__init__.py``: :func:`create_recipe`, :func:`list_recipes` and
    :class:`~medrobust.training.TrainConfig` import ``medrobust.defenses`` on first use, so the
    recipe is found by name from Python, YAML and the command line.
@@ -44,6 +48,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from medrobust.models.adapter import ModelAdapter
 from medrobust.registry import Registry
@@ -127,9 +132,27 @@ class Recipe(abc.ABC):
 
     name: ClassVar[str] = "recipe"
     validation_metrics: ClassVar[tuple[str, ...]] = ()
+    #: Whether the recipe trains on unlabelled images too (see :meth:`set_unlabelled`).
+    uses_unlabelled: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.generator: torch.Generator | None = None
+
+    def set_unlabelled(self, data: Dataset[Any]) -> None:
+        """Receive the unlabelled training images (only recipes with ``uses_unlabelled``).
+
+        ``fit`` calls this before :meth:`setup` when unlabelled data is available.
+
+        Args:
+            data: A map-style data set whose items hold at least ``"image"``.
+
+        Raises:
+            ValueError: Always, for recipes that do not use unlabelled data.
+        """
+        raise ValueError(
+            f"recipe {self.name!r} does not use unlabelled data; pass unlabelled images only to "
+            "a semi-supervised recipe such as 'ssat'"
+        )
 
     def setup(self, model: ModelAdapter, *, generator: torch.Generator) -> None:
         """Prepare for training ``model``; called by ``fit`` before the first step.

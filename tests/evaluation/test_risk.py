@@ -1,0 +1,169 @@
+"""Tests of the system risk of classifier + detector and of the detection metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from medrobust.detectors import NotFittedError, create_detector
+from medrobust.evaluation import evaluate
+from medrobust.evaluation.risk import (
+    RiskAssessment,
+    assess_detector,
+    defense_section,
+    detection_figure,
+    detection_metrics,
+    risk_figure,
+    tpr_at_fpr,
+)
+from tests.attacks.models import batch, tiny_cnn
+
+EPS = [0.05, 0.15]
+
+
+def _loader() -> list[dict[str, torch.Tensor]]:
+    x = batch(n=40, size=8, seed=11)
+    g = torch.Generator().manual_seed(4)
+    y = torch.randint(0, 2, (40,), generator=g)
+    return [{"image": x[i : i + 20], "label": y[i : i + 20]} for i in (0, 20)]
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict[str, Any]:
+    model = tiny_cnn()
+    det = create_detector("uad", fpr=0.1).fit(model, batch(n=200, size=8, seed=5))
+    loader = _loader()
+    ev = evaluate(
+        model,
+        loader,
+        attacks=["fgsm", {"name": "pgd", "steps": 10}],
+        eps=EPS,
+        checks=False,
+        keep_adversarial=40,
+    )
+    risk = assess_detector(model, det, loader, ev, adaptive_params={"steps": 15})
+    return {"model": model, "det": det, "loader": loader, "ev": ev, "risk": risk}
+
+
+def test_tpr_at_fpr_matches_scikit_learn_roc() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randn(300, generator=g, dtype=torch.float64)
+    adv = torch.randn(120, generator=g, dtype=torch.float64) + 1.3
+    for fpr in (0.0, 0.01, 0.05, 0.2):
+        f, t, _ = metrics.roc_curve(
+            np.r_[np.zeros(300), np.ones(120)], np.r_[clean.numpy(), adv.numpy()]
+        )
+        assert tpr_at_fpr(clean, adv, fpr) == pytest.approx(float(t[f <= fpr + 1e-12].max()))
+    assert math.isnan(tpr_at_fpr(clean, torch.empty(0, dtype=torch.float64)))
+    with pytest.raises(ValueError, match=r"fpr must be in \[0, 1\)"):
+        tpr_at_fpr(clean, adv, 1.0)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tpr_at_fpr(torch.tensor([0.0, math.nan]), adv)
+
+
+def test_detection_metrics() -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    clean = torch.tensor([0.1, 0.2, 0.3, 0.9])
+    adv = torch.tensor([0.25, 0.8, 1.0])
+    out = detection_metrics(clean, adv, threshold=0.5)
+    assert out["false_alarm_rate"] == 0.25 and out["detection_rate"] == pytest.approx(2 / 3)
+    assert out["auroc"] == pytest.approx(
+        metrics.roc_auc_score([0, 0, 0, 0, 1, 1, 1], torch.cat([clean, adv]).numpy())
+    )
+    assert out["n_clean"] == 4 and out["n_adversarial"] == 3
+    empty = detection_metrics(clean, torch.empty(0), threshold=0.5)
+    assert empty["auroc"] is None and empty["detection_rate"] is None
+
+
+def test_risk_rows_agree_with_the_audit_and_are_ordered(setup: dict[str, Any]) -> None:
+    risk: RiskAssessment = setup["risk"]
+    ev = setup["ev"]
+    det = setup["det"]
+    x = torch.cat([b["image"] for b in setup["loader"]])
+    far = float(det.predict(x).float().mean())
+    prev_sys = prev_ad = -1.0
+    for row, e in zip(risk.risk, EPS, strict=True):
+        assert row["classifier_risk"] == pytest.approx(1 - ev.robust_accuracy(None, e))
+        assert row["false_alarm_rate"] == pytest.approx(far)
+        assert row["system_risk"] <= row["classifier_risk"] + 1e-9
+        assert row["system_risk_adaptive"] >= row["system_risk"]
+        assert row["system_risk"] >= prev_sys and row["system_risk_adaptive"] >= prev_ad
+        prev_sys, prev_ad = row["system_risk"], row["system_risk_adaptive"]
+    names = {(d["attack"], d["eps"]) for d in risk.detection}
+    for e in EPS:
+        for a in ("worst-case", "fgsm", "pgd", "pgd-adaptive"):
+            assert (a, e) in names
+    assert risk.risk[-1]["system_risk_adaptive"] > risk.risk[-1]["system_risk"]
+
+
+def test_threshold_extremes_give_exact_risks(setup: dict[str, Any]) -> None:
+    model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
+    keep = det.threshold
+    try:
+        det.set_threshold(float("inf"))  # never flags: the system is the classifier
+        never = assess_detector(model, det, loader, ev, adaptive=False)
+        for row in never.risk:
+            assert row["system_risk"] == pytest.approx(row["classifier_risk"])
+            assert row["false_alarm_rate"] == 0.0 and row["system_risk_adaptive"] is None
+        det.set_threshold(float("-inf"))  # flags everything: nothing gets through
+        always = assess_detector(model, det, loader, ev, adaptive_params={"steps": 3})
+        for row in always.risk:
+            assert row["system_risk"] == 0.0 and row["system_risk_adaptive"] == 0.0
+            assert row["false_alarm_rate"] == 1.0
+    finally:
+        det.set_threshold(keep)
+
+
+def test_bad_inputs(setup: dict[str, Any]) -> None:
+    model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
+    with pytest.raises(NotFittedError, match="not fitted"):
+        assess_detector(model, create_detector("uad"), loader, ev)
+    with pytest.raises(ValueError, match="fitted for another model object"):
+        assess_detector(tiny_cnn(seed=2), det, loader, ev)
+    with pytest.raises(
+        ValueError, match="the loader gives 20 samples but the evaluation recorded 40"
+    ):
+        assess_detector(model, det, loader[:1], ev)
+    shuffled = [{"image": b["image"].flip(0), "label": b["label"].flip(0)} for b in loader]
+    if not all(torch.equal(a["label"], b["label"]) for a, b in zip(loader, shuffled, strict=True)):
+        with pytest.raises(ValueError, match="labels differ"):
+            assess_detector(model, det, shuffled, ev)
+    few = evaluate(model, loader, attacks=["fgsm"], eps=EPS, checks=False, keep_adversarial=1)
+    with pytest.raises(ValueError, match="keep_adversarial=40"):
+        assess_detector(model, det, loader, few, adaptive=False)
+
+
+def test_figures_and_report_sections(setup: dict[str, Any]) -> None:
+    from medrobust.reporting import render_report
+
+    risk: RiskAssessment = setup["risk"]
+    fig = risk_figure(risk.risk, title="risk")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4  # three risks + the false-alarm line
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.05", "0.15"]
+    det_fig = detection_figure(risk.detection)
+    assert len(det_fig.axes) == 2 and len(det_fig.axes[0].lines) == 5  # 4 attacks + chance
+    with pytest.raises(ValueError, match="no risk rows"):
+        risk_figure([])
+    metrics = dict(setup["ev"].metrics)
+    metrics.update(risk.to_metrics())
+    sections = risk.report_sections()
+    assert [s.key for s in sections] == ["detection", "risk"]
+    html = render_report(
+        metrics,
+        extra_sections=[
+            *sections,
+            defense_section([{"recipe": "standard", "wall_time_s": 1.5, "epochs": 3}]),
+        ],
+    )
+    assert "System risk" in html and "Detection" in html and "pgd-adaptive" in html
+    assert "Other results" not in html
+    with pytest.raises(ValueError, match="no training records"):
+        defense_section([])

@@ -139,3 +139,60 @@ def test_list_everything(capsys: pytest.CaptureFixture[str]) -> None:
         "standard",
     ):
         assert name in out
+
+
+@pytest.mark.slow
+def test_demo_segmentation_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seg"
+    assert run_cli(["demo", "--task", "segmentation", "--quick", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "segmentation" in metrics
+    assert (out / "report.html").exists()
+    # the classification audit points segmenters to the segmentation audit
+    assert run_cli(["evaluate", str(out / "train" / "best.pt"), "--out", str(tmp_path / "e")]) == 2
+    assert "evaluate-segmentation" in capsys.readouterr().err.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_train_with_a_defense(tmp_path: Path) -> None:
+    from medrobust.models import load_checkpoint
+
+    out = tmp_path / "fast"
+    args = [
+        "train",
+        "--data-param",
+        "size=32",
+        "--data-param",
+        "n=32",
+        "--model-param",
+        "width=4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--defense",
+        "fast-at",
+        "--defense-param",
+        "eps=4/255",
+        "--out",
+        str(out),
+    ]
+    assert run_cli(args) == 0
+    _, card = load_checkpoint(out / "train" / "best.pt")
+    assert card.training.recipe == "fast-at"
+    assert card.training.recipe_params["eps"] == pytest.approx(4 / 255)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--labelled-fraction", "1.5"], "labelled_fraction"),
+        (["train", "--defense", "pgd_att"], "did you mean"),
+        (["demo", "--task", "detection"], "--task must be"),
+    ],
+)
+def test_train_and_demo_bad_options(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli([*args, "--out", str(tmp_path / "o")]) == 2
+    assert message.lower() in capsys.readouterr().err.replace("\n", " ").lower()

@@ -31,6 +31,9 @@ _LAZY = {
     "load_checkpoint": "medrobust.models",
     "save_checkpoint": "medrobust.models",
     "create_dataset": "medrobust.data",
+    "create_detector": "medrobust.detectors",
+    "list_detectors": "medrobust.detectors",
+    "load_detector": "medrobust.detectors",
     "list_datasets": "medrobust.data",
     "Bounds": "medrobust.types",
     "Norm": "medrobust.types",
@@ -48,18 +51,22 @@ __all__ = [
     "__version__",
     "create_attack",
     "create_dataset",
+    "create_detector",
     "create_model",
     "evaluate",
     "list_attacks",
     "list_datasets",
+    "list_detectors",
     "list_models",
     "load_checkpoint",
+    "load_detector",
     "save_checkpoint",
 ]
 
 if TYPE_CHECKING:
     from medrobust.attacks import AttackResult, ThreatModel, create_attack, list_attacks
     from medrobust.data import create_dataset, list_datasets
+    from medrobust.detectors import create_detector, list_detectors, load_detector
     from medrobust.evaluation import EvaluationResult, evaluate
     from medrobust.models import (
         ModelAdapter,

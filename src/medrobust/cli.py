@@ -148,16 +148,34 @@ def demo(
     config: Annotated[
         Path | None, typer.Option(help="YAML run configuration overriding the demo's.")
     ] = None,
+    task: Annotated[
+        str,
+        typer.Option(help="classification (default) or segmentation (a UNet on lesion masks)."),
+    ] = "classification",
     quick: Annotated[bool, typer.Option(help="A tiny run for smoke tests (seconds).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
 ) -> None:
-    """Train a small CNN on the embedded breast-ultrasound phantom and audit it end to end."""
+    """Train a model on the embedded breast-ultrasound phantom and audit it end to end."""
     from medrobust.config import RunConfig, demo_config
     from medrobust.pipeline import run_audit
 
-    cfg = RunConfig.from_yaml(config) if config else demo_config(quick=quick)
+    if task not in ("classification", "segmentation"):
+        raise CliError(f"--task must be 'classification' or 'segmentation', got {task!r}")
     run_dir = out or _default_out("demo")
+    if task == "segmentation":
+        if config:
+            raise CliError("--config applies to the classification demo only")
+        from medrobust.segmentation_pipeline import run_segmentation_demo
+
+        with _progress() as reporter:
+            seg, report = run_segmentation_demo(
+                run_dir, reporter=reporter, quick=quick, overwrite=overwrite or resume
+            )
+        out_console.print(seg.summary())
+        out_console.print(f"report: [bold]{report.resolve()}[/bold]")
+        return
+    cfg = RunConfig.from_yaml(config) if config else demo_config(quick=quick)
     with _progress() as reporter:
         result, report = run_audit(
             cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
@@ -187,6 +205,24 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    defense: Annotated[
+        str | None,
+        typer.Option(
+            help="Training recipe (`medrobust list defenses`): pgd-at, trades, fast-at, ssat."
+        ),
+    ] = None,
+    defense_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--defense-param", help="Recipe parameter key=value (repeatable), e.g. eps=4/255."
+        ),
+    ] = None,
+    labelled_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of the training labels to use, in (0, 1]; SSAT learns from the rest."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML run configuration.")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run folder (default runs/train-<time>).")
@@ -210,11 +246,26 @@ def train(
         for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}.items()
         if v is not None
     }
+    if defense is not None:
+        changes["recipe"], changes["recipe_params"] = defense, {}
+    if defense_param:
+        from medrobust.config import parse_eps
+
+        params = _parse_params(defense_param, "--defense-param")
+        params = {
+            k: (parse_eps(v) if isinstance(v, str) and "/" in v else v) for k, v in params.items()
+        }
+        changes["recipe_params"] = {
+            **changes.get("recipe_params", cfg.train.recipe_params),
+            **params,
+        }
+    if labelled_fraction is not None:
+        changes["labelled_fraction"] = labelled_fraction
     if changes:
         cfg.train = replace(cfg.train, **changes)
     run_dir = out or _default_out("train")
     with _progress() as reporter:
-        _, card, result = train_model(
+        _, _, result = train_model(
             cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
         )
     out_console.print(
@@ -260,6 +311,11 @@ def evaluate_cmd(
     from medrobust.pipeline import evaluate_model
 
     model, card = load_checkpoint(checkpoint)
+    if model.task.value == "segmentation":
+        raise CliError(
+            f"{checkpoint} holds a segmentation model; audit it with "
+            "`medrobust evaluate-segmentation` (Dice under attack, targeted attacks, noise)"
+        )
     params = _parse_params(data_param, "--data-param")
     trained_size = card.data.image_size
     if data == card.data.name and trained_size and "size" not in params:
@@ -291,7 +347,16 @@ def evaluate_cmd(
     _print_summary(result, report)
 
 
-LISTABLE = ("attacks", "models", "datasets", "objectives", "suites", "checks", "defenses")
+LISTABLE = (
+    "attacks",
+    "models",
+    "datasets",
+    "objectives",
+    "suites",
+    "checks",
+    "defenses",
+    "detectors",
+)
 
 
 @app.command("list")
@@ -337,6 +402,10 @@ def _listing(kind: str) -> list[tuple[str, str]]:
 
         list_recipes()  # loads recipe plug-ins
         return [(e.name, e.summary) for e in RECIPES.entries()]
+    if kind == "detectors":
+        from medrobust.detectors import DETECTORS
+
+        return [(e.name, e.summary) for e in DETECTORS.entries()]
     if kind == "suites":
         from medrobust.evaluation.suites import _SUITES
 
@@ -353,6 +422,18 @@ def _listing(kind: str) -> list[tuple[str, str]]:
     from medrobust.evaluation.checks import CHECKS
 
     return [(code, f"{title}: {text}") for code, (title, text) in CHECKS.items()]
+
+
+def _register_commands() -> None:
+    """Add the commands that live beside their features (segmentation, defences)."""
+    from medrobust.defenses.cli import register as register_defenses
+    from medrobust.segmentation_cli import register as register_segmentation
+
+    register_segmentation(app)
+    register_defenses(app)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,14 @@ def train_model(
         **config.model.params,
     )
     info = data_info(config, train_ds, "train")
+    from medrobust.training import RECIPES
+
+    unlabelled = None
+    recipe_tags = RECIPES.get(config.train.recipe).tags
+    if "semi-supervised" in recipe_tags and config.train.labelled_fraction == 1.0:
+        from medrobust.defenses.data import UnlabelledView
+
+        unlabelled = UnlabelledView(train_ds)  # every label kept: the images double as the stream
     result = fit(
         model,
         train_ds,
@@ -112,6 +120,7 @@ def train_model(
         progress=rep.train,
         resume=resume,
         overwrite=overwrite,
+        unlabelled=unlabelled,
     )
     best, card = load_checkpoint(result.best_checkpoint)
     return best, card, result

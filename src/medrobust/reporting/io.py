@@ -234,6 +234,9 @@ def to_jsonable(obj: Any, _where: str = "$") -> Any:
         return out
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v, f"{_where}[{i}]") for i, v in enumerate(obj)]
+    describe = getattr(obj, "describe", None)
+    if callable(describe):  # components (detectors, attacks) describe themselves
+        return to_jsonable(describe(), _where)
     raise TypeError(f"{_where}: cannot convert a {type(obj).__name__} to JSON ({obj!r:.80})")
 
 

@@ -2,6 +2,7 @@
 
 from medrobust.attacks.apgd import APGD
 from medrobust.attacks.engine import Attack, BestTracker, GradientAttack, eval_mode
+from medrobust.attacks.explanation import ExplanationAttack  # noqa: F401 (gradcam-* presets)
 from medrobust.attacks.minimal import CarliniWagnerL2, DeepFool
 from medrobust.attacks.objectives import (
     OBJECTIVES,

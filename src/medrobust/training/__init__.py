@@ -8,6 +8,7 @@ Example:
     >>> result.best_checkpoint  # load with medrobust.models.load_checkpoint
 """
 
+from medrobust.training import multitask as _multitask  # noqa: F401 (registers "multitask")
 from medrobust.training.config import TrainConfig
 from medrobust.training.loop import TrainEvent, TrainResult, fit
 from medrobust.training.recipes import (

@@ -36,6 +36,10 @@ def test_demo_quick_writes_a_complete_run_folder(quick_run: Path) -> None:
     config = (quick_run / "config.yaml").read_text()
     assert "small-cnn" in config
     assert (quick_run / "train" / "best.pt").exists()
+    # the explanation section: Grad-CAM attacks with the label kept and changed
+    assert metrics["explanations"]["eps_display"] == ["2/255", "8/255"]
+    assert (quick_run / "explanations" / "maps.npz").exists()
+    assert "Explanation" in html
     assert not (quick_run / ".evaluation-state.pt").exists()
 
 

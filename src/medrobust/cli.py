@@ -427,8 +427,10 @@ def _listing(kind: str) -> list[tuple[str, str]]:
 def _register_commands() -> None:
     """Add the commands that live beside their features (segmentation, defences)."""
     from medrobust.defenses.cli import register as register_defenses
+    from medrobust.explain.cli import register as register_explain
     from medrobust.segmentation_cli import register as register_segmentation
 
+    register_explain(app)
     register_segmentation(app)
     register_defenses(app)
 

@@ -113,10 +113,14 @@ class EvaluationSection:
     seed: int = 0
     n_examples: int = 6
     checks: bool = True
+    #: Also attack the Grad-CAM explanations (label kept / changed) on this many samples;
+    #: 0 turns the explanation section off.
+    explanations: int = 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
         allowed = {
+            "explanations",
             "suite",
             "attacks",
             "eps",
@@ -214,6 +218,7 @@ class RunConfig:
                 "seed": ev.seed,
                 "n_examples": ev.n_examples,
                 "checks": ev.checks,
+                "explanations": ev.explanations,
             },
         }
 
@@ -234,6 +239,7 @@ def demo_config(quick: bool = False) -> RunConfig:
                 "evaluation": {
                     "suite": "quick",
                     "eps": ["2/255", "8/255"],
+                    "explanations": 4,
                     "n_examples": 2,
                     "batch_size": 32,
                 },
@@ -243,8 +249,18 @@ def demo_config(quick: bool = False) -> RunConfig:
         {
             "data": {"name": "bus-phantom", "params": {"size": 64}},
             "model": {"name": "small-cnn", "params": {}},
-            "train": {"epochs": 15, "batch_size": 32, "lr": 1e-3, "weight_decay": 5e-4,
-                  "scheduler": "cosine", "seed": 0},
-            "evaluation": {"suite": "standard", "eps": ["1/255", "2/255", "4/255", "8/255"]},
+            "train": {
+                "epochs": 15,
+                "batch_size": 32,
+                "lr": 1e-3,
+                "weight_decay": 5e-4,
+                "scheduler": "cosine",
+                "seed": 0,
+            },
+            "evaluation": {
+                "suite": "standard",
+                "eps": ["1/255", "2/255", "4/255", "8/255"],
+                "explanations": 32,
+            },
         }
     )

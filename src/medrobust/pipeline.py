@@ -178,8 +178,32 @@ def evaluate_model(
     )
     if skipped:
         result.metrics["suite"] = {"name": ev.suite, "skipped": skipped}
+    sections: list[Any] = []
+    files: dict[str, bytes] = {}
+    if ev.explanations > 0:
+        from medrobust.explain.evaluation import evaluate_explanations
+
+        rep.say(f"attacking the Grad-CAM explanations of up to {ev.explanations} samples")
+        expl = evaluate_explanations(
+            model,
+            loader,
+            eps=ev.eps,
+            norm=ev.norm,
+            steps=10,
+            max_samples=ev.explanations,
+            seed=ev.seed,
+        )
+        result.metrics["explanations"] = expl.metrics
+        sections.append(expl.section())
+        files["explanations/maps.npz"] = expl.maps_npz()
     extra = {"run": config.to_dict(), **dict(config_extra or {})}
-    result.write(out_dir, overwrite=overwrite, config_extra=extra)
+    result.write(
+        out_dir,
+        overwrite=overwrite,
+        config_extra=extra,
+        extra_sections=sections,
+        extra_files=files,
+    )
     state.unlink(missing_ok=True)
     return result, out_dir / "report.html"
 

@@ -205,7 +205,12 @@ def create_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = MODELS.create(entry.name, **factory_kwargs)
-    task = Task.SEGMENTATION if "segmentation" in entry.tags else Task.CLASSIFICATION
+    if "multitask" in entry.tags:
+        task = Task.MULTITASK
+    elif "segmentation" in entry.tags:
+        task = Task.SEGMENTATION
+    else:
+        task = Task.CLASSIFICATION
     adapter = ModelAdapter(
         net,
         num_classes=num_classes,

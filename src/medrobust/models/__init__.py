@@ -10,6 +10,7 @@ from medrobust.models.checkpoint import (
     load_state_dict_into,
     save_checkpoint,
 )
+from medrobust.models.segmentation import check_volume_size, sliding_window
 from medrobust.models.zoo import MODELS, architecture_of, create_model, gradcam_layer, list_models
 
 __all__ = [
@@ -21,10 +22,12 @@ __all__ = [
     "TrainingInfo",
     "architecture_of",
     "as_adapter",
+    "check_volume_size",
     "create_model",
     "gradcam_layer",
     "list_models",
     "load_checkpoint",
     "load_state_dict_into",
     "save_checkpoint",
+    "sliding_window",
 ]

@@ -152,9 +152,26 @@ def test_demo_segmentation_quick(tmp_path: Path, capsys: pytest.CaptureFixture[s
     metrics = json.loads((out / "metrics.json").read_text())
     assert "segmentation" in metrics
     assert (out / "report.html").exists()
-    # the classification audit points segmenters to the segmentation audit
-    assert run_cli(["evaluate", str(out / "train" / "best.pt"), "--out", str(tmp_path / "e")]) == 2
-    assert "evaluate-segmentation" in capsys.readouterr().err.replace("\n", " ")
+    # `medrobust evaluate` audits a saved segmenter with the segmentation audit
+    code = run_cli(
+        [
+            "evaluate",
+            str(out / "train" / "best.pt"),
+            "--data-param",
+            "size=32",
+            "--data-param",
+            "n=8",
+            "--attacks",
+            "pgd-seg",
+            "--eps",
+            "8/255",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    assert code == 0
+    seg = json.loads((tmp_path / "e" / "metrics.json").read_text())["segmentation"]
+    assert "pgd-seg" in json.dumps(seg)
 
 
 @pytest.mark.slow
@@ -200,3 +217,29 @@ def test_train_and_demo_bad_options(
 ) -> None:
     assert run_cli([*args, "--out", str(tmp_path / "o")]) == 2
     assert message.lower() in capsys.readouterr().err.replace("\n", " ").lower()
+
+
+@pytest.mark.slow
+def test_train_multitask_model_uses_the_joint_recipe(tmp_path: Path) -> None:
+    from medrobust.models import load_checkpoint
+
+    out = tmp_path / "mtl"
+    args = [
+        "train",
+        "--model",
+        "mtl-resnet18",
+        "--data-param",
+        "size=32",
+        "--data-param",
+        "n=16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        str(out),
+    ]
+    assert run_cli(args) == 0
+    model, card = load_checkpoint(out / "train" / "best.pt")
+    assert card.training.recipe == "multitask"
+    assert model.task.value == "multitask"

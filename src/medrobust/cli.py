@@ -311,12 +311,41 @@ def evaluate_cmd(
     from medrobust.pipeline import evaluate_model
 
     model, card = load_checkpoint(checkpoint)
-    if model.task.value == "segmentation":
-        raise CliError(
-            f"{checkpoint} holds a segmentation model; audit it with "
-            "`medrobust evaluate-segmentation` (Dice under attack, targeted attacks, noise)"
-        )
     params = _parse_params(data_param, "--data-param")
+    if model.task.value == "segmentation":
+        # the same run folder and report, with the segmentation audit (Dice under attack,
+        # targeted attacks, noise); `evaluate-segmentation` exposes its extra options
+        from medrobust.segmentation_pipeline import evaluate_segmentation_model
+
+        seg_attacks = attacks or "pgd-seg,apgd-seg,asma,dag"
+        ev_seg = EvaluationSection.from_dict(
+            {
+                "suite": None,
+                "attacks": [a.strip() for a in seg_attacks.split(",") if a.strip()],
+                "eps": [e for e in eps.split(",") if e.strip()],
+                "norm": norm,
+                "max_samples": max_samples,
+                "batch_size": batch_size,
+                "seed": seed,
+            }
+        )
+        cfg_seg = RunConfig(
+            data=DataSection(name=data, params=params, eval_split=split), evaluation=ev_seg
+        )
+        run_dir = out or _default_out("evaluate")
+        with _progress() as reporter:
+            seg, report = evaluate_segmentation_model(
+                model,
+                card,
+                cfg_seg,
+                run_dir,
+                reporter=reporter,
+                overwrite=overwrite,
+                config_extra={"checkpoint": str(checkpoint)},
+            )
+        out_console.print(seg.summary())
+        out_console.print(f"report: [bold]{report.resolve()}[/bold]")
+        return
     trained_size = card.data.image_size
     if data == card.data.name and trained_size and "size" not in params:
         params["size"] = int(trained_size[-1])  # evaluate at the resolution it was trained on

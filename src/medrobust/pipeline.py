@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,11 @@ def train_model(
     )
     info = data_info(config, train_ds, "train")
     from medrobust.training import RECIPES
+
+    if model.task.value == "multitask" and config.train.recipe == "standard":
+        # a multi-task network trains both heads jointly (CE + Dice + BCE)
+        config.train = replace(config.train, recipe="multitask")
+        rep.say("multi-task model: training with the 'multitask' recipe")
 
     unlabelled = None
     recipe_tags = RECIPES.get(config.train.recipe).tags

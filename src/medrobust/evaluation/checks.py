@@ -167,7 +167,9 @@ def run_checks(
     n_samples = records.n
     out.append(
         _row(
-            "MR106", "warn", f"only {n_samples} samples: robust accuracies carry wide confidence intervals"
+            "MR106",
+            "warn",
+            f"only {n_samples} samples: robust accuracies carry wide confidence intervals",
         )
         if n_samples < 100
         else _row("MR106", "pass", f"{n_samples} samples evaluated")

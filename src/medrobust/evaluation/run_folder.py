@@ -24,6 +24,79 @@ if TYPE_CHECKING:
 METRICS = "metrics.json"
 
 
+def commit_run_folder(
+    run_dir: Path,
+    *,
+    metrics: Mapping[str, Any],
+    report_html: str,
+    config: Mapping[str, Any],
+    files: Mapping[str, bytes] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a complete run folder: ``config.yaml``, the given files, ``report.html`` and, last,
+    ``metrics.json``. Every file is staged inside ``run_dir`` and then moved into place, so an
+    interrupted write never leaves a complete-looking result behind; other files already in
+    ``run_dir`` (e.g. ``train/``) are kept.
+
+    Args:
+        run_dir: The run folder (created if needed).
+        metrics: The ``metrics.json`` document.
+        report_html: The rendered report.
+        config: The resolved configuration for ``config.yaml``.
+        files: More files, relative path -> bytes.
+        overwrite: Replace an earlier completed run in the same folder.
+
+    Returns:
+        ``run_dir``.
+
+    Raises:
+        FileExistsError: If ``run_dir`` already holds a completed run and ``overwrite`` is false.
+    """
+    from medrobust.reporting.io import to_jsonable, write_json_atomic, write_text_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / METRICS).exists() and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already contains a completed evaluation ({METRICS}); choose another "
+            "output folder or pass overwrite=True (--overwrite)"
+        )
+    staging = run_dir / f".staging-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        write_text_atomic(
+            staging / "config.yaml",
+            yaml.safe_dump(to_jsonable(dict(config)), sort_keys=False, allow_unicode=True),
+        )
+        for rel, data in (files or {}).items():
+            dest = staging / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        write_text_atomic(staging / "report.html", report_html)
+        write_json_atomic(staging / METRICS, metrics)
+        # move into place, metrics.json last
+        staged = sorted(p for p in staging.rglob("*") if p.is_file())
+        staged.sort(key=lambda p: p.name == METRICS)
+        for src in staged:
+            dest = run_dir / src.relative_to(staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return run_dir
+
+
+def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
+    """Arrays (numpy or torch) as the bytes of a compressed ``.npz`` file (no pickles)."""
+    named: dict[str, Any] = {
+        k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in arrays.items()
+    }
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **named)
+    return buf.getvalue()
+
+
 def write_run_folder(
     result: EvaluationResult,
     run_dir: Path,
@@ -34,7 +107,8 @@ def write_run_folder(
     config_extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``report.html``, ``metrics.json``, ``config.yaml`` and
-    ``adversarial/worst_case_eps_*.npz`` into ``run_dir``.
+    ``adversarial/worst_case_eps_*.npz`` of a classification audit into ``run_dir`` (see
+    :func:`commit_run_folder`).
 
     Args:
         result: The evaluation result.
@@ -53,52 +127,24 @@ def write_run_folder(
     """
     from medrobust.evaluation.checks import CHECKS
     from medrobust.reporting.html import render_report
-    from medrobust.reporting.io import to_jsonable, write_json_atomic, write_text_atomic
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / METRICS).exists() and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already contains a completed evaluation ({METRICS}); choose another "
-            "output folder or pass overwrite=True (--overwrite)"
-        )
-    staging = run_dir / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        config = {"evaluation": result.config, **dict(config_extra or {})}
-        write_text_atomic(
-            staging / "config.yaml",
-            yaml.safe_dump(to_jsonable(config), sort_keys=False, allow_unicode=True),
-        )
-        for key, arrays in result.adversarial.items():
-            if arrays["index"].numel() == 0:
-                continue
-            buf = io.BytesIO()
-            named: dict[str, Any] = {k: v.numpy() for k, v in arrays.items()}
-            np.savez_compressed(buf, **named)
-            name = f"adversarial/worst_case_eps_{key.replace('/', '_')}.npz"
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            (staging / name).write_bytes(buf.getvalue())
-        for rel, data in (extra_files or {}).items():
-            dest = staging / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-        html = render_report(
-            result.metrics,
-            result.examples,
-            extra_sections=extra_sections,
-            check_docs={code: text for code, (_, text) in CHECKS.items()},
-        )
-        write_text_atomic(staging / "report.html", html)
-        write_json_atomic(staging / METRICS, result.metrics)
-        # move into place, metrics.json last
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name == METRICS)
-        for src in files:
-            dest = run_dir / src.relative_to(staging)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return run_dir
+    files = {
+        f"adversarial/worst_case_eps_{key.replace('/', '_')}.npz": npz_bytes(arrays)
+        for key, arrays in result.adversarial.items()
+        if arrays["index"].numel()
+    }
+    files.update(extra_files or {})
+    html = render_report(
+        result.metrics,
+        result.examples,
+        extra_sections=extra_sections,
+        check_docs={code: text for code, (_, text) in CHECKS.items()},
+    )
+    return commit_run_folder(
+        run_dir,
+        metrics=result.metrics,
+        report_html=html,
+        config={"evaluation": result.config, **dict(config_extra or {})},
+        files=files,
+        overwrite=overwrite,
+    )

@@ -28,11 +28,9 @@ References:
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1374,43 +1372,18 @@ def _write_run_folder(
     extra_sections: Sequence[Any],
     config_extra: Mapping[str, Any] | None,
 ) -> Path:
-    import yaml
-
+    from medrobust.evaluation.run_folder import commit_run_folder, npz_bytes
     from medrobust.reporting.html import render_report
-    from medrobust.reporting.io import to_jsonable, write_json_atomic, write_text_atomic
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / METRICS).exists() and not overwrite:
-        raise FileExistsError(
-            f"{run_dir} already contains a completed evaluation ({METRICS}); choose another "
-            "output folder or pass overwrite=True (--overwrite)"
-        )
-    staging = run_dir / f".staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        config = {"evaluation": result.config, **dict(config_extra or {})}
-        write_text_atomic(
-            staging / "config.yaml",
-            yaml.safe_dump(to_jsonable(config), sort_keys=False, allow_unicode=True),
-        )
-        for name, arrays in result.adversarial.items():
-            buf = io.BytesIO()
-            savez: Any = np.savez_compressed  # numpy's stub types **arrays as allow_pickle
-            savez(buf, **arrays)
-            dest = staging / "adversarial" / f"{name}.npz"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(buf.getvalue())
-        html = render_report(result.metrics, extra_sections=[*result.sections(), *extra_sections])
-        write_text_atomic(staging / "report.html", html)
-        write_json_atomic(staging / METRICS, result.metrics)
-        files = sorted(p for p in staging.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.name == METRICS)
-        for src in files:
-            dest = run_dir / src.relative_to(staging)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return run_dir
+    html = render_report(result.metrics, extra_sections=[*result.sections(), *extra_sections])
+    return commit_run_folder(
+        run_dir,
+        metrics=result.metrics,
+        report_html=html,
+        config={"evaluation": result.config, **dict(config_extra or {})},
+        files={
+            f"adversarial/{name}.npz": npz_bytes(arrays)
+            for name, arrays in result.adversarial.items()
+        },
+        overwrite=overwrite,
+    )

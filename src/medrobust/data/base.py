@@ -10,6 +10,7 @@ Every data set yields dictionaries in the batch convention of :mod:`medrobust.ty
 
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from medrobust.types import Task
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class MedicalDataset(Dataset[dict[str, Any]]):
+class MedicalDataset(Dataset[dict[str, Any]], abc.ABC):
     """Base class of medrobust data sets (map-style, batch-convention dictionaries).
 
     Subclasses set the attributes below and implement ``__len__`` and ``__getitem__``.
@@ -55,15 +56,17 @@ class MedicalDataset(Dataset[dict[str, Any]]):
         return len(self.class_names)
 
     @property
+    @abc.abstractmethod
     def targets(self) -> npt.NDArray[np.int64]:
         """All labels of the split, int64 ``(N,)`` (read without decoding any image)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Number of items in the split."""
 
+    @abc.abstractmethod
     def __getitem__(self, index: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """One item in the batch convention."""
 
     def _check_index(self, index: int) -> int:
         n = len(self)
@@ -79,7 +82,7 @@ class MedicalDataset(Dataset[dict[str, Any]]):
     def __repr__(self) -> str:
         try:
             n: int | str = len(self)
-        except (AttributeError, NotImplementedError):  # not fully constructed
+        except AttributeError:  # not fully constructed
             n = "?"
         return (
             f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={n}, "

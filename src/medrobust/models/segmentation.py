@@ -38,6 +38,7 @@ from medrobust.models.zoo import (
     _check_float,
     _check_int,
     _check_int_list,
+    check_unet_levels,
 )
 from medrobust.types import Task
 
@@ -125,14 +126,7 @@ def _attentionunet(
     """
     from monai.networks import nets
 
-    chans = _check_int_list("channels", channels)
-    strd = _check_int_list("strides", strides)
-    if len(chans) < 2:
-        raise ValueError(f"channels needs at least 2 entries, got {chans}")
-    if len(strd) != len(chans) - 1:
-        raise ValueError(
-            f"strides must have len(channels) - 1 = {len(chans) - 1} entries, got {strd}"
-        )
+    chans, strd = check_unet_levels(channels, strides)
     _check_float("dropout", dropout, low=0.0, high=1.0)
     net: nn.Module = nets.AttentionUnet(
         spatial_dims=spatial_dims,

@@ -259,6 +259,24 @@ def _check_int_list(name: str, value: object) -> list[int]:
     return [int(v) for v in items]
 
 
+def check_unet_levels(channels: object, strides: object) -> tuple[list[int], list[int]]:
+    """Validate the ``channels`` / ``strides`` of a U-Net-style encoder (one stride fewer than
+    channels, at least two levels) and return them as int lists.
+
+    Raises:
+        ValueError: If either is not a list of positive ints or their lengths do not match.
+    """
+    chans = _check_int_list("channels", channels)
+    strd = _check_int_list("strides", strides)
+    if len(chans) < 2:
+        raise ValueError(f"channels needs at least 2 entries, got {chans}")
+    if len(strd) != len(chans) - 1:
+        raise ValueError(
+            f"strides must have len(channels) - 1 = {len(chans) - 1} entries, got {strd}"
+        )
+    return chans, strd
+
+
 def _check_size(name: str, value: int | Sequence[int], spatial_dims: int) -> int | tuple[int, ...]:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
@@ -515,14 +533,7 @@ def _unet(
     """
     from monai.networks import nets
 
-    chans = _check_int_list("channels", channels)
-    strd = _check_int_list("strides", strides)
-    if len(chans) < 2:
-        raise ValueError(f"channels needs at least 2 entries, got {chans}")
-    if len(strd) != len(chans) - 1:
-        raise ValueError(
-            f"strides must have len(channels) - 1 = {len(chans) - 1} entries, got {strd}"
-        )
+    chans, strd = check_unet_levels(channels, strides)
     _check_int("num_res_units", num_res_units, minimum=0)
     if not isinstance(norm, str) or norm.lower() not in ("instance", "batch"):
         raise ValueError(f"norm must be 'instance' or 'batch', got {norm!r}")

@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.features import capture_features, default_layers, resolve_layer
 from medrobust.detectors.logistic import fit_logistic
 from medrobust.models.adapter import ModelAdapter
+from medrobust.models.checkpoint import atomic_torch_save
 from medrobust.registry import Registry
 from medrobust.types import Task
 
@@ -142,17 +142,6 @@ def _device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Detector(abc.ABC):
@@ -662,7 +651,7 @@ class Detector(abc.ABC):
             tensors["w"], tensors["b"] = self._w.detach().cpu(), self._b.detach().cpu()
         for k, v in self._component_state().items():
             tensors[f"component.{k}"] = v.detach().cpu()
-        _atomic_torch_save(tensors, folder / _STATE)
+        atomic_torch_save(tensors, folder / _STATE)
         from medrobust import __version__
 
         meta = {

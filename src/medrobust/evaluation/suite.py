@@ -612,17 +612,14 @@ def _zero_gradients(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def _save_checkpoint(path: Path, config: Mapping[str, Any], records: Records) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(
-        {
-            "format": "medrobust-eval-state",
-            "config_hash": _config_hash(config),
-            "records": records.state(),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    from medrobust.models.checkpoint import atomic_torch_save
+
+    state = {
+        "format": "medrobust-eval-state",
+        "config_hash": _config_hash(config),
+        "records": records.state(),
+    }
+    atomic_torch_save(state, path)
 
 
 def _load_checkpoint(path: Path, config: Mapping[str, Any]) -> Records | None:

@@ -123,8 +123,9 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     Returns:
         The destination path.
     """
-    data = text.encode("utf-8")
-    return _atomic_write(path, lambda fh: fh.write(data))
+    from medrobust.reporting.io import write_text_atomic
+
+    return write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------- saving

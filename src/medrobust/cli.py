@@ -81,7 +81,7 @@ def _progress() -> Iterator[Any]:
             if "eval" not in tasks:
                 tasks["eval"] = prog.add_task("evaluating", total=ev.n_batches, info="")
             if ev.stage == "attack":
-                from medrobust.evaluation.summarise import fmt_eps
+                from medrobust._utils.format import fmt_eps
 
                 prog.update(
                     tasks["eval"],
@@ -121,7 +121,7 @@ def _parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def _print_summary(result: Any, report: Path) -> None:
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
 
     m = result.metrics
     table = Table(title="Worst-case robust accuracy", show_lines=False)

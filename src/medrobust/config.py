@@ -8,7 +8,6 @@ with a "did you mean" hint. The resolved configuration is written beside every r
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,41 +15,9 @@ from typing import Any
 
 import yaml
 
+from medrobust._utils.validate import parse_eps
 from medrobust.training.config import TrainConfig
 from medrobust.types import Norm
-
-_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
-
-
-def parse_eps(value: Any) -> float:
-    """Parse a budget: a number, or a string such as ``"2/255"``, ``"0.01"`` or ``"1e-3"``.
-
-    Raises:
-        ValueError: If the value is not a positive finite number or fraction.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"eps must be a number or a fraction like '2/255', got {value!r}")
-    if isinstance(value, (int, float)):
-        out = float(value)
-    elif isinstance(value, str):
-        m = _FRACTION.match(value)
-        try:
-            if m:
-                den = float(m.group(2))
-                if den == 0:
-                    raise ValueError
-                out = float(m.group(1)) / den
-            else:
-                out = float(value)
-        except ValueError:
-            raise ValueError(
-                f"eps must be a number or a fraction like '2/255', got {value!r}"
-            ) from None
-    else:
-        raise ValueError(f"eps must be a number or a fraction like '2/255', got {value!r}")
-    if not out > 0 or out == float("inf"):
-        raise ValueError(f"eps must be a finite number > 0, got {value!r}")
-    return out
 
 
 def _check_keys(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:

@@ -247,12 +247,12 @@ def run_study(
         ValueError: For invalid settings (unknown recipes, detectors, fractions outside
             (0, 1], a recipe that does not support the model's task).
     """
+    from medrobust._utils.io import write_json_atomic, write_text_atomic
     from medrobust.detectors import create_detector
     from medrobust.evaluation import evaluate
     from medrobust.evaluation.risk import assess_detector
     from medrobust.evaluation.suites import resolve_suite
     from medrobust.models import create_model
-    from medrobust.reporting.io import write_json_atomic, write_text_atomic
     from medrobust.training import TrainConfig, fit
 
     cfg = config or StudyConfig()
@@ -410,7 +410,7 @@ def run_study(
     report = _write_report(cfg, metrics, out)
     import yaml
 
-    from medrobust.reporting.io import to_jsonable
+    from medrobust._utils.io import to_jsonable
 
     write_text_atomic(
         out / "config.yaml", yaml.safe_dump(to_jsonable(cfg.to_dict()), sort_keys=False)
@@ -453,8 +453,8 @@ def _study_metrics(
 ) -> dict[str, Any]:
     from datetime import datetime, timezone
 
-    from medrobust import __version__
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
+    from medrobust._version import __version__
 
     eps = list(cfg.eps)
     risk, detection = [], []
@@ -492,7 +492,7 @@ def _summary(
     cfg: StudyConfig, rows: Sequence[Mapping[str, Any]], risk: Sequence[Mapping[str, Any]]
 ) -> list[str]:
     """Plain sentences reading the numbers at the largest budget, per labelled fraction."""
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
 
     e = max(cfg.eps)
     lines = []
@@ -546,7 +546,7 @@ def _grid(cfg: StudyConfig, ylabel: str) -> tuple[Figure, list[Any]]:
 
 
 def _eps_axis(ax: Any, cfg: StudyConfig, with_zero: bool) -> None:
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
 
     ticks = ([0.0] if with_zero else []) + sorted(cfg.eps)
     ax.set_xticks(ticks)
@@ -563,7 +563,7 @@ def robustness_figure(cfg: StudyConfig, rows: Sequence[Mapping[str, Any]]) -> Fi
     Returns:
         The figure (matplotlib object API, no pyplot); clean accuracy is drawn at ``eps = 0``.
     """
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
 
     fig, axes = _grid(cfg, "worst-case robust accuracy")
     for ax, f in zip(axes, cfg.fractions, strict=True):
@@ -672,9 +672,9 @@ def detection_comparison_figure(
 def _write_report(cfg: StudyConfig, metrics: Mapping[str, Any], out: Path) -> Path:
     from markupsafe import Markup, escape
 
-    from medrobust.evaluation.summarise import fmt_eps
+    from medrobust._utils.format import fmt_eps
+    from medrobust._utils.io import write_text_atomic
     from medrobust.reporting.html import ReportSection, html_table, render_report
-    from medrobust.reporting.io import write_text_atomic
 
     rows = metrics["defenses"]
     eps_keys = [fmt_eps(e) for e in sorted(cfg.eps)]

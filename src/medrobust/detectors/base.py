@@ -35,11 +35,11 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medrobust._utils.io import atomic_torch_save
 from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.features import capture_features, default_layers, resolve_layer
 from medrobust.detectors.logistic import fit_logistic
 from medrobust.models.adapter import ModelAdapter
-from medrobust.models.checkpoint import atomic_torch_save
 from medrobust.registry import Registry
 from medrobust.types import Task
 
@@ -632,7 +632,7 @@ class Detector(abc.ABC):
         Raises:
             NotFittedError: Before fitting.
         """
-        from medrobust.reporting.io import write_json_atomic
+        from medrobust._utils.io import write_json_atomic
 
         model = self._check_fitted()
         folder = Path(path)
@@ -652,7 +652,7 @@ class Detector(abc.ABC):
         for k, v in self._component_state().items():
             tensors[f"component.{k}"] = v.detach().cpu()
         atomic_torch_save(tensors, folder / _STATE)
-        from medrobust import __version__
+        from medrobust._version import __version__
 
         meta = {
             "format": FORMAT,

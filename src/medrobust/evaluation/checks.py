@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import create_attack
 from medrobust.evaluation.records import Records
-from medrobust.evaluation.summarise import fmt_eps
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 

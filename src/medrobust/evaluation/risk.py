@@ -38,9 +38,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
 from medrobust.evaluation.metrics import roc_auc
-from medrobust.evaluation.summarise import fmt_eps
 from medrobust.models.adapter import ModelAdapter
 
 if TYPE_CHECKING:

@@ -52,7 +52,7 @@ def commit_run_folder(
     Raises:
         FileExistsError: If ``run_dir`` already holds a completed run and ``overwrite`` is false.
     """
-    from medrobust.reporting.io import to_jsonable, write_json_atomic, write_text_atomic
+    from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / METRICS).exists() and not overwrite:

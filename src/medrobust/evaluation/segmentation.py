@@ -43,6 +43,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.objectives.segmentation import (
     check_mask,
@@ -55,7 +56,6 @@ from medrobust.attacks.targets import TARGETS, make_target
 from medrobust.evaluation.metrics import ssim
 from medrobust.evaluation.noise import NOISE_KINDS, noise_for_ssim
 from medrobust.evaluation.suite import ProgressEvent
-from medrobust.evaluation.summarise import fmt_eps
 from medrobust.models.adapter import ModelAdapter, as_adapter
 from medrobust.models.segmentation import DEFAULT_MAX_VOXELS, check_volume_size
 from medrobust.types import Norm, Task
@@ -1053,7 +1053,7 @@ def evaluate_segmentation(
 
 
 def _version() -> str:
-    from medrobust import __version__
+    from medrobust._version import __version__
 
     return __version__
 

@@ -22,10 +22,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode, make_generator
 from medrobust.attacks.presets import ATTACKS, create_attack
 from medrobust.evaluation.records import CellRecord, Records
-from medrobust.evaluation.summarise import fmt_eps
 from medrobust.models.adapter import ModelAdapter, as_adapter
 from medrobust.types import Norm, Task
 
@@ -612,7 +612,7 @@ def _zero_gradients(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor) -> 
 
 
 def _save_checkpoint(path: Path, config: Mapping[str, Any], records: Records) -> None:
-    from medrobust.models.checkpoint import atomic_torch_save
+    from medrobust._utils.io import atomic_torch_save
 
     state = {
         "format": "medrobust-eval-state",

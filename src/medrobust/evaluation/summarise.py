@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from medrobust._utils.format import fmt_eps
 from medrobust.evaluation.records import Records, wilson_interval
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
@@ -20,21 +21,13 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-def fmt_eps(e: float) -> str:
-    """``8/255`` for budgets that are whole multiples of 1/255, else a short decimal."""
-    k = e * 255
-    if abs(k - round(k)) < 1e-6 and round(k) > 0:
-        return f"{round(k)}/255"
-    return f"{e:.4g}"
-
-
 def _nanmean(t: torch.Tensor) -> float | None:
     t = t[torch.isfinite(t)]
     return float(t.mean()) if t.numel() else None
 
 
 def _version() -> str:
-    from medrobust import __version__
+    from medrobust._version import __version__
 
     return __version__
 

@@ -133,7 +133,7 @@ def run_explain(
     import yaml
     from torch.utils.data import DataLoader
 
-    from medrobust import __version__
+    from medrobust._version import __version__
     from medrobust.data import create_dataset
     from medrobust.explain.evaluation import evaluate_explanations
     from medrobust.models import load_checkpoint

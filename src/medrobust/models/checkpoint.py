@@ -20,7 +20,6 @@ import logging
 import os
 import pickle
 import struct
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust._utils.io import atomic_torch_save, write_text_atomic
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import ModelCard
 from medrobust.models.zoo import create_model
@@ -38,8 +38,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
-    "atomic_torch_save",
-    "atomic_write_text",
     "load_checkpoint",
     "load_state_dict_into",
     "read_checkpoint",
@@ -72,60 +70,6 @@ _CORRUPT_ERRORS = (
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, foreign, or does not match the architecture."""
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: PathLike, write: Any) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place.
-
-    Args:
-        obj: What to save.
-        path: Destination file; missing parent folders are created.
-
-    Returns:
-        The destination path.
-    """
-    return _atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (temporary file in the same folder, then ``os.replace``).
-
-    Args:
-        path: Destination file; missing parent folders are created.
-        text: The content.
-
-    Returns:
-        The destination path.
-    """
-    from medrobust.reporting.io import write_text_atomic
-
-    return write_text_atomic(path, text)
 
 
 # --------------------------------------------------------------------------- saving
@@ -207,11 +151,11 @@ def save_checkpoint(
     }
     target = atomic_torch_save(payload, path)
     if write_card:
-        atomic_write_text(
+        write_text_atomic(
             target.parent / "model_card.json",
             json.dumps(card.to_dict(), indent=2, allow_nan=False) + "\n",
         )
-        atomic_write_text(target.parent / "model_card.md", card.to_markdown())
+        write_text_atomic(target.parent / "model_card.md", card.to_markdown())
     logger.debug("saved checkpoint %s", target)
     return target
 

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
+from medrobust._utils.io import write_text_atomic
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
 from medrobust.models.checkpoint import (
-    atomic_write_text,
     load_state_dict_into,
     read_checkpoint,
     save_checkpoint,
@@ -683,7 +683,7 @@ class _Trainer:
             for name in (*_RUN_FILES, "last.pt"):
                 (self.run_dir / name).unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
+        write_text_atomic(
             self.run_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n"
         )
         self._emit(TrainEvent("start", start_epoch, cfg.epochs, total_steps=_length(train_loader)))
@@ -797,7 +797,7 @@ class _Trainer:
     @staticmethod
     def _write_history(path: Path, history: Iterable[Mapping[str, Any]]) -> None:
         rows = [{k: _json_value(v) for k, v in r.items()} for r in history]
-        atomic_write_text(path, json.dumps(rows, indent=2, allow_nan=False) + "\n")
+        write_text_atomic(path, json.dumps(rows, indent=2, allow_nan=False) + "\n")
 
 
 def _length(loader: DataLoader[Any]) -> int:

@@ -41,7 +41,7 @@ def _parse_eps(text: str) -> list[float]:
 
 
 def _test_metrics(model: Any, loader: DataLoader[Any]) -> dict[str, Any]:
-    from medrobust.evaluation.metrics import accuracy, roc_auc, sensitivity_specificity
+    from medrobust.metrics import accuracy, roc_auc, sensitivity_specificity
     from medrobust.models.multitask import split_multitask_output
 
     logits, labels, dice = [], [], []

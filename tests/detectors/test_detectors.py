@@ -130,7 +130,7 @@ def test_uad_threshold_meets_the_clean_false_positive_rate(uad: UAD) -> None:
 
 
 def test_uad_separates_corrupted_inputs(uad: UAD) -> None:
-    from medrobust.evaluation.metrics import roc_auc
+    from medrobust.metrics import roc_auc
 
     clean, odd = uad.score(_clean(40, 7)), uad.score(_noisy(_clean(40, 7), 3))
     target = torch.cat([torch.zeros(40), torch.ones(40)]).long()

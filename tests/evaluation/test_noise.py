@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medrobust.evaluation.metrics import ssim
 from medrobust.evaluation.noise import (
     add_noise,
     gaussian_noise,
@@ -13,6 +12,7 @@ from medrobust.evaluation.noise import (
     rician_noise,
     speckle_noise,
 )
+from medrobust.metrics import ssim
 from medrobust.types import Bounds
 
 

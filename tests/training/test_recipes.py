@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medrobust.metrics import classification_metrics, dice_per_sample
 from medrobust.models import ModelAdapter, create_model
 from medrobust.registry import UnknownNameError
 from medrobust.training import RECIPES, Recipe, StandardRecipe, create_recipe, list_recipes
-from medrobust.training._metrics import classification_metrics, dice_per_sample
 
 
 def test_registry() -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from medrobust.evaluation.metrics import ssim
+from medrobust.metrics import ssim
 from medrobust.types import Bounds
 
 #: The default input bounds, [0, 1].
@@ -242,7 +242,7 @@ def noise_for_ssim(
         max_iter: Bisection steps at most.
         sigma_max: Largest level tried (default: the width of the bounds; for speckle 4).
         ssim_fn: SSIM of two batches, ``(B,)``; default
-            :func:`medrobust.evaluation.metrics.ssim` with the bounds' data range.
+            :func:`medrobust.metrics.ssim` with the bounds' data range.
 
     Returns:
         A :class:`NoiseResult`.

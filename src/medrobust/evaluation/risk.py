@@ -40,7 +40,7 @@ from matplotlib.ticker import PercentFormatter
 
 from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
-from medrobust.evaluation.metrics import roc_auc
+from medrobust.metrics import roc_auc
 from medrobust.models.adapter import ModelAdapter
 
 if TYPE_CHECKING:

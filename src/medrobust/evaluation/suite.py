@@ -115,7 +115,7 @@ def _config_hash(config: Mapping[str, Any]) -> str:
 def _image_quality(
     x: torch.Tensor, x_adv: torch.Tensor, data_range: float, spatial_dims: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from medrobust.evaluation.metrics import psnr, ssim
+    from medrobust.metrics import psnr, ssim
 
     if x.shape[0] == 0:
         e = torch.empty(0)

@@ -48,7 +48,7 @@ def build_metrics(
     total_s: float,
 ) -> dict[str, Any]:
     """Assemble every number of the audit (schema version 1; see ``docs/metrics-schema.md``)."""
-    from medrobust.evaluation.metrics import ClassificationStats
+    from medrobust.metrics import ClassificationStats
 
     n = records.n
     correct = records.correct

@@ -18,7 +18,8 @@ from medrobust.explain.gradcam import (
     grad_cam,
     grad_cam_full,
 )
-from medrobust.explain.metrics import (
+from medrobust.explain.softplus import softplus_relu
+from medrobust.metrics.maps import (
     center_of_mass,
     com_shift,
     lesion_hit_ratio,
@@ -30,7 +31,6 @@ from medrobust.explain.metrics import (
     spearman,
     topk_intersection,
 )
-from medrobust.explain.softplus import softplus_relu
 
 __all__ = [
     "ActivationHolder",

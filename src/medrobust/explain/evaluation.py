@@ -58,7 +58,7 @@ from torch import nn
 from medrobust.attacks.objectives.base import index_target
 from medrobust.attacks.objectives.explanation import GradCamObjective, default_gradcam_layer
 from medrobust.attacks.presets import ATTACKS, create_attack
-from medrobust.explain.metrics import lesion_hit_ratio, map_ssim, pearson
+from medrobust.metrics.maps import lesion_hit_ratio, map_ssim, pearson
 from medrobust.models.adapter import ModelAdapter, as_adapter
 from medrobust.types import Norm
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.explain.metrics import normalize_map
+from medrobust.metrics.maps import normalize_map
 from medrobust.models.adapter import ModelAdapter
 
 __all__ = [

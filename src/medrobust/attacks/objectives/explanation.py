@@ -74,7 +74,7 @@ from torch import nn
 
 from medrobust.attacks.objectives.base import OBJECTIVES, Objective, ObjectiveOutput, Target
 from medrobust.explain.gradcam import _spatial_layer_names, grad_cam_full
-from medrobust.explain.metrics import (
+from medrobust.metrics.maps import (
     _resolve_k,
     center_of_mass,
     normalize_map,

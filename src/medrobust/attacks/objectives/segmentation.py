@@ -33,6 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.attacks.objectives.base import OBJECTIVES, Objective, ObjectiveOutput, Target
+from medrobust.metrics.segmentation import (
+    pixel_agreement,
+    sample_dice,
+    target_iou,
+)
 
 __all__ = [
     "ASMALoss",
@@ -48,130 +53,6 @@ __all__ = [
     "segmentation_logits",
     "target_iou",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# per-sample mask comparisons (no gradient)
-# --------------------------------------------------------------------------------------------
-def _class_counts(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample, per-class intersection and the two class sizes, each ``(B, K)``."""
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"prediction and mask must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    if pred.ndim < 2:
-        raise ValueError(f"masks must have shape (B, *spatial), got {tuple(pred.shape)}")
-    k = num_classes
-    if k is None:
-        k = int(max(int(pred.max()), int(target.max()))) + 1 if pred.numel() else 1
-    p = pred.flatten(1).long()
-    t = target.flatten(1).long()
-    b = p.shape[0]
-    offsets = (torch.arange(b, device=p.device) * k)[:, None]
-    size_p = torch.bincount((p + offsets).flatten(), minlength=b * k).view(b, k)
-    size_t = torch.bincount((t + offsets).flatten(), minlength=b * k).view(b, k)
-    same = p == t
-    inter = torch.bincount((p + offsets)[same], minlength=b * k).view(b, k)
-    return inter.double(), size_p.double(), size_t.double()
-
-
-def target_iou(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int | None = None
-) -> torch.Tensor:
-    """Per-sample IoU between a prediction and a (target) mask, as ASMA measures it.
-
-    For binary masks this is ASMA's foreground IoU ``sum(p * t) / sum(min(p + t, 1))``. For
-    multi-class masks it is the mean over the foreground classes (``c >= 1``) present in the
-    prediction or the mask of the per-class IoU. When neither has any foreground (both all
-    background) the masks agree and the IoU is 1.
-
-    Args:
-        pred: Predicted class indices.
-        target: Target class indices.
-        num_classes: Number of classes ``K`` (inferred from the values when None).
-
-    Returns:
-        Float64 ``(B,)`` in ``[0, 1]``: 1 for identical masks, 0 for disjoint foregrounds.
-
-    Raises:
-        ValueError: If the shapes differ.
-
-    Shape:
-        - pred, target: ``(B, *spatial)``.
-        - Output: ``(B,)``.
-
-    References:
-        Ozbulak et al., MICCAI 2019 (the IoU of the ASMA code).
-    """
-    inter, sp, st = _class_counts(pred, target, num_classes)
-    union = (sp + st - inter)[:, 1:]
-    inter = inter[:, 1:]
-    present = union > 0
-    ratio = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(union))
-    n = present.sum(dim=1)
-    return torch.where(
-        n > 0, ratio.sum(dim=1) / n.clamp_min(1), torch.ones_like(n, dtype=ratio.dtype)
-    )
-
-
-def sample_dice(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int | None = None
-) -> torch.Tensor:
-    """Per-sample mean foreground Dice used for the success of untargeted attacks.
-
-    The mean over the foreground classes present in the prediction or the mask of
-    ``2 |P_c ∩ T_c| / (|P_c| + |T_c|)``; a class absent from both is left out, and a sample
-    where both are all background scores 1. (The reported metrics follow MONAI's semantics
-    instead; see :mod:`medrobust.evaluation.segmentation`.)
-
-    Args:
-        pred: Predicted class indices.
-        target: True class indices.
-        num_classes: Number of classes ``K`` (inferred when None).
-
-    Returns:
-        Float64 ``(B,)`` in ``[0, 1]``.
-
-    Raises:
-        ValueError: If the shapes differ.
-
-    Shape:
-        - pred, target: ``(B, *spatial)``.
-        - Output: ``(B,)``.
-
-    References:
-        Dice, "Measures of the amount of ecologic association between species", Ecology 1945.
-    """
-    inter, sp, st = _class_counts(pred, target, num_classes)
-    denom = (sp + st)[:, 1:]
-    inter = inter[:, 1:]
-    present = denom > 0
-    ratio = torch.where(present, 2 * inter / denom.clamp_min(1), torch.zeros_like(denom))
-    n = present.sum(dim=1)
-    return torch.where(
-        n > 0, ratio.sum(dim=1) / n.clamp_min(1), torch.ones_like(n, dtype=ratio.dtype)
-    )
-
-
-def pixel_agreement(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample pixel accuracy ``mean(pred == target)`` (ASMA's PA against the target).
-
-    Shape:
-        - pred, target: ``(B, *spatial)``.
-        - Output: float64 ``(B,)``.
-
-    Raises:
-        ValueError: If the shapes differ.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"prediction and mask must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}"
-        )
-    return (pred == target).flatten(1).double().mean(dim=1)
 
 
 def class_argmax(z: torch.Tensor) -> torch.Tensor:

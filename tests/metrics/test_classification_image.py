@@ -1,4 +1,4 @@
-"""Tests of medrobust.evaluation.metrics against scikit-learn, MONAI and hand computations."""
+"""Tests of medrobust.metrics (classification, image, perturbation) against references."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn import metrics as skm
 
-from medrobust.evaluation.metrics import (
+from medrobust.metrics import (
     ClassificationStats,
     MeanStat,
     accuracy,

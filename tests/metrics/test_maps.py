@@ -1,4 +1,4 @@
-"""Tests of medrobust.explain.metrics against scipy / numpy / MONAI references."""
+"""Tests of medrobust.metrics.maps against scipy / numpy / MONAI references."""
 
 from __future__ import annotations
 

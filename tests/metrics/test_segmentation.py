@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
 
-from medrobust.evaluation.segmentation import (
+from medrobust.metrics.segmentation import (
     SegmentationStats,
     dice_score,
     hausdorff_distance,

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from medrobust.attacks import create_attack
 from medrobust.attacks.objectives.explanation import default_gradcam_layer
+from medrobust.defenses.multitask import MultitaskRecipe, soft_dice_loss
 from medrobust.explain import capture_activations, grad_cam
 from medrobust.models import (
     ModelAdapter,
@@ -28,7 +29,6 @@ from medrobust.models.multitask import (
     split_multitask_output,
 )
 from medrobust.training import TrainConfig, create_recipe, fit, list_recipes
-from medrobust.training.multitask import MultitaskRecipe, soft_dice_loss
 from medrobust.types import Task
 
 SMALL = {"widen_factor": 0.25, "decoder_channels": (8, 8, 4, 4)}

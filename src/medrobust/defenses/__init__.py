@@ -1,8 +1,10 @@
-"""Defences: adversarial-training recipes (PGD-AT, TRADES, fast AT, SSAT) registered in
-:data:`medrobust.training.RECIPES`, the label-scarce data helpers, and the defence study.
+"""Defences: the training recipes and their registry (layer 4).
 
-Importing this package registers the recipes; :func:`medrobust.training.create_recipe` and
-:class:`medrobust.training.TrainConfig` import it on first use::
+:data:`RECIPES` holds every recipe of the package as soon as :mod:`medrobust.defenses` is imported:
+standard training, multi-task training, PGD-AT, TRADES, fast AT and SSAT. The label-scarce data
+helpers live in :mod:`medrobust.defenses.data`. The training loop
+(:func:`medrobust.training.fit`) and the defence study (:mod:`medrobust.pipelines.study`) are
+higher layers that use them::
 
     from medrobust.training import TrainConfig, fit
     cfg = TrainConfig(epochs=10, recipe="ssat", recipe_params={"eps": 4 / 255},
@@ -18,19 +20,34 @@ from medrobust.defenses.data import (
     labelled_split,
 )
 from medrobust.defenses.fast_at import FastATRecipe
+from medrobust.defenses.multitask import MultitaskRecipe, soft_dice_loss
 from medrobust.defenses.pgd_at import PGDATRecipe
+from medrobust.defenses.recipes import (
+    RECIPES,
+    Recipe,
+    StandardRecipe,
+    create_recipe,
+    list_recipes,
+)
 from medrobust.defenses.ssat import SSATRecipe
 from medrobust.defenses.trades import CleanKL, TRADESRecipe
 
 __all__ = [
+    "RECIPES",
     "AdversarialRecipe",
     "CleanKL",
     "FastATRecipe",
+    "MultitaskRecipe",
     "PGDATRecipe",
+    "Recipe",
     "SSATRecipe",
+    "StandardRecipe",
     "TRADESRecipe",
     "UnlabelledStream",
     "UnlabelledView",
     "check_labelled_fraction",
+    "create_recipe",
     "labelled_split",
+    "list_recipes",
+    "soft_dice_loss",
 ]

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from medrobust.attacks.engine import Attack
+from medrobust.defenses.recipes import Recipe
 from medrobust.models.adapter import ModelAdapter
-from medrobust.training.recipes import Recipe
 from medrobust.types import Norm, Task
 
 __all__ = ["AdversarialRecipe", "check_count", "check_eps", "check_weight"]

@@ -9,8 +9,8 @@ import torch
 from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import create_attack
 from medrobust.defenses.base import AdversarialRecipe, check_count, check_eps, check_weight
+from medrobust.defenses.recipes import RECIPES, Recipe, StandardRecipe
 from medrobust.models.adapter import ModelAdapter
-from medrobust.training.recipes import RECIPES, Recipe, StandardRecipe
 from medrobust.types import Task
 
 __all__ = ["PGDATRecipe"]

@@ -13,8 +13,8 @@ from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import create_attack
 from medrobust.defenses.base import AdversarialRecipe, check_count, check_eps, check_weight
 from medrobust.defenses.data import UnlabelledStream
+from medrobust.defenses.recipes import RECIPES, Recipe
 from medrobust.models.adapter import ModelAdapter
-from medrobust.training.recipes import RECIPES, Recipe
 
 __all__ = ["SSATRecipe"]
 

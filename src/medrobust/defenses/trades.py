@@ -12,8 +12,8 @@ from torch import nn
 from medrobust.attacks.engine import GradientAttack
 from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target
 from medrobust.defenses.base import AdversarialRecipe, check_count, check_eps, check_weight
+from medrobust.defenses.recipes import RECIPES, Recipe
 from medrobust.models.adapter import ModelAdapter
-from medrobust.training.recipes import RECIPES, Recipe
 
 __all__ = ["CleanKL", "TRADESRecipe"]
 

@@ -1,4 +1,5 @@
-"""Training: a seeded, resumable loop (:func:`fit`) with pluggable recipes (:data:`RECIPES`).
+"""Training: a seeded, resumable loop (:func:`fit`) driven by the recipes of
+:mod:`medrobust.defenses` (re-exported here: :data:`RECIPES`, :func:`create_recipe` ...).
 
 Example:
     >>> from medrobust.models import create_model
@@ -8,16 +9,15 @@ Example:
     >>> result.best_checkpoint  # load with medrobust.models.load_checkpoint
 """
 
-from medrobust.training import multitask as _multitask  # noqa: F401 (registers "multitask")
-from medrobust.training.config import TrainConfig
-from medrobust.training.loop import TrainEvent, TrainResult, fit
-from medrobust.training.recipes import (
+from medrobust.defenses.recipes import (
     RECIPES,
     Recipe,
     StandardRecipe,
     create_recipe,
     list_recipes,
 )
+from medrobust.training.config import TrainConfig
+from medrobust.training.loop import TrainEvent, TrainResult, fit
 
 __all__ = [
     "RECIPES",

@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+from medrobust.defenses.data import check_labelled_fraction
+from medrobust.defenses.recipes import RECIPES
+
 __all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -85,7 +88,7 @@ class TrainConfig:
             minimised, all others maximised.
         patience: Stop after this many epochs without improvement of ``monitor``; None never
             stops early.
-        recipe: Registered training recipe (see :func:`medrobust.training.list_recipes`).
+        recipe: Registered training recipe (see :func:`medrobust.defenses.list_recipes`).
         recipe_params: Keyword arguments of the recipe.
         max_grad_norm: Clip the global gradient norm to this value; None disables clipping.
         num_workers: DataLoader worker processes when ``fit`` builds the loaders.
@@ -170,9 +173,6 @@ class TrainConfig:
             _int("patience", self.patience, 1)
         if not isinstance(self.recipe, str) or not self.recipe.strip():
             raise ValueError(f"recipe must be a registered recipe name, got {self.recipe!r}")
-        from medrobust.training.recipes import RECIPES, load_recipe_plugins
-
-        load_recipe_plugins()
         RECIPES.get(self.recipe)  # raises UnknownNameError with "did you mean"
         if not isinstance(self.recipe_params, Mapping):
             raise TypeError(
@@ -182,8 +182,6 @@ class TrainConfig:
         if self.max_grad_norm is not None and _float("max_grad_norm", self.max_grad_norm) <= 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
         _int("num_workers", self.num_workers, 0)
-        from medrobust.defenses.data import check_labelled_fraction
-
         object.__setattr__(
             self, "labelled_fraction", check_labelled_fraction(self.labelled_fraction)
         )

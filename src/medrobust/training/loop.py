@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from medrobust._utils.io import write_text_atomic
+from medrobust.defenses.recipes import Recipe, create_recipe
 from medrobust.metrics import classification_metrics, dice_per_sample
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
@@ -37,7 +38,6 @@ from medrobust.models.checkpoint import (
     save_checkpoint,
 )
 from medrobust.training.config import RESUMABLE_CHANGES, TrainConfig
-from medrobust.defenses.recipes import Recipe, create_recipe
 from medrobust.types import Task
 
 __all__ = ["TrainEvent", "TrainResult", "fit"]

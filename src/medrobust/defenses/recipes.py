@@ -1,9 +1,11 @@
-"""Training recipes: what loss one optimisation step minimises.
+"""Training recipes: what loss one optimisation step minimises, and their registry.
 
 :func:`medrobust.training.fit` owns everything generic (seeding, optimiser, schedule, validation,
 checkpoints, resuming); a *recipe* only says how the loss of one batch is computed. Standard
-training, adversarial training (PGD-AT, TRADES, fast AT) and semi-supervised adversarial training
-are all recipes registered in :data:`RECIPES`.
+training, multi-task training, adversarial training (PGD-AT, TRADES, fast AT) and semi-supervised
+adversarial training are all recipes registered in :data:`RECIPES`. Importing
+:mod:`medrobust.defenses` registers every recipe of the package, so the registry is complete as
+soon as the package is imported.
 
 Extension point: adding a defence recipe
 -----------------------------------------
@@ -31,17 +33,13 @@ Extension point: adding a defence recipe
    unlabelled data set (``fit(..., unlabelled=...)`` and/or the remainder of
    ``TrainConfig.labelled_fraction``) before :meth:`Recipe.setup`.
 6. Put the module under ``medrobust.defenses`` and import it from
-   ``medrobust/defenses/__init__.py``: :func:`create_recipe`, :func:`list_recipes` and
-   :class:`~medrobust.training.TrainConfig` import ``medrobust.defenses`` on first use, so the
-   recipe is found by name from Python, YAML and the command line.
+   ``medrobust/defenses/__init__.py``: the recipe is then found by name from Python, YAML and the
+   command line, and the registry-driven contract tests (``tests/defenses``) check it.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
-import importlib.util
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -60,35 +58,10 @@ __all__ = [
     "StandardRecipe",
     "create_recipe",
     "list_recipes",
-    "load_recipe_plugins",
 ]
-
-logger = logging.getLogger(__name__)
 
 RECIPES: Registry[Recipe] = Registry("defense")
 """Registry of training recipes (kind ``"defense"``); see the module docstring."""
-
-_PLUGIN_MODULES = ("medrobust.defenses",)
-_plugins_loaded = False
-
-
-def load_recipe_plugins() -> None:
-    """Import the packages that register further recipes (``medrobust.defenses``), once.
-
-    A package that does not exist is skipped; an import error inside an existing package is
-    raised, so a broken recipe module is not silently hidden.
-    """
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    for module in _PLUGIN_MODULES:
-        try:
-            spec = importlib.util.find_spec(module)
-        except ModuleNotFoundError:
-            spec = None
-        if spec is not None:
-            importlib.import_module(module)
-    _plugins_loaded = True
 
 
 def create_recipe(name: str, **params: Any) -> Recipe:
@@ -105,7 +78,6 @@ def create_recipe(name: str, **params: Any) -> Recipe:
         UnknownNameError: If ``name`` is not registered (the message suggests close names).
         TypeError: If a parameter is not accepted by the recipe.
     """
-    load_recipe_plugins()
     recipe = RECIPES.create(name, **params)
     if not isinstance(recipe, Recipe):
         raise TypeError(
@@ -116,7 +88,6 @@ def create_recipe(name: str, **params: Any) -> Recipe:
 
 def list_recipes(pattern: str = "*", tag: str | None = None) -> list[str]:
     """Sorted names of registered recipes matching a shell-style pattern (and tag)."""
-    load_recipe_plugins()
     return RECIPES.list(pattern, tag=tag)
 
 

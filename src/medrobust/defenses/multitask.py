@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from medrobust.defenses.recipes import RECIPES, Recipe
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.multitask import split_multitask_output
-from medrobust.training.recipes import RECIPES, Recipe
 from medrobust.types import Task
 
 __all__ = ["MultitaskRecipe", "soft_dice_loss"]

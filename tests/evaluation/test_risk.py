@@ -8,17 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from medrobust.detectors import NotFittedError, create_detector
 from medrobust.evaluation import evaluate
 from medrobust.evaluation.risk import (
     RiskAssessment,
     assess_detector,
-    defense_section,
-    detection_figure,
     detection_metrics,
-    risk_figure,
     tpr_at_fpr,
 )
 from tests.attacks.models import batch, tiny_cnn
@@ -139,31 +135,17 @@ def test_bad_inputs(setup: dict[str, Any]) -> None:
         assess_detector(model, det, loader, few, adaptive=False)
 
 
-def test_figures_and_report_sections(setup: dict[str, Any]) -> None:
+def test_the_assessment_renders_as_report_sections(setup: dict[str, Any]) -> None:
     from medrobust.reporting import render_report
+    from medrobust.reporting.sections.risk import risk_sections
 
     risk: RiskAssessment = setup["risk"]
-    fig = risk_figure(risk.risk, title="risk")
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    assert len(ax.lines) == 4  # three risks + the false-alarm line
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.05", "0.15"]
-    det_fig = detection_figure(risk.detection)
-    assert len(det_fig.axes) == 2 and len(det_fig.axes[0].lines) == 5  # 4 attacks + chance
-    with pytest.raises(ValueError, match="no risk rows"):
-        risk_figure([])
     metrics = dict(setup["ev"].metrics)
     metrics.update(risk.to_metrics())
-    sections = risk.report_sections()
+    sections = risk_sections(metrics)
     assert [s.key for s in sections] == ["detection", "risk"]
-    html = render_report(
-        metrics,
-        extra_sections=[
-            *sections,
-            defense_section([{"recipe": "standard", "wall_time_s": 1.5, "epochs": 3}]),
-        ],
-    )
+    assert len(sections[1].figures[0].axes[0].lines) == 4  # three risks + false-alarm line
+    assert len(sections[0].figures[0].axes[0].lines) == 5  # 4 attacks + chance
+    html = render_report(metrics, extra_sections=sections)
     assert "System risk" in html and "Detection" in html and "pgd-adaptive" in html
     assert "Other results" not in html
-    with pytest.raises(ValueError, match="no training records"):
-        defense_section([])

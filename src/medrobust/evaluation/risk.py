@@ -30,38 +30,29 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
 
 from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
+from medrobust.detectors.base import Detector, NotFittedError
+from medrobust.evaluation.api import EvaluationResult
+from medrobust.evaluation.audit import AttackSpec
 from medrobust.metrics import roc_auc
 from medrobust.models.adapter import ModelAdapter
-
-if TYPE_CHECKING:
-    from medrobust.detectors.base import Detector
-    from medrobust.evaluation.suite import EvaluationResult
-    from medrobust.reporting.html import ReportSection
 
 __all__ = [
     "RiskAssessment",
     "assess_detector",
-    "defense_section",
-    "detection_figure",
     "detection_metrics",
-    "risk_figure",
     "tpr_at_fpr",
 ]
 
 logger = logging.getLogger(__name__)
-
-_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _check_scores(name: str, t: Any) -> torch.Tensor:
@@ -190,234 +181,6 @@ class RiskAssessment:
             "risk": [dict(r) for r in self.risk],
         }
 
-    def figures(self) -> tuple[Figure, Figure]:
-        """``(risk_figure, detection_figure)``."""
-        return risk_figure(self.risk), detection_figure(self.detection, fpr=self.fpr)
-
-    def report_sections(self) -> list[ReportSection]:
-        """The "Detection" and "System risk" sections of the HTML report."""
-        from medrobust.reporting.html import ReportSection, html_table
-
-        risk_fig, det_fig = self.figures()
-        d = self.detector
-        pct = f"{100 * self.fpr:g}%"
-        det_rows = [
-            {
-                "attack": r["attack"] + (" (adaptive)" if r.get("adaptive") else ""),
-                "eps": r["eps_display"],
-                "AUROC": _round(r["auroc"]),
-                f"TPR at {pct} FPR": _round(r["tpr_at_fpr"]),
-                "detection rate": _round(r["detection_rate"]),
-                "adversarial examples": r["n_adversarial"],
-            }
-            for r in self.detection
-        ]
-        body = html_table(det_rows)
-        intro = (
-            f"Detector {d.get('name')!r} (threshold {_round(d.get('threshold'))} at a clean "
-            f"false-positive rate of {100 * float(d.get('fpr', self.fpr)):g}% on "
-            f"{d.get('n_calibration', '?')} calibration images; fitted on {d.get('n_fit', '?')} "
-            "clean images). Positives are the successful adversarial examples of each attack; "
-            "negatives all clean test images. Rows marked adaptive come from an attack that "
-            "knows the detector."
-        )
-        from markupsafe import Markup, escape
-
-        detection = ReportSection(
-            title="Detection",
-            body=Markup("<p>{}</p>").format(escape(intro)) + body,
-            figures=[det_fig],
-            captions=[f"Detection AUROC and TPR at {pct} FPR against the budget, per attack."],
-            key="detection",
-        )
-        risk_rows = [
-            {
-                "eps": r["eps_display"],
-                "classifier-only risk": _round(r["classifier_risk"]),
-                "system risk (non-adaptive)": _round(r["system_risk"]),
-                "system risk (adaptive)": _round(r["system_risk_adaptive"]),
-                "clean false-alarm rate": _round(r["false_alarm_rate"]),
-            }
-            for r in self.risk
-        ]
-        risk_text = (
-            "System risk is the probability that an input is misclassified and not flagged by "
-            "the detector. The non-adaptive column uses the audit's worst-case examples, which "
-            "ignore the detector; the adaptive column is the per-sample worst case of those and "
-            "of pgd-adaptive, which fools the classifier while keeping the detector score under "
-            "its threshold. The false-alarm rate is the share of clean test images flagged."
-        )
-        risk = ReportSection(
-            title="System risk",
-            body=Markup("<p>{}</p>").format(escape(risk_text)) + html_table(risk_rows),
-            figures=[risk_fig],
-            captions=["Classifier-only and system risk against the budget."],
-            key="risk",
-        )
-        return [detection, risk]
-
-
-def _round(v: Any, digits: int = 3) -> Any:
-    if isinstance(v, float) and math.isfinite(v):
-        return round(v, digits)
-    return v
-
-
-def _style(ax: Any) -> None:
-    ax.grid(True, color="#DDDDDD", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-
-
-def _eps_ticks(ax: Any, pairs: Sequence[tuple[float, str]]) -> None:
-    ticks = sorted(set(pairs))
-    ax.set_xticks([t for t, _ in ticks])
-    ax.set_xticklabels([label.replace("$", r"\$") for _, label in ticks])
-
-
-def risk_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
-    """Classifier-only risk, system risk (non-adaptive and adaptive) and the clean false-alarm
-    rate against the budget (matplotlib object API, no pyplot).
-
-    Args:
-        rows: Risk rows as in :attr:`RiskAssessment.risk`.
-        title: Optional title.
-
-    Returns:
-        The figure.
-
-    Raises:
-        ValueError: If ``rows`` is empty.
-    """
-    if not rows:
-        raise ValueError("no risk rows to plot")
-    pts = sorted(rows, key=lambda r: float(r["eps"]))
-    xs = [float(r["eps"]) for r in pts]
-    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
-    ax = fig.add_subplot()
-    series = (
-        ("classifier_risk", "classifier only"),
-        ("system_risk", "classifier + detector (non-adaptive attacks)"),
-        ("system_risk_adaptive", "classifier + detector (adaptive attack)"),
-    )
-    for k, (key, label) in enumerate(series):
-        ys = [r.get(key) for r in pts]
-        if all(y is None for y in ys):
-            continue
-        ax.plot(
-            xs,
-            [math.nan if y is None else float(y) for y in ys],
-            marker=_MARKERS[k],
-            color=_COLOURS[k],
-            linewidth=1.8,
-            markersize=5,
-            label=label,
-        )
-    far = [float(r["false_alarm_rate"]) for r in pts if r.get("false_alarm_rate") is not None]
-    if far:
-        ax.axhline(
-            far[0],
-            color="#444444",
-            linestyle="--",
-            linewidth=1.2,
-            label=f"clean false-alarm rate ({100 * far[0]:.1f}%)",
-        )
-    _eps_ticks(
-        ax, [(float(r["eps"]), str(r.get("eps_display", fmt_eps(float(r["eps"]))))) for r in pts]
-    )
-    ax.set_xlabel("budget ε")
-    ax.set_ylabel("risk: P(wrong and undetected)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-    _style(ax)
-    if title:
-        ax.set_title(title.replace("$", r"\$"))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
-    return fig
-
-
-def detection_figure(rows: Sequence[Mapping[str, Any]], fpr: float = 0.05) -> Figure:
-    """Detection AUROC and TPR at ``fpr`` against the budget, one line per attack.
-
-    Args:
-        rows: Detection rows as in :attr:`RiskAssessment.detection`.
-        fpr: The FPR of the TPR panel (for the axis label).
-
-    Returns:
-        The figure.
-
-    Raises:
-        ValueError: If ``rows`` is empty.
-    """
-    if not rows:
-        raise ValueError("no detection rows to plot")
-    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2)
-    names: dict[str, None] = {}
-    for r in rows:
-        names.setdefault(str(r["attack"]), None)
-    for ax, key, label in (
-        (axes[0], "auroc", "detection AUROC"),
-        (axes[1], "tpr_at_fpr", f"TPR at {100 * fpr:g}% FPR"),
-    ):
-        for k, name in enumerate(names):
-            pts = sorted((float(r["eps"]), r.get(key)) for r in rows if str(r["attack"]) == name)
-            ys = [math.nan if v is None else float(v) for _, v in pts]
-            ax.plot(
-                [p[0] for p in pts],
-                ys,
-                marker=_MARKERS[k % len(_MARKERS)],
-                color=_COLOURS[k % len(_COLOURS)],
-                linewidth=1.6,
-                markersize=5,
-                label=name.replace("$", r"\$"),
-            )
-        _eps_ticks(
-            ax,
-            [(float(r["eps"]), str(r.get("eps_display", fmt_eps(float(r["eps"]))))) for r in rows],
-        )
-        ax.set_xlabel("budget ε")
-        ax.set_ylabel(label)
-        ax.set_ylim(-0.02, 1.02)
-        if key == "auroc":
-            ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1.0)
-        _style(ax)
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
-    return fig
-
-
-def defense_section(rows: Sequence[Mapping[str, Any]], title: str = "Defence") -> ReportSection:
-    """A report section describing how the model(s) were trained, with the training cost.
-
-    Args:
-        rows: One record per model: ``recipe``, ``recipe_params``, ``labelled_fraction``,
-            ``n_labelled``, ``n_unlabelled``, ``epochs``, ``wall_time_s`` and optionally
-            ``cost_ratio`` (wall time over standard training's) and other columns.
-        title: Section title.
-
-    Returns:
-        A :class:`~medrobust.reporting.ReportSection` keyed ``"defense"``.
-
-    Raises:
-        ValueError: If ``rows`` is empty.
-    """
-    from markupsafe import Markup, escape
-
-    from medrobust.reporting.html import ReportSection, html_table
-
-    if not rows:
-        raise ValueError("no training records for the defence section")
-    text = (
-        "How each model was trained: the recipe and its parameters, the share of training "
-        "labels used, and the training cost (wall time and epochs on this machine)."
-    )
-    return ReportSection(
-        title=title,
-        body=Markup("<p>{}</p>").format(escape(text)) + html_table([dict(r) for r in rows]),
-        key="defense",
-    )
-
 
 # ------------------------------------------------------------------------------- assessment
 def _batches(loader: Iterable[Any]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
@@ -445,6 +208,196 @@ def _run_attack(
         succ.append(res.success)
         preds.append(res.pred_adv)
     return torch.cat(xs), torch.cat(succ), torch.cat(preds)
+
+
+@dataclass
+class _Guarded:
+    """Everything the per-budget steps of :func:`assess_detector` share (one audited set)."""
+
+    model: ModelAdapter
+    detector: Detector
+    x: torch.Tensor
+    y: torch.Tensor
+    clean_scores: torch.Tensor
+    clean_wrong: torch.Tensor
+    threshold: float
+    fpr: float
+    norm: str
+    seed: int
+    batch_size: int
+    suite: list[AttackSpec]
+    adaptive_params: dict[str, Any] | None
+    say: Callable[[str], None]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def row(
+        self, attack: str, eps: float, adv_scores: torch.Tensor, adaptive: bool
+    ) -> dict[str, Any]:
+        """One detection row: the adversarial scores against all clean scores."""
+        return {
+            "attack": attack,
+            "eps": eps,
+            "eps_display": fmt_eps(eps),
+            "adaptive": adaptive,
+            **detection_metrics(self.clean_scores, adv_scores, self.threshold, self.fpr),
+        }
+
+
+@dataclass
+class _Failures:
+    """Samples misclassified and unflagged so far (risks never decrease with the budget)."""
+
+    fail: torch.Tensor
+    adaptive: torch.Tensor
+    adaptive_s: float = 0.0
+
+
+def _device(model: ModelAdapter) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _check_pair(model: ModelAdapter, detector: Detector) -> None:
+    if not detector.fitted:
+        raise NotFittedError(
+            f"detector {detector.name!r} is not fitted: fit it on clean images of this model first"
+        )
+    if detector.model is not model:
+        raise ValueError(
+            "the detector was fitted for another model object; fit (or load) it for this model"
+        )
+
+
+def _gather(
+    loader: Iterable[Any], evaluation: EvaluationResult, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluated samples ``(N, C, *spatial)`` and labels ``(N,)``, checked against the audit."""
+    records = evaluation.records
+    n = records.n
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    for x, y in _batches(loader):
+        room = n - sum(t.shape[0] for t in xs)
+        if room <= 0:
+            break
+        xs.append(x[:room].float())
+        ys.append(y[:room].long().reshape(-1))
+    x_all = torch.cat(xs).to(dev) if xs else torch.empty(0)
+    y_all = torch.cat(ys).to(dev) if ys else torch.empty(0, dtype=torch.long)
+    if x_all.shape[0] != n:
+        raise ValueError(
+            f"the loader gives {x_all.shape[0]} samples but the evaluation recorded {n}: pass "
+            "the loader that was evaluated"
+        )
+    if not torch.equal(y_all.cpu(), records.labels.cpu()):
+        raise ValueError(
+            "the loader's labels differ from those the evaluation recorded: pass the loader that "
+            "was evaluated, in the same order (no shuffling)"
+        )
+    return x_all, y_all
+
+
+def _clean_side(
+    model: ModelAdapter, detector: Detector, x: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detector scores and predicted classes of the clean samples (on the CPU)."""
+    n = x.shape[0]
+    with eval_mode(model):
+        clean_scores = detector.score(x).cpu()
+        with torch.no_grad():
+            clean_pred = torch.cat(
+                [model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)]
+            ).cpu()
+    return clean_scores, clean_pred
+
+
+def _worst_case(
+    g: _Guarded, evaluation: EvaluationResult, e_i: int, eps: float, fail_prev: torch.Tensor
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The detection row of the audit's worst-case examples at budget ``eps`` and the samples
+    misclassified and unflagged (non-adaptive) at this budget."""
+    key = fmt_eps(eps)
+    stored = evaluation.adversarial.get(key, {})
+    broken = (evaluation.records.worst_broken_by[e_i] >= 0) & ~g.clean_wrong
+    idx = stored.get("index", torch.empty(0, dtype=torch.long)).long()
+    if idx.numel() < int(broken.sum()):
+        raise ValueError(
+            f"the evaluation kept {idx.numel()} worst-case adversarial examples at "
+            f"eps={key} but {int(broken.sum())} samples were broken: run evaluate(..., "
+            f"keep_adversarial={evaluation.records.n}) so that every adversarial example is "
+            "available"
+        )
+    fail = fail_prev.clone()
+    adv_scores = torch.empty(0)
+    if idx.numel():
+        adv_scores = g.detector.score(stored["x_adv"].to(g.device)).cpu()
+        fail[idx] |= ~(adv_scores > g.threshold)
+    return g.row("worst-case", eps, adv_scores, False), fail
+
+
+def _suite_row(g: _Guarded, spec: Any, eps: float) -> dict[str, Any]:
+    """The detection row of one suite attack re-run on the clean-correct samples."""
+    from medrobust.attacks.presets import create_attack
+
+    attack = create_attack(spec.name, eps=eps, norm=g.norm, seed=g.seed, **dict(spec.params))
+    correct = (~g.clean_wrong).nonzero().flatten().to(g.device)
+    adv_scores = torch.empty(0)
+    if correct.numel():
+        xa, ok, _ = _run_attack(attack, g.model, g.x[correct], g.y[correct], g.batch_size)
+        ok = ok.cpu()
+        if bool(ok.any()):
+            adv_scores = g.detector.score(xa[ok.to(xa.device)]).cpu()
+    return g.row(spec.name, eps, adv_scores, False)
+
+
+def _adaptive(
+    g: _Guarded, eps: float, params: Mapping[str, Any]
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """The adaptive attack ``pgd-adaptive`` at ``eps`` on every sample: its detection row (the
+    newly misclassified examples) and which samples it fooled, classifier and detector both."""
+    from medrobust.attacks.presets import create_attack
+
+    attack = create_attack(
+        "pgd-adaptive", detector=g.detector, eps=eps, norm=g.norm, seed=g.seed, **dict(params)
+    )
+    xa, ok, pred = _run_attack(attack, g.model, g.x, g.y, g.batch_size)
+    wrong = (pred.cpu() != g.y.cpu()) & ~g.clean_wrong
+    adv_scores = (
+        g.detector.score(xa[wrong.to(xa.device)]).cpu() if bool(wrong.any()) else torch.empty(0)
+    )
+    return g.row("pgd-adaptive", eps, adv_scores, True), ok.cpu()
+
+
+def _budget(
+    g: _Guarded, evaluation: EvaluationResult, e_i: int, eps: float, failures: _Failures
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The risk row and the detection rows of one budget; updates ``failures``."""
+    worst, failures.fail = _worst_case(g, evaluation, e_i, eps, failures.fail)
+    detection = [worst]
+    for spec in g.suite:
+        g.say(f"detection: {spec.name} at eps={fmt_eps(eps)}")
+        detection.append(_suite_row(g, spec, eps))
+    row: dict[str, Any] = {
+        "eps": eps,
+        "eps_display": fmt_eps(eps),
+        "classifier_risk": 1.0 - float(evaluation.robust_accuracy(None, eps)),
+        "system_risk": float(failures.fail.double().mean()),
+        "system_risk_adaptive": None,
+        "false_alarm_rate": float((g.clean_scores > g.threshold).double().mean()),
+        "clean_error": float(g.clean_wrong.double().mean()),
+        "n": int(g.x.shape[0]),
+    }
+    if g.adaptive_params is not None:
+        g.say(f"adaptive attack at eps={fmt_eps(eps)}")
+        t1 = time.perf_counter()
+        adaptive_row, fooled = _adaptive(g, eps, g.adaptive_params)
+        failures.adaptive_s += time.perf_counter() - t1
+        failures.adaptive = failures.adaptive | failures.fail | fooled
+        row["system_risk_adaptive"] = float(failures.adaptive.double().mean())
+        detection.append(adaptive_row)
+    return row, detection
 
 
 def assess_detector(
@@ -489,164 +442,41 @@ def assess_detector(
         ValueError: If the detector guards another model, the loader does not match the
             evaluation (sizes, labels) or the evaluation kept too few adversarial examples.
     """
-    import time
-
-    from medrobust.attacks.presets import create_attack
-    from medrobust.detectors.base import NotFittedError
-    from medrobust.evaluation.suite import AttackSpec
-
-    if not detector.fitted:
-        raise NotFittedError(
-            f"detector {detector.name!r} is not fitted: fit it on clean images of this model first"
-        )
-    if detector.model is not model:
-        raise ValueError(
-            "the detector was fitted for another model object; fit (or load) it for this model"
-        )
-    say = progress or (lambda text: logger.info(text))
-    metrics = evaluation.metrics
-    budgets = [float(e) for e in metrics["threat_model"]["eps"]]
-    norm = str(metrics["threat_model"]["norm"])
-    seed = int(evaluation.config.get("seed", 0))
-    records = evaluation.records
-    n = records.n
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    xs: list[torch.Tensor] = []
-    ys: list[torch.Tensor] = []
-    for x, y in _batches(loader):
-        room = n - sum(t.shape[0] for t in xs)
-        if room <= 0:
-            break
-        xs.append(x[:room].float())
-        ys.append(y[:room].long().reshape(-1))
-    x_all = torch.cat(xs).to(dev) if xs else torch.empty(0)
-    y_all = torch.cat(ys).to(dev) if ys else torch.empty(0, dtype=torch.long)
-    if x_all.shape[0] != n:
-        raise ValueError(
-            f"the loader gives {x_all.shape[0]} samples but the evaluation recorded {n}: pass "
-            "the loader that was evaluated"
-        )
-    if not torch.equal(y_all.cpu(), records.labels.cpu()):
-        raise ValueError(
-            "the loader's labels differ from those the evaluation recorded: pass the loader that "
-            "was evaluated, in the same order (no shuffling)"
-        )
-    threshold = detector.threshold
+    _check_pair(model, detector)
+    threat = evaluation.metrics["threat_model"]
+    x_all, y_all = _gather(loader, evaluation, _device(model))
     t0 = time.perf_counter()
-    with eval_mode(model):
-        clean_scores = detector.score(x_all).cpu()
-        with torch.no_grad():
-            clean_pred = torch.cat(
-                [model(x_all[i : i + batch_size]).argmax(dim=1) for i in range(0, n, batch_size)]
-            ).cpu()
-    y_cpu = y_all.cpu()
-    clean_wrong = clean_pred != y_cpu
-    clean_flag = clean_scores > threshold
-    far = float(clean_flag.double().mean())
-    base_fail = clean_wrong & ~clean_flag
-    correct_idx = (~clean_wrong).nonzero().flatten()
-
+    clean_scores, clean_pred = _clean_side(model, detector, x_all, batch_size)
+    chosen = (evaluation.config.get("attacks") or []) if attacks is None else attacks
+    g = _Guarded(
+        model=model,
+        detector=detector,
+        x=x_all,
+        y=y_all,
+        clean_scores=clean_scores,
+        clean_wrong=clean_pred != y_all.cpu(),
+        threshold=detector.threshold,
+        fpr=fpr,
+        norm=str(threat["norm"]),
+        seed=int(evaluation.config.get("seed", 0)),
+        batch_size=batch_size,
+        suite=[AttackSpec.parse(a) for a in chosen],
+        adaptive_params={"steps": 20, **dict(adaptive_params or {})} if adaptive else None,
+        say=progress or (lambda text: logger.info(text)),
+    )
+    base = g.clean_wrong & ~(clean_scores > g.threshold)
+    failures = _Failures(fail=base, adaptive=base.clone())
     detection: list[dict[str, Any]] = []
     risk: list[dict[str, Any]] = []
-    fail_prev = base_fail.clone()
-    adaptive_prev = base_fail.clone()
-    chosen = evaluation.config.get("attacks") or [] if attacks is None else attacks
-    suite = [AttackSpec.parse(a) for a in chosen]
-    adaptive_s = 0.0
-    for e_i, eps in enumerate(budgets):
-        key = fmt_eps(eps)
-        stored = evaluation.adversarial.get(key, {})
-        broken_by = records.worst_broken_by[e_i]
-        broken = (broken_by >= 0) & ~clean_wrong
-        idx = stored.get("index", torch.empty(0, dtype=torch.long)).long()
-        if idx.numel() < int(broken.sum()):
-            raise ValueError(
-                f"the evaluation kept {idx.numel()} worst-case adversarial examples at "
-                f"eps={key} but {int(broken.sum())} samples were broken: run evaluate(..., "
-                f"keep_adversarial={n}) so that every adversarial example is available"
-            )
-        fail = fail_prev.clone()
-        adv_scores = torch.empty(0)
-        if idx.numel():
-            adv_scores = detector.score(stored["x_adv"].to(dev)).cpu()
-            fail[idx] |= ~(adv_scores > threshold)
-        detection.append(
-            {
-                "attack": "worst-case",
-                "eps": eps,
-                "eps_display": key,
-                "adaptive": False,
-                **detection_metrics(clean_scores, adv_scores, threshold, fpr),
-            }
-        )
-        for spec in suite:
-            say(f"detection: {spec.name} at eps={key}")
-            attack = create_attack(spec.name, eps=eps, norm=norm, seed=seed, **dict(spec.params))
-            if correct_idx.numel():
-                xa, ok, _ = _run_attack(
-                    attack,
-                    model,
-                    x_all[correct_idx.to(dev)],
-                    y_all[correct_idx.to(dev)],
-                    batch_size,
-                )
-                ok = ok.cpu()
-                scores = detector.score(xa[ok.to(xa.device)]) if bool(ok.any()) else None
-                adv_scores = scores.cpu() if scores is not None else torch.empty(0)
-            else:
-                adv_scores = torch.empty(0)
-            detection.append(
-                {
-                    "attack": spec.name,
-                    "eps": eps,
-                    "eps_display": key,
-                    "adaptive": False,
-                    **detection_metrics(clean_scores, adv_scores, threshold, fpr),
-                }
-            )
-        row: dict[str, Any] = {
-            "eps": eps,
-            "eps_display": key,
-            "classifier_risk": 1.0 - float(evaluation.robust_accuracy(None, eps)),
-            "system_risk": float(fail.double().mean()),
-            "system_risk_adaptive": None,
-            "false_alarm_rate": far,
-            "clean_error": float(clean_wrong.double().mean()),
-            "n": n,
-        }
-        if adaptive:
-            say(f"adaptive attack at eps={key}")
-            t1 = time.perf_counter()
-            params = {"steps": 20, **dict(adaptive_params or {})}
-            attack = create_attack(
-                "pgd-adaptive", detector=detector, eps=eps, norm=norm, seed=seed, **params
-            )
-            xa, ok, pred = _run_attack(attack, model, x_all, y_all, batch_size)
-            adaptive_s += time.perf_counter() - t1
-            wrong = (pred.cpu() != y_cpu) & ~clean_wrong
-            adaptive_fail = adaptive_prev | fail | ok.cpu()
-            row["system_risk_adaptive"] = float(adaptive_fail.double().mean())
-            adaptive_prev = adaptive_fail
-            adv_scores = (
-                detector.score(xa[wrong.to(xa.device)]).cpu()
-                if bool(wrong.any())
-                else torch.empty(0)
-            )
-            detection.append(
-                {
-                    "attack": "pgd-adaptive",
-                    "eps": eps,
-                    "eps_display": key,
-                    "adaptive": True,
-                    **detection_metrics(clean_scores, adv_scores, threshold, fpr),
-                }
-            )
-        fail_prev = fail
+    for e_i, eps in enumerate(float(e) for e in threat["eps"]):
+        row, rows = _budget(g, evaluation, e_i, eps, failures)
         risk.append(row)
+        detection.extend(rows)
+    spent = time.perf_counter() - t0
     return RiskAssessment(
         detector=detector.describe(),
         risk=risk,
         detection=detection,
         fpr=fpr,
-        timing={"detection_s": time.perf_counter() - t0 - adaptive_s, "adaptive_s": adaptive_s},
+        timing={"detection_s": spent - failures.adaptive_s, "adaptive_s": failures.adaptive_s},
     )

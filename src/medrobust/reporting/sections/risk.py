@@ -1,0 +1,282 @@
+"""Report sections and figures of a detector-guarded model: detection, system risk, defence.
+
+Everything here reads the plain rows that ``RiskAssessment.to_metrics()``
+(:mod:`medrobust.evaluation.risk`) writes into ``metrics.json`` (``"detection"`` and ``"risk"``)
+and the training records of the ``"defense"`` entry, so a report can be rebuilt from the JSON
+alone.
+
+References:
+    Li, Pan & Zhu, arXiv:2006.13555, 2020 (system risk of classification vs detection).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from markupsafe import Markup, escape
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from medrobust._utils.format import fmt_eps
+from medrobust.reporting.html import ReportSection, html_table
+
+__all__ = [
+    "defense_section",
+    "detection_figure",
+    "risk_figure",
+    "risk_sections",
+]
+
+_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+_DETECTION_TEXT = (
+    "Detector {name!r} (threshold {threshold} at a clean false-positive rate of {fpr:g}% on "
+    "{n_cal} calibration images; fitted on {n_fit} clean images). Positives are the successful "
+    "adversarial examples of each attack; negatives all clean test images. Rows marked adaptive "
+    "come from an attack that knows the detector."
+)
+_RISK_TEXT = (
+    "System risk is the probability that an input is misclassified and not flagged by "
+    "the detector. The non-adaptive column uses the audit's worst-case examples, which "
+    "ignore the detector; the adaptive column is the per-sample worst case of those and "
+    "of pgd-adaptive, which fools the classifier while keeping the detector score under "
+    "its threshold. The false-alarm rate is the share of clean test images flagged."
+)
+
+
+def _round(v: Any, digits: int = 3) -> Any:
+    if isinstance(v, float) and math.isfinite(v):
+        return round(v, digits)
+    return v
+
+
+def _style(ax: Any) -> None:
+    ax.grid(True, color="#DDDDDD", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _eps_ticks(ax: Any, pairs: Sequence[tuple[float, str]]) -> None:
+    ticks = sorted(set(pairs))
+    ax.set_xticks([t for t, _ in ticks])
+    ax.set_xticklabels([label.replace("$", r"\$") for _, label in ticks])
+
+
+def _eps_pairs(rows: Sequence[Mapping[str, Any]]) -> list[tuple[float, str]]:
+    return [(float(r["eps"]), str(r.get("eps_display", fmt_eps(float(r["eps"]))))) for r in rows]
+
+
+def risk_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Classifier-only risk, system risk (non-adaptive and adaptive) and the clean false-alarm
+    rate against the budget (matplotlib object API, no pyplot).
+
+    Args:
+        rows: The ``"risk"`` rows of the metrics (``eps``, ``classifier_risk``,
+            ``system_risk``, ``system_risk_adaptive``, ``false_alarm_rate``, optional
+            ``eps_display``).
+        title: Optional title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("no risk rows to plot")
+    pts = sorted(rows, key=lambda r: float(r["eps"]))
+    xs = [float(r["eps"]) for r in pts]
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    series = (
+        ("classifier_risk", "classifier only"),
+        ("system_risk", "classifier + detector (non-adaptive attacks)"),
+        ("system_risk_adaptive", "classifier + detector (adaptive attack)"),
+    )
+    for k, (key, label) in enumerate(series):
+        ys = [r.get(key) for r in pts]
+        if all(y is None for y in ys):
+            continue
+        ax.plot(
+            xs,
+            [math.nan if y is None else float(y) for y in ys],
+            marker=_MARKERS[k],
+            color=_COLOURS[k],
+            linewidth=1.8,
+            markersize=5,
+            label=label,
+        )
+    far = [float(r["false_alarm_rate"]) for r in pts if r.get("false_alarm_rate") is not None]
+    if far:
+        ax.axhline(
+            far[0],
+            color="#444444",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"clean false-alarm rate ({100 * far[0]:.1f}%)",
+        )
+    _eps_ticks(ax, _eps_pairs(pts))
+    ax.set_xlabel("budget ε")
+    ax.set_ylabel("risk: P(wrong and undetected)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    _style(ax)
+    if title:
+        ax.set_title(title.replace("$", r"\$"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    return fig
+
+
+def detection_figure(rows: Sequence[Mapping[str, Any]], fpr: float = 0.05) -> Figure:
+    """Detection AUROC and TPR at ``fpr`` against the budget, one line per attack.
+
+    Args:
+        rows: The detection rows of the metrics (``attack``, ``eps``, ``auroc``,
+            ``tpr_at_fpr``, optional ``eps_display``).
+        fpr: The FPR of the TPR panel (for the axis label).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("no detection rows to plot")
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    names: dict[str, None] = {}
+    for r in rows:
+        names.setdefault(str(r["attack"]), None)
+    for ax, key, label in (
+        (axes[0], "auroc", "detection AUROC"),
+        (axes[1], "tpr_at_fpr", f"TPR at {100 * fpr:g}% FPR"),
+    ):
+        for k, name in enumerate(names):
+            pts = sorted((float(r["eps"]), r.get(key)) for r in rows if str(r["attack"]) == name)
+            ys = [math.nan if v is None else float(v) for _, v in pts]
+            ax.plot(
+                [p[0] for p in pts],
+                ys,
+                marker=_MARKERS[k % len(_MARKERS)],
+                color=_COLOURS[k % len(_COLOURS)],
+                linewidth=1.6,
+                markersize=5,
+                label=name.replace("$", r"\$"),
+            )
+        _eps_ticks(ax, _eps_pairs(rows))
+        ax.set_xlabel("budget ε")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.02, 1.02)
+        if key == "auroc":
+            ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1.0)
+        _style(ax)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    return fig
+
+
+def _detection_section(detection: Mapping[str, Any]) -> ReportSection:
+    d = detection.get("detector") or {}
+    fpr = float(detection.get("fpr", 0.05))
+    results = list(detection.get("results") or [])
+    pct = f"{100 * fpr:g}%"
+    rows = [
+        {
+            "attack": r["attack"] + (" (adaptive)" if r.get("adaptive") else ""),
+            "eps": r["eps_display"],
+            "AUROC": _round(r["auroc"]),
+            f"TPR at {pct} FPR": _round(r["tpr_at_fpr"]),
+            "detection rate": _round(r["detection_rate"]),
+            "adversarial examples": r["n_adversarial"],
+        }
+        for r in results
+    ]
+    intro = _DETECTION_TEXT.format(
+        name=d.get("name"),
+        threshold=_round(d.get("threshold")),
+        fpr=100 * float(d.get("fpr", fpr)),
+        n_cal=d.get("n_calibration", "?"),
+        n_fit=d.get("n_fit", "?"),
+    )
+    return ReportSection(
+        title="Detection",
+        body=Markup("<p>{}</p>").format(escape(intro)) + html_table(rows),
+        figures=[detection_figure(results, fpr=fpr)],
+        captions=[f"Detection AUROC and TPR at {pct} FPR against the budget, per attack."],
+        key="detection",
+    )
+
+
+def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
+    rows = [
+        {
+            "eps": r["eps_display"],
+            "classifier-only risk": _round(r["classifier_risk"]),
+            "system risk (non-adaptive)": _round(r["system_risk"]),
+            "system risk (adaptive)": _round(r["system_risk_adaptive"]),
+            "clean false-alarm rate": _round(r["false_alarm_rate"]),
+        }
+        for r in risk
+    ]
+    return ReportSection(
+        title="System risk",
+        body=Markup("<p>{}</p>").format(escape(_RISK_TEXT)) + html_table(rows),
+        figures=[risk_figure(risk)],
+        captions=["Classifier-only and system risk against the budget."],
+        key="risk",
+    )
+
+
+def risk_sections(metrics: Mapping[str, Any]) -> list[ReportSection]:
+    """The "Detection" and "System risk" sections of a detector-guarded audit.
+
+    Args:
+        metrics: A metrics dictionary holding the ``"detection"`` entry (``detector``
+            description, ``fpr``, per-attack ``results``) and the ``"risk"`` rows, as written by
+            ``RiskAssessment.to_metrics()``.
+
+    Returns:
+        ``[detection, risk]`` sections, keyed ``"detection"`` and ``"risk"``.
+
+    Raises:
+        ValueError: If either entry is missing or has no rows.
+    """
+    detection = metrics.get("detection")
+    risk = metrics.get("risk")
+    if not isinstance(detection, Mapping) or not detection.get("results"):
+        raise ValueError("the metrics hold no 'detection' results to report")
+    if not isinstance(risk, Sequence) or not risk:
+        raise ValueError("the metrics hold no 'risk' rows to report")
+    return [_detection_section(detection), _risk_section(risk)]
+
+
+def defense_section(rows: Sequence[Mapping[str, Any]], title: str = "Defence") -> ReportSection:
+    """A report section describing how the model(s) were trained, with the training cost.
+
+    Args:
+        rows: One record per model: ``recipe``, ``recipe_params``, ``labelled_fraction``,
+            ``n_labelled``, ``n_unlabelled``, ``epochs``, ``wall_time_s`` and optionally
+            ``cost_ratio`` (wall time over standard training's) and other columns.
+        title: Section title.
+
+    Returns:
+        A :class:`~medrobust.reporting.html.ReportSection` keyed ``"defense"``.
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("no training records for the defence section")
+    text = (
+        "How each model was trained: the recipe and its parameters, the share of training "
+        "labels used, and the training cost (wall time and epochs on this machine)."
+    )
+    return ReportSection(
+        title=title,
+        body=Markup("<p>{}</p>").format(escape(text)) + html_table([dict(r) for r in rows]),
+        key="defense",
+    )

@@ -65,17 +65,12 @@ FACADE_LAYER = max(LAYERS.values()) + 1
 KNOWN_VIOLATIONS: frozenset[str] = frozenset(
     {
         "cycle: medrobust.attacks.presets, medrobust.attacks.tags",
-        "cycle: medrobust.evaluation.suite, medrobust.evaluation.summarise",
-        "medrobust.attacks.objectives.detector -> medrobust.detectors.base",
-        "medrobust.evaluation.run_folder -> medrobust.reporting.html",
         "medrobust.evaluation.segmentation -> medrobust.reporting.html",
-        "medrobust.evaluation.summarise -> medrobust.reporting.io",
         "medrobust.explain.evaluation -> medrobust.attacks.objectives.base",
         "medrobust.explain.evaluation -> medrobust.attacks.objectives.explanation",
         "medrobust.explain.evaluation -> medrobust.attacks.presets",
         "medrobust.explain.evaluation -> medrobust.reporting.html",
-        "medrobust.pipelines.catalogue -> medrobust",
-        "missing: medrobust.pipelines.study -> medrobust.training.recipes",
+        "missing: medrobust.evaluation.segmentation -> medrobust.evaluation.run_folder",
     }
 )
 

@@ -7,11 +7,9 @@ import pytest
 from scipy import ndimage, signal
 
 from medrobust.data import PhantomArrays, generate_bus_phantom
-from medrobust.data.phantom import (
-    _analytic_psf_filter,
-    _analytic_signal,
-    _grid,
-)
+from medrobust.data._phantom import grid as phantom_grid
+from medrobust.data._phantom.grid import grid_for
+from medrobust.data._phantom.imaging import analytic_psf_filter, analytic_signal
 
 from .helpers import posterior_region
 
@@ -138,17 +136,15 @@ def test_analytic_signal_matches_psf_convolution_and_scipy_hilbert() -> None:
     rows, cols, scale = 64, 48, 1.0
     rng = np.random.default_rng(0)
     field = rng.standard_normal((1, rows, cols)).astype(np.float32)
-    ours = _analytic_signal(field, _analytic_psf_filter(rows, cols, scale))[0]
+    ours = analytic_signal(field, analytic_psf_filter(rows, cols, scale))[0]
     # Reference: the same PSF sampled in space, circular convolution, then scipy's Hilbert
     # transform along the axial axis.
-    from medrobust.data import phantom
-
     dz = np.arange(-rows // 2, rows // 2)[:, None]
     dx = np.arange(-cols // 2, cols // 2)[None, :]
     psf = (
-        np.exp(-(dz**2) / (2 * phantom._SIGMA_AXIAL**2))
-        * np.cos(2 * np.pi * dz / phantom._CARRIER_PERIOD)
-        * np.exp(-(dx**2) / (2 * phantom._SIGMA_LATERAL**2))
+        np.exp(-(dz**2) / (2 * phantom_grid.SIGMA_AXIAL**2))
+        * np.cos(2 * np.pi * dz / phantom_grid.CARRIER_PERIOD)
+        * np.exp(-(dx**2) / (2 * phantom_grid.SIGMA_LATERAL**2))
     )
     rf = ndimage.convolve(field[0].astype(np.float64), psf, mode="wrap")
     reference = signal.hilbert(rf, axis=0)
@@ -158,11 +154,11 @@ def test_analytic_signal_matches_psf_convolution_and_scipy_hilbert() -> None:
 
 
 def test_envelope_of_a_uniform_medium_is_fully_developed_speckle() -> None:
-    grid = _grid(128)
+    grid = grid_for(128)
     rng = np.random.default_rng(1)
     shape = (4, grid.rows * 2, grid.cols)
     field = rng.standard_normal(shape).astype(np.float32)
-    analytic = _analytic_signal(field, _analytic_psf_filter(shape[1], shape[2], grid.scale))
+    analytic = analytic_signal(field, analytic_psf_filter(shape[1], shape[2], grid.scale))
     intensity = np.abs(analytic) ** 2
     # Circular complex Gaussian field: exponential intensity, mean 1 (normalised), SNR 1, and
     # real/imaginary parts uncorrelated with equal power.

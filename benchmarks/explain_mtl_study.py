@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 
 
 def _parse_eps(text: str) -> list[float]:
-    from medrobust.config import parse_eps
+    from medrobust._utils.validate import parse_eps
 
     return [parse_eps(e) for e in text.split(",") if e.strip()]
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of the ``medrobust`` command on tiny configurations."""
+"""End-to-end tests of ``medrobust demo``, ``train`` and ``evaluate`` on tiny configurations."""
 
 from __future__ import annotations
 
@@ -80,7 +80,6 @@ def test_evaluate_a_saved_checkpoint(quick_run: Path, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["evaluate", "no-such-file.pt"], "no-such-file.pt"),
-        (["list", "atacks"], "did you mean 'attacks'"),
         (["demo", "--config", "missing.yaml"], "missing.yaml"),
     ],
 )
@@ -127,22 +126,6 @@ def test_bad_yaml_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     cfg.write_text("evaluation:\n  epss: [1/255]\n")
     assert run_cli(["demo", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "did you mean 'eps'" in capsys.readouterr().err.replace("\n", " ")
-
-
-def test_list_everything(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli(["list"]) == 0
-    out = capsys.readouterr().out
-    for name in (
-        "pgd",
-        "apgd-ce",
-        "square",
-        "small-cnn",
-        "resnet18",
-        "bus-phantom",
-        "MR101",
-        "standard",
-    ):
-        assert name in out
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests of ``medrobust explain`` (the typer command and run_explain)."""
+"""Tests of the ``medrobust explain`` command (the job itself: tests/pipelines/test_explain.py)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 import yaml
-from tests.explain.conftest import Trained
 from typer.testing import CliRunner
 
-from medrobust.explain.cli import register, run_explain
-from medrobust.models import save_checkpoint
-from medrobust.models.card import DataInfo, ModelCard
+from medrobust.cli import app
 
 
-@pytest.fixture(scope="module")
-def checkpoint(trained_cnn: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    card = ModelCard.from_model(
-        trained_cnn.model, data=DataInfo(name="bus-phantom", image_size=[32, 32])
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", trained_cnn.model, card)
-
-
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-
-    @app.command("other")
-    def other() -> None:  # a second command keeps typer in multi-command mode
-        """Unused."""
-
-    return app
+@pytest.fixture
+def checkpoint(explain_checkpoint: Path) -> Path:
+    return explain_checkpoint
 
 
 ARGS = [
@@ -51,7 +33,7 @@ ARGS = [
 
 def test_explain_command_writes_a_run_folder(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(_app(), ["explain", str(checkpoint), *ARGS, "--out", str(out)])
+    result = CliRunner().invoke(app, ["explain", str(checkpoint), *ARGS, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
     assert {p.name for p in out.iterdir()} == {
@@ -77,23 +59,6 @@ def test_explain_command_writes_a_run_folder(checkpoint: Path, tmp_path: Path) -
     assert oct((out / "maps.npz").stat().st_mode & 0o777) != oct(0o600)
 
 
-def test_existing_run_needs_overwrite(checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    run_explain(checkpoint, out, data_params={"n": 4, "cache": False}, steps=1, eps=[4 / 255])
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        run_explain(checkpoint, out, data_params={"n": 4, "cache": False}, steps=1, eps=[4 / 255])
-    report = run_explain(
-        checkpoint,
-        out,
-        data_params={"n": 4, "cache": False},
-        steps=1,
-        eps=[4 / 255],
-        overwrite=True,
-        save_maps=False,
-    )
-    assert report == out / "report.html"
-
-
 @pytest.mark.parametrize(
     ("extra", "match"),
     [
@@ -109,14 +74,9 @@ def test_bad_input_is_a_clear_error(
     checkpoint: Path, tmp_path: Path, extra: list[str], match: str
 ) -> None:
     result = CliRunner().invoke(
-        _app(), ["explain", str(checkpoint), *ARGS, *extra, "--out", str(tmp_path / "r")]
+        app, ["explain", str(checkpoint), *ARGS, *extra, "--out", str(tmp_path / "r")]
     )
     assert result.exit_code != 0
     assert isinstance(result.exception, ValueError)
     assert re.search(match, str(result.exception)), str(result.exception)
     assert not (tmp_path / "r" / "metrics.json").exists()
-
-
-def test_missing_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="not found"):
-        run_explain(tmp_path / "nope.pt", tmp_path / "out")

@@ -1,6 +1,7 @@
 """The segmentation demo: train a UNet on the breast-ultrasound phantom's lesion masks and audit
 it under untargeted and targeted attacks and noise (what ``medrobust demo --task segmentation``
-runs), and the evaluation of a saved segmenter on a named data set.
+runs), and the evaluation of a saved segmenter on a named data set (``medrobust evaluate`` and
+``medrobust evaluate-segmentation``).
 
 The run folder holds ``train/`` (checkpoints and history), ``report.html``, ``metrics.json``,
 ``config.yaml`` and ``adversarial/*.npz``.
@@ -19,11 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from medrobust.evaluation.segmentation import SegmentationEvaluation, evaluate_segmentation
 from medrobust.models.adapter import ModelAdapter
+from medrobust.pipelines.config import CheckpointAudit
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "demo_settings",
+    "evaluate_segmentation_checkpoint",
     "evaluate_segmentation_model",
     "evaluate_segmenter",
     "run_segmentation_demo",
@@ -32,7 +35,7 @@ __all__ = [
 
 
 class _Reporter:
-    """The subset of :class:`medrobust.pipeline.Reporter` used here."""
+    """The subset of :class:`medrobust.pipelines.reporter.Reporter` used here."""
 
     def __init__(self, inner: Any = None) -> None:
         self.inner = inner
@@ -124,7 +127,7 @@ def run_segmentation_demo(
 
     Args:
         out_dir: The run folder.
-        reporter: A :class:`medrobust.pipeline.Reporter` (progress callbacks), or None.
+        reporter: A :class:`medrobust.pipelines.reporter.Reporter` (progress callbacks), or None.
         quick: A tiny run for smoke tests (seconds).
         overwrite: Replace results already in ``out_dir``.
 
@@ -317,13 +320,13 @@ def evaluate_segmentation_model(
     Args:
         model: The segmentation adapter (e.g. from :func:`~medrobust.models.load_checkpoint`).
         card: Its model card (or a dict).
-        config: A :class:`medrobust.config.RunConfig`: ``data`` (name, params, eval split) and
-            ``evaluation`` (``attacks``: segmentation attacks, untargeted and targeted; with
-            none, or with a classification suite, ``pgd-seg``, ``apgd-seg``, ``asma`` and
-            ``dag``; ``eps``, ``norm``, ``max_samples``, ``batch_size``, ``seed``,
+        config: A :class:`medrobust.pipelines.config.RunConfig`: ``data`` (name, params, eval
+            split) and ``evaluation`` (``attacks``: segmentation attacks, untargeted and
+            targeted; with none, or with a classification suite, ``pgd-seg``, ``apgd-seg``,
+            ``asma`` and ``dag``; ``eps``, ``norm``, ``max_samples``, ``batch_size``, ``seed``,
             ``n_examples``).
         out_dir: The run folder.
-        reporter: A :class:`medrobust.pipeline.Reporter`, or None.
+        reporter: A :class:`medrobust.pipelines.reporter.Reporter`, or None.
         overwrite: Replace an earlier evaluation in ``out_dir``.
         config_extra: More entries for ``config.yaml``.
         roi_size: Evaluate (and attack) by sliding windows of this size.
@@ -398,3 +401,52 @@ def evaluate_segmentation_model(
     }
     result.write(out, overwrite=overwrite, config_extra=extra)
     return result, out / "report.html"
+
+
+def evaluate_segmentation_checkpoint(
+    checkpoint: str | Path,
+    settings: CheckpointAudit,
+    out_dir: str | Path,
+    *,
+    reporter: Any = None,
+    overwrite: bool = False,
+    roi_size: int | Sequence[int] | None = None,
+    targets: Sequence[str] = ("background", "other"),
+    noise: Sequence[str] = ("gaussian", "rician", "speckle"),
+) -> tuple[SegmentationEvaluation, Path]:
+    """Audit a saved segmenter with every segmentation option (``medrobust
+    evaluate-segmentation``).
+
+    Args:
+        checkpoint: A medrobust checkpoint of a segmentation model.
+        settings: Data, attacks (untargeted and targeted), budgets and batching.
+        out_dir: The run folder.
+        reporter: A :class:`medrobust.pipelines.reporter.Reporter`, or None.
+        overwrite: Replace an earlier evaluation in ``out_dir``.
+        roi_size: Evaluate (and attack) by sliding windows of this size.
+        targets: Target kinds of the targeted attacks.
+        noise: Noise kinds compared at matched SSIM.
+
+    Returns:
+        ``(result, path of report.html)``.
+
+    Raises:
+        ValueError: If the checkpoint holds a model of another task, or for invalid settings.
+    """
+    from medrobust.models import load_checkpoint
+
+    model, card = load_checkpoint(checkpoint)
+    if model.task.value != "segmentation":
+        raise ValueError(f"{checkpoint} holds a {model.task.value} model; use `medrobust evaluate`")
+    return evaluate_segmentation_model(
+        model,
+        card,
+        settings.run_config(segmentation=True),
+        out_dir,
+        reporter=reporter,
+        overwrite=overwrite,
+        config_extra={"checkpoint": str(checkpoint)},
+        roi_size=roi_size,
+        targets=targets,
+        noise=noise,
+    )

@@ -1,14 +1,15 @@
 """The end-to-end jobs behind the command line: train, evaluate, and the demo audit.
 
 Each function takes typed settings and a progress reporter and returns paths/results; the CLI
-only parses options and prints. The Python API of the same jobs is :func:`run_audit`.
+only parses options and prints. The Python API of the same jobs is :func:`run_audit`, and
+:func:`evaluate_checkpoint` audits a saved model of either task.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,32 +17,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medrobust.config import RunConfig
-from medrobust.evaluation.suite import EvaluationResult, ProgressEvent, evaluate
+from medrobust.evaluation import EvaluationResult
+from medrobust.pipelines.results import evaluate
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
+from medrobust.pipelines.config import CheckpointAudit, RunConfig
+from medrobust.pipelines.reporter import Reporter
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Reporter:
-    """Callbacks the pipeline reports progress to (the CLI drives rich progress bars with them).
-
-    Attributes:
-        train: Receives :class:`medrobust.training.TrainEvent` objects.
-        evaluate: Receives :class:`medrobust.evaluation.ProgressEvent` objects.
-        message: Receives one-line status messages.
-    """
-
-    train: Callable[[Any], None] | None = None
-    evaluate: Callable[[ProgressEvent], None] | None = None
-    message: Callable[[str], None] | None = None
-
-    def say(self, text: str) -> None:
-        if self.message:
-            self.message(text)
-        logger.info(text)
 
 
 def load_splits(config: RunConfig, splits: Sequence[str]) -> dict[str, Dataset[Any]]:
@@ -253,4 +236,77 @@ def run_audit(
     )
 
 
-__all__ = ["Reporter", "evaluate_model", "run_audit", "train_model"]
+@dataclass
+class AuditOutcome:
+    """What :func:`evaluate_checkpoint` returns.
+
+    Attributes:
+        task: The model's task (``"classification"``, ``"segmentation"``, ``"multitask"``).
+        result: The evaluation (an ``EvaluationResult`` or a ``SegmentationEvaluation``).
+        report: The path of ``report.html``.
+    """
+
+    task: str
+    result: Any
+    report: Path
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    settings: CheckpointAudit,
+    out_dir: Path,
+    *,
+    reporter: Reporter | None = None,
+    overwrite: bool = False,
+) -> AuditOutcome:
+    """Audit a saved model (what ``medrobust evaluate`` runs).
+
+    A segmenter gets the segmentation audit (Dice under attack, targeted attacks, noise) in the
+    same run-folder layout; a classifier is audited at the resolution it was trained on unless
+    ``settings.data_params`` names a ``size``.
+
+    Args:
+        checkpoint: A medrobust checkpoint (``best.pt``).
+        settings: Data, attacks and budgets.
+        out_dir: The run folder (an interrupted classifier audit there is resumed).
+        reporter: Progress callbacks.
+        overwrite: Replace results already in ``out_dir``.
+
+    Returns:
+        The task, the result and the report path.
+
+    Raises:
+        FileNotFoundError: If the checkpoint does not exist.
+        ValueError: For invalid settings.
+    """
+    from medrobust.models import load_checkpoint
+
+    model, card = load_checkpoint(checkpoint)
+    extra = {"checkpoint": str(checkpoint)}
+    if model.task.value == "segmentation":
+        from medrobust.pipelines.segmentation import evaluate_segmentation_model
+
+        cfg = settings.run_config(segmentation=True)
+        seg, report = evaluate_segmentation_model(
+            model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
+        )
+        return AuditOutcome("segmentation", seg, report)
+    params = dict(settings.data_params)
+    trained_size = card.data.image_size
+    if settings.data == card.data.name and trained_size and "size" not in params:
+        params["size"] = int(trained_size[-1])  # evaluate at the resolution it was trained on
+    cfg = replace(settings, data_params=params).run_config()
+    result, report = evaluate_model(
+        model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
+    )
+    return AuditOutcome(model.task.value, result, report)
+
+
+__all__ = [
+    "AuditOutcome",
+    "Reporter",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "run_audit",
+    "train_model",
+]

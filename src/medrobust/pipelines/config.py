@@ -1,4 +1,5 @@
-"""Run configuration: YAML loaded into typed, validated objects.
+"""Run configuration: YAML loaded into typed, validated objects, and the settings of the audit
+of a saved model (:class:`CheckpointAudit`).
 
 Components are named through the registries only; budgets may be written as numbers or as
 fractions such as ``2/255`` (parsed as two numbers, never evaluated). Unknown keys are errors
@@ -188,6 +189,64 @@ class RunConfig:
                 "explanations": ev.explanations,
             },
         }
+
+
+@dataclass
+class CheckpointAudit:
+    """The settings of the audit of a saved model (``medrobust evaluate``).
+
+    Attributes:
+        data: Registered data set name.
+        data_params: Data set parameters.
+        split: The split to audit.
+        suite: Named attack suite, used when ``attacks`` is empty (classifiers only).
+        attacks: Attack names; empty: the suite (classifiers) or the default segmentation
+            attacks.
+        eps: Budgets, numbers or fractions such as ``"2/255"``.
+        norm: ``"linf"`` or ``"l2"``.
+        mode: ``"individual"`` or ``"cascade"`` (classifiers only).
+        max_samples: Audit at most this many samples (None: all).
+        batch_size: Evaluation batch size.
+        seed: Attack seed.
+    """
+
+    data: str = "bus-phantom"
+    data_params: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    suite: str = "standard"
+    attacks: list[str] = field(default_factory=list)
+    eps: list[Any] = field(default_factory=lambda: ["1/255", "2/255", "4/255", "8/255"])
+    norm: str = "linf"
+    mode: str = "individual"
+    max_samples: int | None = None
+    batch_size: int = 100
+    seed: int = 0
+
+    def run_config(self, *, segmentation: bool = False) -> RunConfig:
+        """The run configuration of this audit.
+
+        Args:
+            segmentation: Build it for a segmenter: no suite and no mode; ``attacks`` defaults
+                to ``pgd-seg``, ``apgd-seg``, ``asma`` and ``dag``.
+
+        Raises:
+            ValueError: For invalid budgets, norm, mode or batch size.
+        """
+        ev: dict[str, Any] = {
+            "suite": None if self.attacks or segmentation else self.suite,
+            "attacks": list(self.attacks),
+            "eps": list(self.eps),
+            "norm": self.norm,
+            "max_samples": self.max_samples,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+        if segmentation:
+            ev["attacks"] = ev["attacks"] or ["pgd-seg", "apgd-seg", "asma", "dag"]
+        else:
+            ev["mode"] = self.mode
+        data = DataSection(name=self.data, params=dict(self.data_params), eval_split=self.split)
+        return RunConfig(data=data, evaluation=EvaluationSection.from_dict(ev))
 
 
 def demo_config(quick: bool = False) -> RunConfig:

@@ -1,0 +1,257 @@
+"""What every ``medrobust`` command shares: consoles, the error handling of the entry point,
+rich progress, option parsing helpers and the option types used by several commands.
+
+This module imports no torch (``medrobust --help`` stays fast); commands import their pipelines
+inside the command functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from medrobust.pipelines.reporter import Reporter
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "CliError",
+    "console",
+    "default_out",
+    "names",
+    "out_console",
+    "params",
+    "progress",
+    "run_app",
+    "say",
+]
+
+#: Progress, messages and errors (stderr).
+console = Console(stderr=True)
+#: Results (stdout).
+out_console = Console()
+
+EXIT_BAD_INPUT = 2
+
+#: Errors shown as one line with exit status :data:`EXIT_BAD_INPUT`.
+KNOWN_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    FileNotFoundError,
+    FileExistsError,
+    FloatingPointError,
+)
+
+
+class CliError(Exception):
+    """An error to show as one line and exit with :data:`EXIT_BAD_INPUT`."""
+
+
+def run_app(app: Callable[..., Any], argv: list[str] | None) -> None:
+    """Run the typer application, turning known errors into one line and an exit status.
+
+    Bad input (:class:`CliError` and :data:`KNOWN_ERRORS`) exits with 2, an interrupt with 130
+    (with a hint to resume), click usage errors with click's status.
+
+    Args:
+        app: The typer application.
+        argv: The arguments (None: ``sys.argv[1:]``).
+    """
+    try:
+        app(args=argv, standalone_mode=False)
+    except (CliError, *KNOWN_ERRORS) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        console.print(f"[red]error:[/red] {msg}")
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted[/yellow]: run the same command with --resume to continue"
+        )
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and aborts
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+def say(text: str) -> None:
+    """Print a dim status line to stderr (markup in ``text`` is shown literally)."""
+    from rich.markup import escape
+
+    console.print(f"[dim]{escape(text)}[/dim]")
+
+
+def default_out(kind: str) -> Path:
+    """The default run folder of a command: ``runs/<kind>-<date>-<time>``."""
+    return Path("runs") / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def names(text: str | None) -> list[str]:
+    """Split a comma-separated option into its non-empty, stripped items."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def params(items: list[str] | None, what: str, *, fractions: bool = False) -> dict[str, Any]:
+    """Parse repeatable ``key=value`` options (values read as YAML scalars, never evaluated).
+
+    Args:
+        items: The ``key=value`` strings.
+        what: The option name for error messages (``"--data-param"``).
+        fractions: Read values such as ``4/255`` as numbers (budgets); other strings stay.
+
+    Raises:
+        ValueError: For an item without ``=``, with an empty key, or a value YAML cannot read.
+    """
+    from medrobust._utils.validate import parse_eps, parse_params
+
+    out = parse_params(items, what)
+    if "" in out:
+        empty = next(i for i in items or [] if not i.split("=", 1)[0].strip())
+        raise ValueError(f"{what} {empty!r} has an empty key")
+    if fractions:
+        for key, value in out.items():
+            if isinstance(value, str) and "/" in value:
+                with contextlib.suppress(ValueError):
+                    out[key] = parse_eps(value)
+    return out
+
+
+def budgets(text: str) -> list[float]:
+    """Parse a comma-separated ``--eps`` option such as ``1/255,2/255``.
+
+    Raises:
+        ValueError: For an empty list, or a budget that is not a finite number > 0.
+    """
+    from medrobust._utils.validate import parse_budgets
+
+    return parse_budgets(text)
+
+
+@contextmanager
+def progress() -> Iterator[Reporter]:
+    """A rich progress display with a training bar and an evaluation bar, as a pipeline
+    :class:`~medrobust.pipelines.reporter.Reporter`."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from medrobust.pipelines.reporter import Reporter
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as prog:
+        bars = _Bars(prog)
+        yield Reporter(
+            train=bars.on_train,
+            evaluate=bars.on_eval,
+            message=lambda text: prog.console.print(f"[dim]{text}[/dim]"),
+        )
+
+
+class _Bars:
+    """The training and evaluation bars of :func:`progress`."""
+
+    def __init__(self, prog: Any) -> None:
+        self.prog = prog
+        self.tasks: dict[str, Any] = {}
+
+    def on_train(self, ev: Any) -> None:
+        """Show a training event (start, step, epoch end)."""
+        prog, tasks = self.prog, self.tasks
+        if ev.kind == "start":
+            tasks["train"] = prog.add_task("training", total=ev.epochs, info="")
+            prog.update(tasks["train"], completed=ev.epoch)
+        elif ev.kind == "step" and "train" in tasks:
+            loss = f"loss {ev.loss:.3f}" if ev.loss is not None else ""
+            prog.update(
+                tasks["train"],
+                info=f"epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.total_steps} {loss}",
+            )
+        elif ev.kind == "epoch_end" and "train" in tasks:
+            acc = ev.metrics.get("val_accuracy")
+            prog.update(
+                tasks["train"],
+                completed=ev.epoch,
+                info=f"epoch {ev.epoch}: val accuracy {acc:.3f}" if acc is not None else "",
+            )
+
+    def on_eval(self, ev: Any) -> None:
+        """Show an evaluation event (an attack at a budget, or the sanity checks)."""
+        from medrobust._utils.format import fmt_eps
+
+        prog, tasks = self.prog, self.tasks
+        if "eval" not in tasks:
+            tasks["eval"] = prog.add_task("evaluating", total=ev.n_batches, info="")
+        if ev.stage == "attack":
+            prog.update(
+                tasks["eval"],
+                completed=ev.batch,
+                info=f"batch {ev.batch + 1}: {ev.attack} at eps={fmt_eps(ev.eps or 0)}",
+            )
+        elif ev.stage == "checks":
+            prog.update(
+                tasks["eval"], completed=ev.n_batches or ev.batch, info="sanity checks done"
+            )
+
+
+def print_report(report: Path) -> None:
+    """Print the absolute path of a run's ``report.html``."""
+    out_console.print(f"report: [bold]{report.resolve()}[/bold]")
+
+
+# Option types shared by several commands (defaults stay with each command).
+Checkpoint = Annotated[Path, typer.Argument(help="A medrobust checkpoint (best.pt).")]
+Classifier = Annotated[Path, typer.Argument(help="The classifier (a medrobust best.pt).")]
+Data = Annotated[str, typer.Option(help="Data set name (see `medrobust list datasets`).")]
+DataParam = Annotated[
+    list[str] | None,
+    typer.Option("--data-param", help="Data set parameter key=value (repeatable), e.g. size=64."),
+]
+ModelParam = Annotated[
+    list[str] | None,
+    typer.Option("--model-param", help="Model parameter key=value (repeatable)."),
+]
+Split = Annotated[str, typer.Option(help="Split to evaluate.")]
+Suite = Annotated[str, typer.Option(help="Named attack suite (quick, standard, thorough).")]
+AttackNames = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated attack names instead of a suite, e.g. fgsm,pgd."),
+]
+Eps = Annotated[str, typer.Option(help="Comma-separated budgets, e.g. 1/255,2/255,4/255.")]
+NormOpt = Annotated[str, typer.Option(help="linf or l2.")]
+MaxSamples = Annotated[int | None, typer.Option(help="Evaluate at most this many samples.")]
+BatchSize = Annotated[int, typer.Option(help="Batch size.")]
+Seed = Annotated[int, typer.Option(help="Seed.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(help="Torch CPU threads (1 is fastest for small models on a busy machine)."),
+]
+Out = Annotated[Path | None, typer.Option(help="Run folder (default runs/<command>-<time>).")]
+Overwrite = Annotated[bool, typer.Option(help="Replace results already in --out.")]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")]
+Config = Annotated[Path | None, typer.Option(help="YAML run configuration.")]

@@ -1,0 +1,232 @@
+"""``medrobust demo``, ``train`` and ``evaluate``: the classification (and segmentation) audit.
+
+Every command prints progress with rich, writes results atomically, and exits non-zero with a
+one-line error (what was expected, what came) on bad input. The jobs live in
+:mod:`medrobust.pipelines.audit` and :mod:`medrobust.pipelines.segmentation`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from medrobust.cli._common import (
+    AttackNames,
+    Checkpoint,
+    CliError,
+    Config,
+    Data,
+    DataParam,
+    Eps,
+    MaxSamples,
+    ModelParam,
+    NormOpt,
+    Out,
+    Overwrite,
+    Resume,
+    Split,
+    Suite,
+    default_out,
+    names,
+    out_console,
+    params,
+    print_report,
+    progress,
+)
+
+__all__ = ["demo", "evaluate", "train"]
+
+Task = Annotated[
+    str, typer.Option(help="classification (default) or segmentation (a UNet on lesion masks).")
+]
+Quick = Annotated[bool, typer.Option(help="A tiny run for smoke tests (seconds).")]
+Model = Annotated[str, typer.Option(help="Model name (see `medrobust list models`).")]
+Epochs = Annotated[int | None, typer.Option(help="Epochs.")]
+Lr = Annotated[float | None, typer.Option(help="Learning rate.")]
+Defense = Annotated[
+    str | None,
+    typer.Option(
+        help="Training recipe (`medrobust list defenses`): pgd-at, trades, fast-at, ssat."
+    ),
+]
+DefenseParam = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--defense-param", help="Recipe parameter key=value (repeatable), e.g. eps=4/255."
+    ),
+]
+LabelledFraction = Annotated[
+    float | None,
+    typer.Option(
+        help="Fraction of the training labels to use, in (0, 1]; SSAT learns from the rest."
+    ),
+]
+Mode = Annotated[str, typer.Option(help="individual or cascade.")]
+
+
+def print_summary(result: Any, report: Path) -> None:
+    """Print the clean accuracy, the worst-case robust accuracy per budget, the flagged sanity
+    checks and the report path of a classification audit."""
+    from medrobust._utils.format import fmt_eps
+
+    m = result.metrics
+    table = Table(title="Worst-case robust accuracy", show_lines=False)
+    table.add_column("eps", justify="right")
+    table.add_column("robust accuracy", justify="right")
+    table.add_column("95% CI", justify="right")
+    for row in m["worst_case"]:
+        lo, hi = row["ci95"]
+        table.add_row(fmt_eps(row["eps"]), f"{row['robust_accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}")
+    out_console.print(
+        f"clean accuracy: [bold]{m['clean']['accuracy']:.3f}[/bold] (n={m['clean']['n']})"
+    )
+    out_console.print(table)
+    flagged = [c for c in m["checks"] if c["status"] != "pass"]
+    for c in flagged:
+        colour = "red" if c["status"] == "fail" else "yellow"
+        out_console.print(f"[{colour}]{c['status'].upper()} {c['code']}[/{colour}] {c['message']}")
+    print_report(report)
+
+
+def demo(
+    out: Out = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML run configuration overriding the demo's.")
+    ] = None,
+    task: Task = "classification",
+    quick: Quick = False,
+    resume: Resume = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Train a model on the embedded breast-ultrasound phantom and audit it end to end."""
+    if task not in ("classification", "segmentation"):
+        raise CliError(f"--task must be 'classification' or 'segmentation', got {task!r}")
+    run_dir = out or default_out("demo")
+    if task == "segmentation":
+        if config:
+            raise CliError("--config applies to the classification demo only")
+        from medrobust.pipelines.segmentation import run_segmentation_demo
+
+        with progress() as reporter:
+            seg, report = run_segmentation_demo(
+                run_dir, reporter=reporter, quick=quick, overwrite=overwrite or resume
+            )
+        out_console.print(seg.summary())
+        print_report(report)
+        return
+    from medrobust.pipelines.audit import run_audit
+    from medrobust.pipelines.config import RunConfig, demo_config
+
+    cfg = RunConfig.from_yaml(config) if config else demo_config(quick=quick)
+    with progress() as reporter:
+        result, report = run_audit(
+            cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
+        )
+    print_summary(result, report)
+
+
+def train(
+    data: Data = "bus-phantom",
+    model: Model = "small-cnn",
+    data_param: DataParam = None,
+    model_param: ModelParam = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    defense: Defense = None,
+    defense_param: DefenseParam = None,
+    labelled_fraction: LabelledFraction = None,
+    config: Config = None,
+    out: Out = None,
+    resume: Resume = False,
+    overwrite: Annotated[bool, typer.Option(help="Start over in a folder holding a run.")] = False,
+) -> None:
+    """Train a model with validation, best-checkpoint selection and resume."""
+    from dataclasses import replace
+
+    from medrobust.pipelines.audit import train_model
+    from medrobust.pipelines.config import RunConfig
+
+    cfg = RunConfig.from_yaml(config) if config else RunConfig()
+    if not config:
+        cfg.data.name, cfg.model.name = data, model
+    cfg.data.params.update(params(data_param, "--data-param"))
+    cfg.model.params.update(params(model_param, "--model-param"))
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if defense is not None:
+        changes["recipe"], changes["recipe_params"] = defense, {}
+    if defense_param:
+        recipe_params = params(defense_param, "--defense-param", fractions=True)
+        changes["recipe_params"] = {
+            **changes.get("recipe_params", cfg.train.recipe_params),
+            **recipe_params,
+        }
+    if labelled_fraction is not None:
+        changes["labelled_fraction"] = labelled_fraction
+    if changes:
+        cfg.train = replace(cfg.train, **changes)
+    with progress() as reporter:
+        _, _, result = train_model(
+            cfg, out or default_out("train"), reporter=reporter, resume=resume, overwrite=overwrite
+        )
+    out_console.print(
+        f"best epoch {result.best_epoch}: {result.monitor} = {result.best_score}\n"
+        f"checkpoint: [bold]{result.best_checkpoint.resolve()}[/bold]"
+    )
+
+
+def evaluate(
+    checkpoint: Checkpoint,
+    data: Data = "bus-phantom",
+    data_param: DataParam = None,
+    split: Split = "test",
+    suite: Suite = "standard",
+    attacks: AttackNames = None,
+    eps: Eps = "1/255,2/255,4/255,8/255",
+    norm: NormOpt = "linf",
+    mode: Mode = "individual",
+    max_samples: MaxSamples = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 100,
+    seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Audit a saved model on a named data set (resumes an interrupted run in --out).
+
+    A segmentation model gets the segmentation audit (Dice under attack, targeted attacks,
+    noise); ``evaluate-segmentation`` exposes its extra options.
+    """
+    from medrobust.pipelines.audit import evaluate_checkpoint
+    from medrobust.pipelines.config import CheckpointAudit
+
+    settings = CheckpointAudit(
+        data=data,
+        data_params=params(data_param, "--data-param"),
+        split=split,
+        suite=suite,
+        attacks=names(attacks),
+        eps=names(eps),
+        norm=norm,
+        mode=mode,
+        max_samples=max_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    with progress() as reporter:
+        outcome = evaluate_checkpoint(
+            checkpoint,
+            settings,
+            out or default_out("evaluate"),
+            reporter=reporter,
+            overwrite=overwrite,
+        )
+    if outcome.task == "segmentation":
+        out_console.print(outcome.result.summary())
+        print_report(outcome.report)
+    else:
+        print_summary(outcome.result, outcome.report)

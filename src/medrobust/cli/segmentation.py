@@ -1,0 +1,110 @@
+"""``medrobust evaluate-segmentation``: the audit of a saved segmenter with every segmentation
+option (targeted attacks, target kinds, noise baselines, sliding windows).
+
+The job is :func:`medrobust.pipelines.segmentation.evaluate_segmentation_checkpoint`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from medrobust.cli._common import (
+    Checkpoint,
+    DataParam,
+    Eps,
+    MaxSamples,
+    NormOpt,
+    Out,
+    Overwrite,
+    Split,
+    default_out,
+    names,
+    out_console,
+    params,
+    print_report,
+    progress,
+)
+
+__all__ = ["evaluate_segmentation", "roi"]
+
+SegData = Annotated[str, typer.Option(help="Data set with masks.")]
+SegAttacks = Annotated[
+    str, typer.Option(help="Comma-separated segmentation attacks (untargeted and targeted).")
+]
+Targets = Annotated[
+    str, typer.Option(help="Target kinds of targeted attacks: background, other, swap, dilate.")
+]
+Noise = Annotated[
+    str,
+    typer.Option(help="Noise baselines at matched SSIM: gaussian, rician, speckle (empty: none)."),
+]
+RoiSize = Annotated[
+    str | None,
+    typer.Option(
+        help="Sliding-window size, e.g. 64 or 64,64,32, for volumes larger than the training patch."
+    ),
+]
+
+
+def roi(text: str | None) -> int | list[int] | None:
+    """Parse ``--roi-size``: one size for every axis, or one size per axis.
+
+    Raises:
+        ValueError: If the sizes are not integers.
+    """
+    if not text:
+        return None
+    try:
+        sizes = [int(s) for s in names(text)]
+    except ValueError as err:
+        raise ValueError(f"--roi-size must be integers like 64 or 64,64,32, got {text!r}") from err
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def evaluate_segmentation(
+    checkpoint: Checkpoint,
+    data: SegData = "bus-phantom",
+    data_param: DataParam = None,
+    split: Split = "test",
+    attacks: SegAttacks = "pgd-seg,apgd-seg,asma,dag",
+    targets: Targets = "background,other",
+    noise: Noise = "gaussian,rician,speckle",
+    eps: Eps = "1/255,2/255,4/255,8/255",
+    norm: NormOpt = "linf",
+    roi_size: RoiSize = None,
+    max_samples: MaxSamples = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of attacks, targets and noise.")] = 0,
+    out: Out = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
+    from medrobust.pipelines.config import CheckpointAudit
+    from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
+
+    settings = CheckpointAudit(
+        data=data,
+        data_params=params(data_param, "--data-param"),
+        split=split,
+        attacks=names(attacks),
+        eps=names(eps),
+        norm=norm,
+        max_samples=max_samples,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    with progress() as reporter:
+        result, report = evaluate_segmentation_checkpoint(
+            checkpoint,
+            settings,
+            out or default_out("evaluate-segmentation"),
+            reporter=reporter,
+            overwrite=overwrite,
+            roi_size=roi(roi_size),
+            targets=names(targets),
+            noise=names(noise),
+        )
+    out_console.print(result.summary())
+    print_report(report)

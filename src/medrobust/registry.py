@@ -16,7 +16,7 @@ import builtins
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -146,13 +146,32 @@ def _check_kwargs(kind: str, entry: Entry[Any], kwargs: dict[str, Any]) -> None:
         for n, p in params.items()
         if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     ]
-    unknown = [k for k in kwargs if k not in accepted]
+    check_keywords(kind, entry.name, accepted, kwargs)
+
+
+def check_keywords(kind: str, name: str, accepted: Iterable[str], given: Iterable[str]) -> None:
+    """Refuse keywords outside ``accepted``, suggesting the closest accepted one for each.
+
+    A factory that takes ``**kwargs`` but accepts a known set of keywords (a preset that merges
+    its defaults with the caller's keywords) sets ``__signature__`` to that set, or calls this.
+
+    Args:
+        kind: What the component is ("attack", "model", ...), for the message.
+        name: Its registered name.
+        accepted: The keywords it takes.
+        given: The keywords it was given.
+
+    Raises:
+        TypeError: Naming every unknown keyword (with "did you mean") and the accepted ones.
+    """
+    accepted = list(accepted)
+    unknown = [k for k in given if k not in accepted]
     if unknown:
         hints = []
         for k in unknown:
             close = difflib.get_close_matches(k, accepted, n=1, cutoff=0.6)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise TypeError(
-            f"{kind} {entry.name!r} got unexpected parameter(s) {', '.join(hints)}; "
+            f"{kind} {name!r} got unexpected parameter(s) {', '.join(hints)}; "
             f"it accepts: {', '.join(accepted) or '(no parameters)'}"
         )

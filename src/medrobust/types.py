@@ -19,6 +19,10 @@ from dataclasses import dataclass
 import torch
 
 
+class NotFittedError(ValueError, RuntimeError):
+    """A fitted component (a detector) was used before it was fitted or loaded."""
+
+
 class Task(str, enum.Enum):
     """What a model predicts."""
 

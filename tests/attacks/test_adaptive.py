@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.attacks import OBJECTIVES, create_attack, create_objective, list_attacks
-from medrobust.attacks.objectives.detector import DetectorEvasion, WeightSweepAttack
+from medrobust.attacks.adaptive import WeightSweepAttack
+from medrobust.attacks.objectives.detector import DetectorEvasion, is_guard_detector
 from medrobust.detectors import NotFittedError, create_detector
 from medrobust.detectors.base import Detector
 from tests.attacks.models import batch, tiny_cnn
@@ -25,8 +26,34 @@ def guarded() -> tuple[torch.nn.Module, Detector, torch.Tensor, torch.Tensor]:
 
 def test_registered_with_tags() -> None:
     assert "pgd-adaptive" in list_attacks(tag="adaptive")
-    assert "pgd-adaptive" in list_attacks(tag="classification")
+    assert "pgd-adaptive" in list_attacks(tag="detection")
+    assert "pgd-adaptive" not in list_attacks(tag="classification")
     assert "detector-evasion" in OBJECTIVES
+
+
+def test_detectors_fit_the_structural_protocol(guarded: tuple) -> None:  # type: ignore[type-arg]
+    model, det, _, _ = guarded
+    assert is_guard_detector(det)
+    assert is_guard_detector(create_detector("uad"))  # unfitted: no property is evaluated
+    assert not is_guard_detector(model)
+
+
+def test_attacks_do_not_import_detectors() -> None:
+    import ast
+    from pathlib import Path
+
+    import medrobust.attacks
+
+    root = Path(medrobust.attacks.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                assert not name.startswith("medrobust.detectors"), f"{path.name} imports {name}"
 
 
 def test_bad_construction(guarded: tuple) -> None:  # type: ignore[type-arg]
@@ -85,6 +112,16 @@ def test_adaptive_attack_beats_the_detector_where_plain_pgd_does_not(guarded: tu
     assert float(adaptive.success.float().mean()) > float(plain_system.float().mean()) + 0.2
 
 
+def test_weight_sweep_leaves_the_attack_unchanged(guarded: tuple) -> None:  # type: ignore[type-arg]
+    model, det, x, y = guarded
+    sweep = create_attack("pgd-adaptive", detector=det, eps=0.15, steps=3, weight=[0.5, 4.0])
+    before = repr(sweep)
+    first = sweep(model, x, y)
+    assert repr(sweep) == before and sweep.objective.weight == 0.5
+    again = sweep(model, x, y)
+    assert torch.equal(first.x_adv, again.x_adv)
+
+
 def test_weight_sweep_is_at_least_as_strong_as_each_weight(guarded: tuple) -> None:  # type: ignore[type-arg]
     model, det, x, y = guarded
     sweep = create_attack("pgd-adaptive", detector=det, eps=0.15, steps=20, weight=[0.1, 10.0])
@@ -100,24 +137,3 @@ def test_attack_must_target_the_guarded_model(guarded: tuple) -> None:  # type: 
     other = tiny_cnn(seed=3)
     with pytest.raises(ValueError, match="must run on the model the detector guards"):
         create_attack("pgd-adaptive", detector=det, eps=0.1, steps=2)(other, x, y)
-
-
-def test_runs_inside_the_evaluation_suite(guarded: tuple) -> None:  # type: ignore[type-arg]
-    from medrobust.evaluation import evaluate
-
-    model, det, x, y = guarded
-    loader = [(x, y)]
-    result = evaluate(
-        model,
-        loader,
-        attacks=[{"name": "pgd-adaptive", "detector": det, "steps": 10}],
-        eps=[0.15],
-        checks=False,
-    )
-    adaptive = result.robust_accuracy("pgd-adaptive", 0.15)
-    plain = evaluate(
-        model, loader, attacks=[{"name": "pgd", "steps": 10}], eps=[0.15], checks=False
-    ).robust_accuracy("pgd", 0.15)
-    # a flagged input counts as caught, so the guarded system is at least as accurate
-    assert adaptive >= plain
-    assert result.config["resolved_attacks"][0]["objective"]["name"] == "detector-evasion"

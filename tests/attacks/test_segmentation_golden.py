@@ -13,6 +13,8 @@ from torch import nn
 
 from medrobust.attacks import GradientAttack, create_attack
 from medrobust.attacks.apgd import APGD
+from medrobust.attacks.asma import ASMA
+from medrobust.attacks.dag import DAG
 from medrobust.attacks.objectives.segmentation import (
     ASMALoss,
     DAGLoss,
@@ -23,7 +25,6 @@ from medrobust.attacks.objectives.segmentation import (
     sample_dice,
     target_iou,
 )
-from medrobust.attacks.segmentation import ASMA, DAG
 from medrobust.models import ModelAdapter, create_model
 
 

@@ -16,8 +16,8 @@ from medrobust.attacks.engine import (
     Attack,
     BestTracker,
     _check_positive,
-    _subset_region,
     make_generator,
+    subset_region,
 )
 from medrobust.attacks.objectives.base import Objective, Target, index_target
 from medrobust.attacks.threat import ThreatModel
@@ -93,7 +93,6 @@ class APGD(Attack):
         self.steps, self.restarts = int(steps), int(restarts)
         self.rho, self.momentum, self.early_stop = float(rho), float(momentum), bool(early_stop)
         self.name = name
-        self.tasks = objective.tasks
 
     def params(self) -> dict[str, Any]:
         return {
@@ -112,7 +111,7 @@ class APGD(Attack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         gen = make_generator(self.seed, x.device)
         checkpoints = set(apgd_checkpoints(self.steps))
         for _ in range(self.restarts):
@@ -120,6 +119,7 @@ class APGD(Attack):
             if idx.numel() == 0:
                 break
             self._one_run(model, x, target, threat, region, idx, gen, best, checkpoints)
+        return None
 
     def _one_run(
         self,
@@ -133,7 +133,7 @@ class APGD(Attack):
         best: BestTracker,
         checkpoints: set[int],
     ) -> None:
-        x0, ta, ra = x[idx], index_target(target, idx), _subset_region(region, idx)
+        x0, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
         view = (-1,) + (1,) * (x.ndim - 1)
         d = threat.random_init(x0, gen, ra)
         out, g0 = self.evaluate(model, x0 + d, ta, grad=True)

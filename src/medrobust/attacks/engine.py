@@ -14,7 +14,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, final
 
 import torch
 from torch import nn
@@ -97,8 +97,13 @@ class Attack(ABC):
     """Base class of every attack: ``attack(model, images, labels, region=None) -> AttackResult``.
 
     The base class validates the inputs against the model adapter (rank, channels, finiteness,
-    bounds, label range), runs the engine with the model in eval mode (restoring each
-    submodule's mode afterwards), never writes to parameter gradients, and assembles the result.
+    bounds) and, through the objective, the labels; runs the engine with the model in eval mode
+    (restoring each submodule's mode afterwards), never writes to parameter gradients, and
+    assembles the result. The engine knows no task: the objective brings target checks, task
+    metrics (``result.extra``) and special gradients.
+
+    :meth:`__call__` is final; an engine implements :meth:`_run` only, keeps no per-call state on
+    the instance, and returns its own per-sample extras (if any) from :meth:`_run`.
 
     Args:
         objective: What to maximise.
@@ -110,7 +115,6 @@ class Attack(ABC):
 
     name: str = "attack"
     engine: str = "attack"
-    tasks: tuple[str, ...] = ("classification",)
     #: Evaluate the clean input first, so that a sample whose clean prediction already meets the
     #: goal counts as a success (robust accuracy never exceeds clean accuracy). Costs one forward
     #: pass; the evaluation suite, which attacks only correctly classified samples, turns it off.
@@ -133,7 +137,18 @@ class Attack(ABC):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The model tasks the attack supports: those of its objective."""
+        return self.objective.tasks
+
+    @property
+    def targeted(self) -> bool:
+        """Whether the attack drives the prediction toward given targets (its objective's)."""
+        return bool(self.objective.targeted)
+
     # -- public -----------------------------------------------------------------------------
+    @final
     def __call__(
         self,
         model: nn.Module,
@@ -148,12 +163,14 @@ class Attack(ABC):
             model: A :class:`~medrobust.models.ModelAdapter` (or a bare classifier whose input
                 space is ``[0, 1]``; it is wrapped on the fly).
             images: Clean inputs inside the model's bounds.
-            labels: True labels (untargeted) or target labels (targeted); for segmentation
-                attacks, masks.
+            labels: What the objective expects: true labels (untargeted) or target labels
+                (targeted); masks for segmentation objectives; labels or target maps for
+                explanation objectives.
             region: Optional 0/1 mask where the perturbation may go.
 
         Returns:
-            An :class:`AttackResult`.
+            An :class:`AttackResult`; ``extra`` holds the objective's task metrics and the
+            engine's own per-sample values.
 
         Shape:
             - images: ``(B, C, *spatial)``; labels ``(B,)`` or ``(B, *spatial)``;
@@ -161,7 +178,7 @@ class Attack(ABC):
 
         Raises:
             ValueError: For inputs that do not match the model (see ``ModelAdapter.check_input``)
-                or the attack.
+                or the objective.
         """
         adapter = as_adapter(model)
         if adapter.task.value not in self.tasks and not (
@@ -172,31 +189,27 @@ class Attack(ABC):
                 f"task is {adapter.task.value!r}"
             )
         adapter.check_input(images)
-        self.check_labels(adapter, images, labels)
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        self.objective.check_target(adapter, images, labels)
         threat = self.threat(adapter, region)
         region_t = threat.check_region(images)
         x = images.detach()
-        with eval_mode(adapter), torch.no_grad():
-            target = self.prepare_target(adapter, x, labels)
-            best = BestTracker(x)
-            if self.check_clean:
-                out, _ = self.evaluate(adapter, x, target, grad=False)
-                best.update(torch.arange(x.shape[0], device=x.device), x, out)
-            self._run(adapter, x, target, threat, region_t, best)
-        return self._result(images, best)
-
-    def check_labels(
-        self, adapter: ModelAdapter, images: torch.Tensor, labels: torch.Tensor
-    ) -> None:
-        """Validate the labels (classification: ``(B,)`` integers in range)."""
-        adapter.check_labels(labels.to(images.device), images.shape[0])
-
-    def prepare_target(
-        self, adapter: ModelAdapter, images: torch.Tensor, labels: torch.Tensor
-    ) -> Target:
-        """The objective's per-sample target built from the clean batch."""
-        with torch.enable_grad():
-            return self.objective.prepare(adapter, images, labels.to(images.device))
+        with eval_mode(adapter):
+            with torch.no_grad():
+                with torch.enable_grad():
+                    target = self.objective.prepare(adapter, x, labels.to(x.device))
+                best = BestTracker(x)
+                if self.check_clean:
+                    out, _ = self.evaluate(adapter, x, target, grad=False)
+                    best.update(torch.arange(x.shape[0], device=x.device), x, out)
+                engine_extra = self._run(adapter, x, target, threat, region_t, best)
+            result = self._result(images, best)
+            result.extra.update(
+                self.objective.extras(adapter, result.x_adv, result.pred_adv, target)
+            )
+        result.extra.update(engine_extra or {})
+        return result
 
     def threat(self, adapter: ModelAdapter, region: torch.Tensor | None) -> ThreatModel:
         """The threat model for this call: the ball of radius ``eps`` (an unbounded ball, which
@@ -234,26 +247,23 @@ class Attack(ABC):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         """Run the engine, offering its iterates to ``best``; samples already successful in
-        ``best`` (e.g. by the clean check) need not be attacked."""
+        ``best`` (e.g. by the clean check) need not be attacked. Returns the engine's own
+        per-sample extras (``(B, ...)`` tensors for ``AttackResult.extra``), or None."""
 
     def evaluate(
         self, model: ModelAdapter, x: torch.Tensor, target: Target, grad: bool
     ) -> tuple[ObjectiveOutput, torch.Tensor | None]:
         """Objective (and optionally its gradient w.r.t. the input) at ``x``.
 
-        The gradient comes from ``torch.autograd.grad`` with respect to the input only, so
-        parameter gradients are never computed or stored.
+        The gradient comes from :meth:`Objective.value_and_grad`, with respect to the input
+        only, so parameter gradients are never computed or stored.
         """
         if not grad:
             with torch.no_grad():
                 return self.objective(model, x, target), None
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.objective(model, xg, target)
-            (g,) = torch.autograd.grad(out.loss.sum(), xg)
-        return out, g
+        return self.objective.value_and_grad(model, x, target)
 
     def _result(self, images: torch.Tensor, tracker: BestTracker) -> AttackResult:
         x_adv = tracker.x
@@ -276,7 +286,8 @@ def _subset_output(out: ObjectiveOutput, rows: torch.Tensor) -> ObjectiveOutput:
     return ObjectiveOutput(out.loss[rows], out.success[rows], out.pred[rows], out.logits[rows])
 
 
-def _subset_region(region: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+def subset_region(region: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor | None:
+    """Rows ``idx`` of a per-sample region (a shared ``(1, ...)`` region or None as is)."""
     if region is None or region.shape[0] == 1:
         return region
     return region[idx]
@@ -337,7 +348,6 @@ class GradientAttack(Attack):
         self.early_stop = bool(early_stop)
         self.keep_best = bool(keep_best)
         self.name = name
-        self.tasks = objective.tasks
 
     def params(self) -> dict[str, Any]:
         return {
@@ -357,13 +367,13 @@ class GradientAttack(Attack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         gen = make_generator(self.seed, x.device)
         for _ in range(self.restarts):
             idx = (~best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            xa, ta, ra = x[idx], index_target(target, idx), _subset_region(region, idx)
+            xa, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
             delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
             for t in range(self.steps + 1):
                 xt = xa + delta
@@ -383,9 +393,8 @@ class GradientAttack(Attack):
                         break
                     if not bool(keep.all()):
                         idx, xa, delta, grad = idx[keep], xa[keep], delta[keep], grad[keep]
-                        ta, ra = (
-                            index_target(ta, keep.nonzero().flatten()),
-                            (ra if ra is None or ra.shape[0] == 1 else ra[keep]),
-                        )
+                        rows = keep.nonzero().flatten()
+                        ta, ra = index_target(ta, rows), subset_region(ra, rows)
                 step = self.step_size * threat.ascent_direction(grad, ra)
                 delta = threat.project(xa, delta + step, ra)
+        return None

@@ -118,7 +118,7 @@ class CarliniWagnerL2(_MinimalAttack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         y = _labels(target)
         lo, width = threat.bounds.low, threat.bounds.width
         b = x.shape[0]
@@ -168,6 +168,7 @@ class CarliniWagnerL2(_MinimalAttack):
             lower = torch.where(~succeeded_here, torch.maximum(lower, const), lower)
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
         self._finish(model, x, best_x, y, threat, region, steps, best)
+        return None
 
 
 class DeepFool(_MinimalAttack):
@@ -224,7 +225,7 @@ class DeepFool(_MinimalAttack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         y = _labels(target)
         b = x.shape[0]
         view = (-1,) + (1,) * (x.ndim - 1)
@@ -279,6 +280,7 @@ class DeepFool(_MinimalAttack):
                 r_tot[sel] = r_tot[sel] + r
                 x_adv[sel] = threat.bounds.clamp(x[sel] + (1 + self.overshoot) * r_tot[sel])
         self._finish(model, x, x_adv, y, threat, region, steps, best)
+        return None
 
 
 __all__ = ["CarliniWagnerL2", "DeepFool"]

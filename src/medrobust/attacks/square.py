@@ -89,7 +89,7 @@ class SquareAttack(Attack):
         threat: ThreatModel,
         region: torch.Tensor | None,
         best: BestTracker,
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         if isinstance(target, dict):
             raise TypeError("the square attack expects a label tensor as target")
         y = target
@@ -139,3 +139,4 @@ class SquareAttack(Attack):
             out = Margin()(model, x + delta, y)
         best.update(torch.arange(b, device=x.device), x + delta, out)
         best.steps.copy_(queries)
+        return None

@@ -12,8 +12,13 @@ from medrobust.types import Bounds, Norm
 _TINY = 1e-12
 
 
-def _flat_norm(t: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Per-sample norm, shaped ``(B, 1, ..., 1)`` to broadcast against ``t``."""
+def sample_norm(t: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-sample Linf or L2 norm over all non-batch dimensions, shaped ``(B, 1, ..., 1)`` to
+    broadcast against ``t``.
+
+    Shape:
+        - t: ``(B, *)``; output ``(B, 1, ..., 1)`` of the same rank.
+    """
     flat = t.flatten(1)
     n = flat.abs().amax(dim=1) if norm is Norm.LINF else flat.norm(p=2, dim=1)
     return n.view(-1, *([1] * (t.ndim - 1)))
@@ -102,7 +107,7 @@ class ThreatModel:
                 device=x.device,
                 dtype=x.dtype,
             )
-            delta = g / (_flat_norm(g, Norm.L2) + _TINY) * self.eps * r
+            delta = g / (sample_norm(g, Norm.L2) + _TINY) * self.eps * r
         return self.project(x, delta, region)
 
     def ascent_direction(self, grad: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor:
@@ -112,7 +117,7 @@ class ThreatModel:
             grad = grad * region
         if self.norm is Norm.LINF:
             return grad.sign()
-        return grad / (_flat_norm(grad, Norm.L2) + _TINY)
+        return grad / (sample_norm(grad, Norm.L2) + _TINY)
 
     def project(
         self, x: torch.Tensor, delta: torch.Tensor, region: torch.Tensor | None
@@ -123,7 +128,7 @@ class ThreatModel:
         if self.norm is Norm.LINF:
             delta = delta.clamp(-self.eps, self.eps)
         else:
-            n = _flat_norm(delta, Norm.L2)
+            n = sample_norm(delta, Norm.L2)
             delta = delta * torch.clamp(self.eps / (n + _TINY), max=1.0)
         return self.bounds.clamp(x + delta) - x
 

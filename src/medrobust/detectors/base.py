@@ -41,7 +41,7 @@ from medrobust.detectors.features import capture_features, default_layers, resol
 from medrobust.detectors.logistic import fit_logistic
 from medrobust.models.adapter import ModelAdapter
 from medrobust.registry import Registry
-from medrobust.types import Task
+from medrobust.types import NotFittedError, Task
 
 __all__ = [
     "DETECTORS",
@@ -63,10 +63,6 @@ FORMAT_VERSION = 1
 _META = "detector.json"
 _STATE = "state.pt"
 _COMBINE = ("zsum", "logistic")
-
-
-class NotFittedError(ValueError, RuntimeError):
-    """A detector was used before :meth:`Detector.fit` (or :func:`load_detector`)."""
 
 
 def create_detector(name: str, **params: Any) -> Detector:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust.models.adapter import ModelAdapter
 from medrobust.registry import Registry
 
 #: A per-sample target: a tensor with the batch first, or a dict of such tensors (e.g. the clean
@@ -42,11 +43,14 @@ class ObjectiveOutput:
 
 
 class Objective(ABC):
-    """What an attack maximises.
+    """What an attack maximises, and everything an engine needs to know about the task.
 
     An objective receives the model and the current input so that it can compute anything it
     needs (logits, a Grad-CAM map, a segmentation), and a per-sample target prepared once from
-    the clean input by :meth:`prepare` (the label by default).
+    the clean input by :meth:`prepare` (the label by default). The engine knows no task: the
+    objective validates what the caller passes as labels (:meth:`check_target`), may change how
+    the input gradient is computed (:meth:`value_and_grad`, e.g. a smoothed network) and adds
+    task metrics to the result (:meth:`extras`).
 
     Subclasses set ``name`` and ``tasks`` (the model tasks they support) and implement
     :meth:`__call__`.
@@ -56,6 +60,14 @@ class Objective(ABC):
     tasks: tuple[str, ...] = ("classification",)
     targeted: bool = False
 
+    def check_target(self, model: ModelAdapter, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Validate what the caller passed as labels (default: class labels ``(B,)`` in range).
+
+        Raises:
+            ValueError: For labels that do not fit the model and the batch.
+        """
+        model.check_labels(labels.to(images.device), images.shape[0])
+
     def prepare(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Target:
         """Build the per-sample target from the clean batch (default: the labels)."""
         return labels
@@ -63,6 +75,32 @@ class Objective(ABC):
     @abstractmethod
     def __call__(self, model: nn.Module, x: torch.Tensor, target: Target) -> ObjectiveOutput:
         """Evaluate the objective at ``x``."""
+
+    def value_and_grad(
+        self, model: nn.Module, x: torch.Tensor, target: Target
+    ) -> tuple[ObjectiveOutput, torch.Tensor]:
+        """The objective at ``x`` and the gradient of its summed loss w.r.t. ``x`` only.
+
+        The gradient comes from ``torch.autograd.grad`` with respect to the input, so parameter
+        gradients are never computed or stored.
+
+        Shape:
+            - x: ``(B, C, *spatial)``; gradient the same.
+        """
+        xg = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self(model, xg, target)
+            (g,) = torch.autograd.grad(out.loss.sum(), xg)
+        return out, g
+
+    def extras(
+        self, model: nn.Module, x_adv: torch.Tensor, pred_adv: torch.Tensor, target: Target
+    ) -> dict[str, torch.Tensor]:
+        """Per-sample task metrics at the returned inputs, added to ``AttackResult.extra``.
+
+        Called once per attack call with the model in eval mode (default: none).
+        """
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description of the objective and its parameters."""

@@ -1,4 +1,4 @@
-"""The adaptive objective against a detector-guarded classifier, and its PGD preset.
+"""The adaptive objective against a detector-guarded classifier.
 
 A detector evaluated only against attacks that ignore it is not evaluated (Carlini & Wagner,
 2017): an adversary who knows the detector maximises
@@ -12,6 +12,9 @@ score is ``margin`` standard deviations under the threshold, so the attack spend
 An iterate *succeeds* when the classifier is fooled **and** the detector does not flag it, so the
 engine keeps, per sample, the best iterate that evades both, and early stopping stops on it.
 
+The objective needs only what :class:`GuardDetector` describes (any object with those members
+works; medrobust's detectors have them), so attacks do not depend on the detectors package.
+
 References:
     Carlini & Wagner, "Adversarial Examples Are Not Easily Detected: Bypassing Ten Detection
     Methods", AISec 2017; Athalye, Carlini & Wagner, ICML 2018; Tramer et al., "On Adaptive
@@ -20,37 +23,69 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.attacks.engine import Attack, BestTracker, GradientAttack
 from medrobust.attacks.objectives.base import OBJECTIVES, Objective, ObjectiveOutput, Target
-from medrobust.attacks.presets import ATTACKS
-from medrobust.attacks.threat import ThreatModel
-from medrobust.models.adapter import ModelAdapter
+from medrobust.types import NotFittedError
 
-if TYPE_CHECKING:
-    from medrobust.detectors.base import Detector
-
-__all__ = ["DetectorEvasion", "WeightSweepAttack", "pgd_adaptive"]
+__all__ = ["DetectorEvasion", "GuardDetector", "check_number", "is_guard_detector"]
 
 _LOSSES = ("margin", "ce")
 
 
-def _check_detector(detector: Any) -> Detector:
-    from medrobust.detectors.base import Detector, NotFittedError
+class GuardDetector(Protocol):
+    """What the adaptive objective uses of a fitted detector guarding a classifier.
 
+    Attributes:
+        name: The detector's registered name.
+        fitted: Whether it has been fitted (or loaded).
+        model: The model it guards (the same object the attack must run on).
+        threshold: Inputs scoring above it are flagged.
+        score_scale: Standard deviation of its clean calibration scores.
+    """
+
+    name: str
+
+    @property
+    def fitted(self) -> bool: ...
+
+    @property
+    def model(self) -> nn.Module | None: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def score_scale(self) -> float: ...
+
+    def logits_and_score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's logits ``(B, K)`` and the score ``(B,)``, differentiable in ``images``."""
+        ...
+
+
+_MEMBERS = ("name", "fitted", "model", "threshold", "score_scale", "logits_and_score")
+_MISSING = object()
+
+
+def is_guard_detector(obj: object) -> bool:
+    """Whether ``obj`` has every member of :class:`GuardDetector` (looked up statically, so the
+    properties of an unfitted detector are not evaluated)."""
+    return all(inspect.getattr_static(obj, m, _MISSING) is not _MISSING for m in _MEMBERS)
+
+
+def _check_detector(detector: Any) -> GuardDetector:
     if detector is None:
         raise ValueError(
             "the adaptive attack needs the fitted detector that guards the model: "
             "create_attack('pgd-adaptive', detector=det, eps=...)"
         )
-    if not isinstance(detector, Detector):
+    if not is_guard_detector(detector):
         raise TypeError(
             f"detector must be a medrobust detector (medrobust.detectors.create_detector), got "
             f"{type(detector).__name__}"
@@ -63,7 +98,13 @@ def _check_detector(detector: Any) -> Detector:
     return detector
 
 
-def _number(name: str, value: Any, minimum: float = 0.0) -> float:
+def check_number(name: str, value: Any, minimum: float = 0.0) -> float:
+    """``value`` as a finite float ``>= minimum``.
+
+    Raises:
+        TypeError: For a non-number.
+        ValueError: For a value out of range.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     v = float(value)
@@ -80,7 +121,7 @@ class DetectorEvasion(Objective):
     """Classifier loss minus a weighted penalty on the detector score above its threshold.
 
     Args:
-        detector: A fitted :class:`~medrobust.detectors.Detector` guarding the attacked model.
+        detector: A fitted detector guarding the attacked model (see :class:`GuardDetector`).
         weight: Weight of the detector penalty (>= 0; 0 ignores the detector's score but still
             counts detected examples as failures).
         margin: Aim this many clean-score standard deviations under the threshold (>= 0).
@@ -94,8 +135,10 @@ class DetectorEvasion(Objective):
         - target: labels ``(B,)``; loss and success ``(B,)``.
 
     Raises:
-        ValueError: For an unfitted or missing detector, a model other than the detector's, or
-            invalid settings.
+        ValueError: For a missing detector, a model other than the detector's, or invalid
+            settings.
+        NotFittedError: For an unfitted detector.
+        TypeError: For an object that is not a detector.
 
     References:
         Carlini & Wagner, AISec 2017 (attacking detectors with a combined loss).
@@ -106,7 +149,7 @@ class DetectorEvasion(Objective):
 
     def __init__(
         self,
-        detector: Detector | None = None,
+        detector: GuardDetector | None = None,
         *,
         weight: float = 1.0,
         margin: float = 0.1,
@@ -117,13 +160,23 @@ class DetectorEvasion(Objective):
         if targeted:
             raise ValueError("the detector-evasion objective is untargeted only")
         self.detector = _check_detector(detector)
-        self.weight = _number("weight", weight)
-        self.margin = _number("margin", margin)
+        self.weight = check_number("weight", weight)
+        self.margin = check_number("margin", margin)
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {list(_LOSSES)}, got {loss!r}")
         self.loss = loss
-        self.confidence = _number("confidence", confidence)
+        self.confidence = check_number("confidence", confidence)
         self.targeted = False
+
+    def with_weight(self, weight: float) -> DetectorEvasion:
+        """The same objective with another penalty weight (a new object)."""
+        return DetectorEvasion(
+            self.detector,
+            weight=weight,
+            margin=self.margin,
+            loss=self.loss,
+            confidence=self.confidence,
+        )
 
     def __call__(self, model: nn.Module, x: torch.Tensor, target: Target) -> ObjectiveOutput:
         if isinstance(target, dict):
@@ -162,105 +215,3 @@ class DetectorEvasion(Objective):
             "detector": getattr(self.detector, "name", "?"),
             "threshold": self.detector.threshold,
         }
-
-
-class WeightSweepAttack(GradientAttack):
-    """The gradient engine run once per penalty weight of a :class:`DetectorEvasion` objective.
-
-    With the sign of the gradient as the step (Linf), whichever term has the larger gradient
-    sets the direction, so no single weight suits every sample: a large weight keeps the score
-    low but never flips the class, a small one flips the class but is caught. As Carlini &
-    Wagner search over their constant, the attack tries each weight in turn on the samples not
-    yet broken (the per-sample best iterate is kept across weights, success first).
-
-    Args:
-        objective: The detector-evasion objective (its ``weight`` is set per round).
-        weights: Penalty weights, tried in this order.
-        **kwargs: The gradient engine's settings (``eps``, ``steps``, ``restarts`` ...).
-
-    References:
-        Carlini & Wagner, AISec 2017.
-    """
-
-    def __init__(
-        self, *, objective: DetectorEvasion, weights: Sequence[float], **kwargs: Any
-    ) -> None:
-        super().__init__(objective=objective, **kwargs)
-        if isinstance(weights, (int, float)) and not isinstance(weights, bool):
-            weights = [float(weights)]
-        if isinstance(weights, str) or not isinstance(weights, Sequence) or not weights:
-            raise ValueError(f"weight must be a number or a non-empty list, got {weights!r}")
-        self.weights = [_number("weight", w) for w in weights]
-        self.evasion = objective
-
-    def params(self) -> dict[str, Any]:
-        """The engine settings and the weights."""
-        return {**super().params(), "weights": list(self.weights)}
-
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> None:
-        for w in self.weights:
-            if bool(best.success.all()):
-                break
-            self.evasion.weight = w
-            super()._run(model, x, target, threat, region, best)
-        self.evasion.weight = self.weights[0]
-
-
-@ATTACKS.register(
-    "pgd-adaptive",
-    summary="Adaptive PGD on a detector-guarded classifier: fool it and stay under the "
-    "detector's threshold",
-    tags=("classification", "adaptive"),
-)
-def pgd_adaptive(
-    *,
-    detector: Detector | None = None,
-    eps: float = 8 / 255,
-    norm: str = "linf",
-    steps: int = 50,
-    step_size: float | None = None,
-    restarts: int = 1,
-    random_start: bool = True,
-    weight: float | Sequence[float] = (0.1, 1.0, 10.0),
-    margin: float = 0.1,
-    loss: str = "margin",
-    confidence: float = 1.0,
-    early_stop: bool = True,
-    seed: int = 0,
-) -> Attack:
-    """PGD on :class:`DetectorEvasion`; ``detector`` (fitted) is required.
-
-    Success means misclassified *and* undetected, so robust accuracy under this attack is the
-    accuracy of the guarded system (a flagged input counts as caught). ``weight`` may list
-    several penalty weights, tried in turn on the samples not yet broken (see
-    :class:`WeightSweepAttack`).
-    """
-    weights = [weight] if isinstance(weight, (int, float)) else list(weight)
-    objective = DetectorEvasion(
-        detector,
-        weight=weights[0] if weights else 1.0,
-        margin=margin,
-        loss=loss,
-        confidence=confidence,
-    )
-    return WeightSweepAttack(
-        objective=objective,
-        weights=weights,
-        norm=norm,
-        eps=eps,
-        steps=steps,
-        step_size=step_size,
-        random_start=random_start,
-        restarts=restarts,
-        early_stop=early_stop,
-        seed=seed,
-        name="pgd-adaptive",
-    )

@@ -63,7 +63,7 @@ References:
 
 from __future__ import annotations
 
-import logging
+import inspect
 import math
 import weakref
 from typing import Any, Literal
@@ -73,7 +73,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.attacks.objectives.base import OBJECTIVES, Objective, ObjectiveOutput, Target
-from medrobust.explain.gradcam import _spatial_layer_names, grad_cam_full
+from medrobust.attacks.objectives.gradcam_maps import (
+    check_choice,
+    check_number,
+    com_fraction,
+    default_gradcam_layer,
+    explained_maps,
+    map_mass,
+    outward_direction,
+    shifted_maps,
+)
+from medrobust.explain.softplus import softplus_relu
 from medrobust.metrics.maps import (
     _resolve_k,
     center_of_mass,
@@ -81,6 +91,7 @@ from medrobust.metrics.maps import (
     spearman,
     topk_intersection,
 )
+from medrobust.models.adapter import ModelAdapter
 
 __all__ = [
     "REJECTED",
@@ -88,8 +99,6 @@ __all__ = [
     "default_gradcam_layer",
     "explained_maps",
 ]
-
-logger = logging.getLogger(__name__)
 
 LossKind = Literal["topk", "com", "target"]
 LabelRule = Literal["kept", "changed"]
@@ -107,171 +116,6 @@ _LABELS = ("kept", "changed")
 _TARGETS = ("shift", "flip", "other")
 _EXPLAIN = ("original", "predicted")
 _METHODS = ("gradcam", "gradcam++")
-
-
-# --------------------------------------------------------------------------------------------
-# layer resolution
-# --------------------------------------------------------------------------------------------
-
-
-def default_gradcam_layer(model: nn.Module, images: torch.Tensor | None = None) -> str:
-    """The Grad-CAM layer to use when none is given.
-
-    In order: the documented layer of a zoo architecture (``medrobust.models.gradcam_layer``,
-    and ``encoder.layer4`` for the ``mtl-*`` networks); a module named ``layer4`` or ending in
-    ``.layer4`` (ResNet convention, e.g. a ResNet encoder of a multi-task network; the shallowest
-    such name wins); otherwise the deepest layer with a spatial output, found with one probing
-    forward pass on ``images``.
-
-    Args:
-        model: The model (usually a ``ModelAdapter``).
-        images: A batch to probe the layers with when no convention applies.
-
-    Returns:
-        A dotted layer name relative to the bare network (``adapter.net``).
-
-    Raises:
-        ValueError: If no layer can be chosen (no convention and no images, or no spatial
-            layer); the message asks for an explicit ``layer``.
-    """
-    from medrobust.models.multitask import MULTITASK_GRADCAM_LAYERS
-    from medrobust.models.zoo import _GRADCAM_LAYERS, architecture_of
-
-    spec = architecture_of(model)
-    if spec is not None:
-        if spec.name in MULTITASK_GRADCAM_LAYERS:
-            return MULTITASK_GRADCAM_LAYERS[spec.name]
-        if spec.name in _GRADCAM_LAYERS:
-            return _GRADCAM_LAYERS[spec.name]
-    net = getattr(model, "net", model)
-    resnet_like = sorted(
-        (n for n, _ in net.named_modules() if n == "layer4" or n.endswith(".layer4")),
-        key=lambda n: (n.count("."), n),
-    )
-    if resnet_like:
-        return resnet_like[0]
-    if images is not None:
-        spatial = _spatial_layer_names(model, images)
-        if spatial:
-            logger.info("Grad-CAM layer not given; using the deepest spatial layer %r", spatial[0])
-            return spatial[0]
-    raise ValueError(
-        f"cannot choose a Grad-CAM layer for {type(net).__name__}: it is not a zoo architecture "
-        "and has no 'layer4'; pass layer='<dotted module name>' (the last convolutional stage)"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _sizes(maps: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(maps.shape[2:], dtype=maps.dtype, device=maps.device)
-
-
-def _com_fraction(h: torch.Tensor) -> torch.Tensor:
-    """Centre of mass of sum-normalised maps in fractions of each side; 0 for an empty map.
-
-    Shape: ``(B, 1, *spatial)`` -> ``(B, spatial_dims)``.
-    """
-    flat_mass = h.flatten(1).sum(dim=1)
-    safe = torch.where(flat_mass > 0, flat_mass, torch.ones_like(flat_mass))
-    coords = []
-    nd = h.ndim - 2
-    for axis in range(nd):
-        size = h.shape[2 + axis]
-        shape = [1] * h.ndim
-        shape[2 + axis] = size
-        pos = torch.arange(size, dtype=h.dtype, device=h.device).reshape(shape) / size
-        coords.append((h * pos).flatten(1).sum(dim=1) / safe)
-    return torch.stack(coords, dim=1)
-
-
-def _outward(com: torch.Tensor) -> torch.Tensor:
-    """Unit vectors from the image centre toward each centre of mass (the last axis when the
-    centre of mass is at the centre). Shape: ``(B, d)`` -> ``(B, d)``."""
-    d = com - 0.5
-    n = d.norm(dim=1, keepdim=True)
-    fallback = torch.zeros_like(d)
-    fallback[:, -1] = 1.0
-    return torch.where(n > 1e-6, d / n.clamp_min(1e-6), fallback)
-
-
-def _mass(maps: torch.Tensor) -> torch.Tensor:
-    return maps.detach().flatten(1).sum(dim=1)
-
-
-def _shift_maps(maps: torch.Tensor, strategy: str) -> torch.Tensor:
-    if strategy == "shift":
-        dims = tuple(range(2, maps.ndim))
-        shifts = tuple(maps.shape[d] // 2 for d in dims)
-        return torch.roll(maps, shifts=shifts, dims=dims)
-    if strategy == "flip":
-        return torch.flip(maps, dims=(maps.ndim - 1,))
-    return torch.roll(maps, shifts=1, dims=0)  # "other": the next image's map
-
-
-def _check_number(name: str, value: object, low: float, high: float, *, low_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    ok = math.isfinite(v) and (v > low if low_open else v >= low) and v <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
-    return v
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return str(value)
-
-
-def explained_maps(
-    model: nn.Module,
-    images: torch.Tensor,
-    layer: str,
-    target: torch.Tensor | None,
-    *,
-    method: str = "gradcam",
-    create_graph: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum-normalised Grad-CAM maps and the logits of one forward pass.
-
-    Args:
-        model: The classifier (adapter).
-        images: Inputs; the maps are differentiable in them when they require grad.
-        layer: Grad-CAM layer.
-        target: Classes to explain ``(B,)``, or None for the predicted classes.
-        method: ``"gradcam"`` or ``"gradcam++"``.
-        create_graph: Keep second-order terms (needed when the Grad-CAM weights depend on the
-            input, e.g. a non-linear head).
-
-    Returns:
-        ``(maps, logits)``: maps ``(B, 1, *spatial)`` summing to one (all zero where Grad-CAM
-        is all zero) and logits ``(B, K)``.
-
-    Raises:
-        ValueError: See :func:`medrobust.explain.grad_cam_full` (unknown layer, no spatial
-            output, no gradient path).
-
-    Shape:
-        - images: ``(B, C, *spatial)``; maps: ``(B, 1, *spatial)``; logits: ``(B, K)``.
-
-    References:
-        Selvaraju et al., ICCV 2017 (Grad-CAM); Dombrowski et al., NeurIPS 2019 (normalisation).
-    """
-    out = grad_cam_full(
-        model,
-        images,
-        layer,
-        target,
-        create_graph=create_graph,
-        method=method,  # type: ignore[arg-type]
-    )
-    return normalize_map(out.maps, "sum"), out.logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,6 +152,10 @@ class GradCamObjective(Objective):
         second_order: Differentiate through the Grad-CAM weights (``create_graph=True``); exact
             for every head. False treats the weights as constants, which is exact for a
             ``GAP → linear`` head and a little cheaper.
+        softplus_beta: If given (> 0), every ``nn.ReLU`` is replaced by ``Softplus(beta)``
+            while the input gradient is computed (Dombrowski et al.); the loss, success and
+            prediction always come from the unmodified network, at the cost of a second
+            evaluation per step.
 
     Raises:
         ValueError: For an unknown choice or a value out of range.
@@ -342,13 +190,14 @@ class GradCamObjective(Objective):
         target_threshold: float = 0.5,
         explain: Explain | None = None,
         second_order: bool = True,
+        softplus_beta: float | None = None,
     ) -> None:
-        self.loss = _check_choice("loss", loss, _LOSSES)
-        self.label = _check_choice("label", label, _LABELS)
+        self.loss = check_choice("loss", loss, _LOSSES)
+        self.label = check_choice("label", label, _LABELS)
         if layer is not None and (not isinstance(layer, str) or not layer.strip()):
             raise ValueError(f"layer must be None or a non-empty dotted module name, got {layer!r}")
         self.layer = layer
-        self.method = _check_choice("method", method, _METHODS)
+        self.method = check_choice("method", method, _METHODS)
         if isinstance(k, bool) or not isinstance(k, (int, float)):
             raise TypeError(f"k must be an int or a float fraction in (0, 1), got {k!r}")
         if isinstance(k, float) and not k.is_integer():
@@ -357,27 +206,28 @@ class GradCamObjective(Objective):
         elif k < 1:
             raise ValueError(f"k must be a positive pixel count or a fraction in (0, 1), got {k}")
         self.k = k
-        self.gamma = _check_number("gamma", gamma, 0.0, math.inf, low_open=False)
-        self.flip_weight = _check_number("flip_weight", flip_weight, 0.0, math.inf, low_open=False)
-        self.confidence = _check_number("confidence", confidence, 0.0, math.inf, low_open=False)
-        self.topk_threshold = _check_number(
+        self.gamma = check_number("gamma", gamma, 0.0, math.inf, low_open=False)
+        self.flip_weight = check_number("flip_weight", flip_weight, 0.0, math.inf, low_open=False)
+        self.confidence = check_number("confidence", confidence, 0.0, math.inf, low_open=False)
+        self.topk_threshold = check_number(
             "topk_threshold", topk_threshold, 0.0, 1.0, low_open=True
         )
         self.min_shift = (
             None
             if min_shift is None
-            else _check_number("min_shift", min_shift, 0.0, math.inf, low_open=True)
+            else check_number("min_shift", min_shift, 0.0, math.inf, low_open=True)
         )
-        self.target_map = _check_choice("target_map", target_map, _TARGETS)
-        self.target_threshold = _check_number(
+        self.target_map = check_choice("target_map", target_map, _TARGETS)
+        self.target_threshold = check_number(
             "target_threshold", target_threshold, 0.0, 1.0, low_open=True
         )
         if explain is None:
             explain = "original" if self.label == "kept" else "predicted"
-        self.explain = _check_choice("explain", explain, _EXPLAIN)
+        self.explain = check_choice("explain", explain, _EXPLAIN)
         if not isinstance(second_order, bool):
             raise TypeError(f"second_order must be a bool, got {type(second_order).__name__}")
         self.second_order = second_order
+        self.softplus_beta = _check_softplus(softplus_beta)
         self.targeted = self.loss == "target"
         self.name = f"gradcam-{self.loss}"
         self._layers: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
@@ -402,6 +252,7 @@ class GradCamObjective(Objective):
             "target_threshold": self.target_threshold,
             "explain": self.explain,
             "second_order": self.second_order,
+            "softplus_beta": self.softplus_beta,
         }
 
     def layer_for(self, model: nn.Module, images: torch.Tensor | None = None) -> str:
@@ -452,6 +303,21 @@ class GradCamObjective(Objective):
         return _resolve_k(self.k, n_pixels)
 
     # -- target -----------------------------------------------------------------------------
+    def check_target(self, model: ModelAdapter, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Class labels ``(B,)`` (validated, not used: the explained class is the clean
+        prediction), or target maps ``(B, 1, *spatial)`` for a targeted objective.
+
+        Raises:
+            TypeError: If ``labels`` is not a tensor.
+            ValueError: For labels out of range or target maps of the wrong shape.
+        """
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.is_floating_point():
+            self.check_target_maps(labels, images)
+            return
+        model.check_labels(labels.to(images.device), images.shape[0])
+
     def check_target_maps(self, maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Validate user-given target maps and return them as ``(B, 1, *spatial)`` floats.
 
@@ -488,7 +354,7 @@ class GradCamObjective(Objective):
                 f"target maps must be non-negative (like Grad-CAM maps), got minimum "
                 f"{float(maps.min()):.4g}"
             )
-        empty = (_mass(maps) <= 0).nonzero().flatten().tolist()
+        empty = (map_mass(maps) <= 0).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"target maps are all zero for sample(s) {empty[:10]}")
         return maps
@@ -530,28 +396,28 @@ class GradCamObjective(Objective):
         clean = clean.detach()
         z = logits.detach()
         cls = z.argmax(dim=1)
-        valid = _mass(clean) > 0
+        valid = map_mass(clean) > 0
         n = clean[0].numel()
         kk = self.topk_count(n)
         top = torch.topk(clean.flatten(1), kk, dim=1).indices
         topk_mask = torch.zeros_like(clean.flatten(1)).scatter_(1, top, 1.0).reshape(clean.shape)
-        com = _com_fraction(clean)
+        com = com_fraction(clean)
         target: dict[str, torch.Tensor] = {
             "cls": cls,
             "prob": torch.softmax(z, dim=1),
             "map": clean,
             "topk_mask": topk_mask,
             "com": com,
-            "com_dir": _outward(com),
+            "com_dir": outward_direction(com),
             "valid": valid,
         }
         if self.targeted:
             if labels.is_floating_point():
                 tmap = self.check_target_maps(labels, x)
             else:
-                tmap = _shift_maps(clean, self.target_map)
+                tmap = shifted_maps(clean, self.target_map)
             target["target_map"] = normalize_map(tmap, "sum")
-            target["valid"] = valid & (_mass(target["target_map"]) > 0)
+            target["valid"] = valid & (map_mass(target["target_map"]) > 0)
         return target
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -570,7 +436,7 @@ class GradCamObjective(Objective):
         """
         h = maps.detach()
         clean = target["map"]
-        ok = target["valid"] & (_mass(h) > 0)
+        ok = target["valid"] & (map_mass(h) > 0)
         if self.loss == "topk":
             crit = topk_intersection(clean, h, self.k) < self.topk_threshold
         elif self.loss == "com":
@@ -586,7 +452,7 @@ class GradCamObjective(Objective):
         if self.loss == "topk":
             return -(h * target["topk_mask"]).flatten(1).sum(dim=1)
         if self.loss == "com":
-            d = _com_fraction(h) - target["com"]
+            d = com_fraction(h) - target["com"]
             return (d * d).sum(dim=1) + _TIE_BREAK * (d * target["com_dir"]).sum(dim=1)
         diff = h - target["target_map"]
         return -float(h[0].numel()) * (diff * diff).flatten(1).sum(dim=1)
@@ -631,6 +497,30 @@ class GradCamObjective(Objective):
         success = self.moved(h, target) & label_ok
         return ObjectiveOutput(loss, success.detach(), pred, z)
 
+    def value_and_grad(
+        self, model: nn.Module, x: torch.Tensor, target: Target
+    ) -> tuple[ObjectiveOutput, torch.Tensor]:
+        """Objective and input gradient; with ``softplus_beta`` the gradient comes from the
+        smoothed network and the output (loss, success, prediction) from the unmodified one.
+
+        Shape:
+            - x: ``(B, C, *spatial)``; gradient the same.
+        """
+        if self.softplus_beta is None:
+            return super().value_and_grad(model, x, target)
+        with softplus_relu(model, self.softplus_beta):
+            _, g = super().value_and_grad(model, x, target)
+        with torch.no_grad():
+            return self(model, x.detach(), target), g
+
+    def extras(
+        self, model: nn.Module, x_adv: torch.Tensor, pred_adv: torch.Tensor, target: Target
+    ) -> dict[str, torch.Tensor]:
+        """The map metrics of :meth:`measure` at the returned inputs."""
+        if not isinstance(target, dict):  # pragma: no cover - prepare always builds a dict
+            raise TypeError("an explanation objective needs the dict target of its prepare()")
+        return self.measure(model, x_adv, target)
+
     def measure(
         self, model: nn.Module, x: torch.Tensor, target: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
@@ -670,40 +560,25 @@ class GradCamObjective(Objective):
         return out
 
 
-def _register(name: str, loss: LossKind, summary: str) -> None:
-    def factory(
-        *,
-        label: LabelRule = "kept",
-        layer: str | None = None,
-        method: str = "gradcam",
-        k: int | float = 0.05,
-        gamma: float = 1.0,
-        flip_weight: float = 1.0,
-        confidence: float = 1.0,
-        topk_threshold: float = 0.5,
-        min_shift: float | None = None,
-        target_map: TargetStrategy = "shift",
-        target_threshold: float = 0.5,
-        explain: Explain | None = None,
-        second_order: bool = True,
-    ) -> Objective:
-        return GradCamObjective(
-            loss=loss,
-            label=label,
-            layer=layer,
-            method=method,
-            k=k,
-            gamma=gamma,
-            flip_weight=flip_weight,
-            confidence=confidence,
-            topk_threshold=topk_threshold,
-            min_shift=min_shift,
-            target_map=target_map,
-            target_threshold=target_threshold,
-            explain=explain,
-            second_order=second_order,
-        )
+def _check_softplus(beta: float | None) -> float | None:
+    if beta is None:
+        return None
+    number = isinstance(beta, (int, float)) and not isinstance(beta, bool)
+    if not (number and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"softplus_beta must be None or a number > 0, got {beta!r}")
+    return float(beta)
 
+
+def _register(name: str, loss: LossKind, summary: str) -> None:
+    """Register ``GradCamObjective`` with ``loss`` fixed under ``name``."""
+
+    def factory(**kw: Any) -> Objective:
+        return GradCamObjective(loss=loss, **kw)
+
+    sig = inspect.signature(GradCamObjective)
+    factory.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[p for n, p in sig.parameters.items() if n != "loss"]
+    )
     factory.__doc__ = f"{summary}; see :class:`GradCamObjective`."
     OBJECTIVES.register(name, summary=summary, tags=("explanation",))(factory)
 

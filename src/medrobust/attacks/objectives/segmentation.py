@@ -38,6 +38,8 @@ from medrobust.metrics.segmentation import (
     sample_dice,
     target_iou,
 )
+from medrobust.models.adapter import ModelAdapter
+from medrobust.models.segmentation import DEFAULT_MAX_VOXELS, check_volume_size
 
 __all__ = [
     "ASMALoss",
@@ -129,15 +131,16 @@ def check_mask(
             f"{name} have shape {tuple(mask.shape)} but the model's output "
             f"{tuple(logits_shape)} needs masks of shape {tuple(want)} (B, *spatial)"
         )
-    k = int(logits_shape[1])
-    if mask.numel():
-        lo, hi = int(mask.min()), int(mask.max())
-        if lo < 0 or hi >= k:
-            bad = torch.unique(mask[(mask < 0) | (mask >= k)])[:10].tolist()
-            raise ValueError(
-                f"{name} contain class(es) {bad} unknown to the model, which has {k} classes "
-                f"(0..{k - 1})"
-            )
+    _check_classes(mask, int(logits_shape[1]), name)
+
+
+def _check_classes(mask: torch.Tensor, k: int, name: str) -> None:
+    if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= k):
+        bad = torch.unique(mask[(mask < 0) | (mask >= k)])[:10].tolist()
+        raise ValueError(
+            f"{name} contain class(es) {bad} unknown to the model, which has {k} classes "
+            f"(0..{k - 1})"
+        )
 
 
 def _mask_of(target: Target) -> torch.Tensor:
@@ -178,6 +181,9 @@ class SegmentationObjective(Objective):
     """
 
     tasks = ("segmentation",)
+    #: Largest ``B * prod(spatial)`` attacked without sliding windows (see
+    #: :func:`medrobust.models.segmentation.check_volume_size`); None turns the check off.
+    max_voxels: int | None = DEFAULT_MAX_VOXELS
 
     def __init__(
         self,
@@ -188,6 +194,60 @@ class SegmentationObjective(Objective):
         self.targeted = bool(targeted)
         self.success_dice = _check_fraction("success_dice", success_dice)
         self.success_fraction = _check_fraction("success_fraction", success_fraction)
+
+    def check_target(self, model: ModelAdapter, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Validate masks: integer class indices ``(B, *spatial)`` in ``[0, K)``.
+
+        The exact spatial size is checked against the model's output later (a network with
+        valid convolutions predicts a smaller map than its input).
+
+        Raises:
+            TypeError: If ``labels`` is not a tensor.
+            ValueError: For a wrong dtype, rank, batch size or unknown classes, or a batch too
+                large to segment without sliding windows.
+
+        Shape:
+            - images: ``(B, C, *spatial)``; labels ``(B, *spatial)``.
+        """
+        name = "target masks" if self.targeted else "masks"
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+            raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+        b, nd = images.shape[0], model.spatial_dims
+        if labels.ndim != nd + 1 or labels.shape[0] != b:
+            hint = ""
+            if labels.ndim == nd + 2 and labels.shape[1] == 1:
+                hint = "; drop the channel dimension (mask.squeeze(1))"
+            elif labels.ndim == 1:
+                hint = "; these look like class labels: segmentation attacks need masks"
+            raise ValueError(
+                f"{name} must have shape (B, *spatial) = ({b}, {', '.join(['*'] * nd)}) for "
+                f"images of shape {tuple(images.shape)}, got {tuple(labels.shape)}{hint}"
+            )
+        _check_classes(labels, model.num_classes, name)
+        check_volume_size(model, images, self.max_voxels)
+
+    def extras(
+        self, model: nn.Module, x_adv: torch.Tensor, pred_adv: torch.Tensor, target: Target
+    ) -> dict[str, torch.Tensor]:
+        """``target_iou`` (targeted) or ``dice`` (untargeted), and ``pixel_accuracy``, of the
+        returned predictions against the (target) masks, in the inputs' dtype.
+
+        Shape:
+            - pred_adv: ``(B, *spatial)``; every output ``(B,)``.
+        """
+        mask = _mask_of(target).to(pred_adv.device)
+        if mask.shape != pred_adv.shape:
+            return {}
+        k = int(getattr(model, "num_classes", 0)) or None
+        out = {}
+        if self.targeted:
+            out["target_iou"] = target_iou(pred_adv, mask, k).to(x_adv.dtype)
+        else:
+            out["dice"] = sample_dice(pred_adv, mask, k).to(x_adv.dtype)
+        out["pixel_accuracy"] = pixel_agreement(pred_adv, mask).to(x_adv.dtype)
+        return out
 
     def prepare(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Target:
         """Untargeted: the mask. Targeted: ``{"mask", "x0", "n0"}`` from one clean forward pass.

@@ -1,0 +1,147 @@
+"""The adaptive attack on a detector-guarded classifier: PGD on
+:class:`~medrobust.attacks.objectives.detector.DetectorEvasion`, swept over penalty weights.
+
+References:
+    Carlini & Wagner, "Adversarial Examples Are Not Easily Detected: Bypassing Ten Detection
+    Methods", AISec 2017; Tramer et al., "On Adaptive Attacks to Adversarial Example Defenses",
+    NeurIPS 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from medrobust.attacks.engine import BestTracker, GradientAttack
+from medrobust.attacks.objectives.base import Target
+from medrobust.attacks.objectives.detector import (
+    DetectorEvasion,
+    GuardDetector,
+    check_number,
+)
+from medrobust.attacks.presets import register_attack
+from medrobust.attacks.threat import ThreatModel
+from medrobust.models.adapter import ModelAdapter
+from medrobust.types import Norm
+
+__all__ = ["WeightSweepAttack", "pgd_adaptive"]
+
+
+def _weights(weight: float | Sequence[float]) -> list[float]:
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
+        return [weight]
+    if isinstance(weight, str) or not isinstance(weight, Sequence) or not weight:
+        raise ValueError(f"weight must be a number or a non-empty list, got {weight!r}")
+    return list(weight)
+
+
+class WeightSweepAttack(GradientAttack):
+    """The gradient engine run once per penalty weight of a :class:`DetectorEvasion` objective.
+
+    With the sign of the gradient as the step (Linf), whichever term has the larger gradient
+    sets the direction, so no single weight suits every sample: a large weight keeps the score
+    low but never flips the class, a small one flips the class but is caught. As Carlini &
+    Wagner search over their constant, the attack tries each weight in turn on the samples not
+    yet broken (the per-sample best iterate is kept across weights, success first). Each weight
+    has its own objective, built once; nothing changes during a call.
+
+    Args:
+        detector: The fitted detector guarding the model (see
+            :class:`~medrobust.attacks.objectives.detector.GuardDetector`).
+        weight: A penalty weight, or several tried in this order.
+        margin: See :class:`DetectorEvasion`.
+        loss: See :class:`DetectorEvasion`.
+        confidence: See :class:`DetectorEvasion`.
+        norm: ``"linf"`` or ``"l2"``.
+        eps: Radius of the ball.
+        steps: Gradient steps per weight.
+        step_size: Absolute step size; default ``2.5 * eps / steps``.
+        random_start: Start from a random point of the ball.
+        restarts: Random restarts per weight.
+        early_stop: Stop per sample as soon as the attack succeeds.
+        seed: Seed of the private generator.
+        name: Name in the result's config.
+
+    Raises:
+        ValueError: For a missing detector, an empty weight list or invalid settings.
+
+    References:
+        Carlini & Wagner, AISec 2017.
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: GuardDetector | None = None,
+        weight: float | Sequence[float] = (0.1, 1.0, 10.0),
+        margin: float = 0.1,
+        loss: str = "margin",
+        confidence: float = 1.0,
+        norm: Norm | str = Norm.LINF,
+        eps: float = 8 / 255,
+        steps: int = 50,
+        step_size: float | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+        early_stop: bool = True,
+        seed: int = 0,
+        name: str = "pgd-adaptive",
+    ) -> None:
+        base = DetectorEvasion(detector, margin=margin, loss=loss, confidence=confidence)
+        weights = [check_number("weight", w) for w in _weights(weight)]
+        objective = base.with_weight(weights[0])
+        engine: dict[str, Any] = {
+            "norm": norm,
+            "eps": eps,
+            "steps": steps,
+            "step_size": step_size,
+            "random_start": random_start,
+            "restarts": restarts,
+            "early_stop": early_stop,
+            "seed": seed,
+            "name": name,
+        }
+        super().__init__(objective=objective, **engine)
+        self.weights = weights
+        self._rounds = [GradientAttack(objective=base.with_weight(w), **engine) for w in weights]
+
+    def params(self) -> dict[str, Any]:
+        """The engine settings and the weights."""
+        return {**super().params(), "weights": list(self.weights)}
+
+    def _run(
+        self,
+        model: ModelAdapter,
+        x: torch.Tensor,
+        target: Target,
+        threat: ThreatModel,
+        region: torch.Tensor | None,
+        best: BestTracker,
+    ) -> dict[str, torch.Tensor] | None:
+        for attack in self._rounds:
+            if bool(best.success.all()):
+                break
+            attack._run(model, x, target, threat, region, best)
+        return None
+
+
+@register_attack(
+    "pgd-adaptive",
+    WeightSweepAttack,
+    kind="iterative",
+    task="detection",
+    extras=("gradient", "adaptive"),
+    summary="Adaptive PGD on a detector-guarded classifier: fool it and stay under the "
+    "detector's threshold",
+)
+def pgd_adaptive(kw: dict[str, Any]) -> dict[str, Any]:
+    """PGD on :class:`DetectorEvasion`; ``detector`` (fitted) is required.
+
+    Success means misclassified *and* undetected, so robust accuracy under this attack is the
+    accuracy of the guarded system (a flagged input counts as caught). ``weight`` may list
+    several penalty weights, tried in turn on the samples not yet broken (see
+    :class:`WeightSweepAttack`).
+    """
+    return kw

@@ -14,16 +14,13 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import BestTracker, GradientAttack
-from medrobust.attacks.objectives.base import Target
+from medrobust.attacks.engine import GradientAttack, Run
 from medrobust.attacks.objectives.detector import (
     DetectorEvasion,
     GuardDetector,
     check_number,
 )
 from medrobust.attacks.presets import register_attack
-from medrobust.attacks.threat import ThreatModel
-from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
 __all__ = ["WeightSweepAttack", "pgd_adaptive"]
@@ -111,19 +108,11 @@ class WeightSweepAttack(GradientAttack):
         """The engine settings and the weights."""
         return {**super().params(), "weights": list(self.weights)}
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
         for attack in self._rounds:
-            if bool(best.success.all()):
+            if bool(run.best.success.all()):
                 break
-            attack._run(model, x, target, threat, region, best)
+            attack._run(run)
         return None
 
 

@@ -14,14 +14,12 @@ import torch
 
 from medrobust.attacks.engine import (
     Attack,
-    BestTracker,
+    Run,
     _check_positive,
     make_generator,
     subset_region,
 )
-from medrobust.attacks.objectives.base import Objective, Target, index_target
-from medrobust.attacks.threat import ThreatModel
-from medrobust.models.adapter import ModelAdapter
+from medrobust.attacks.objectives.base import Objective, index_target
 from medrobust.types import Norm
 
 
@@ -103,36 +101,22 @@ class APGD(Attack):
             "early_stop": self.early_stop,
         }
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
-        gen = make_generator(self.seed, x.device)
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        gen = make_generator(self.seed, run.x.device)
         checkpoints = set(apgd_checkpoints(self.steps))
         for _ in range(self.restarts):
-            idx = (~best.success).nonzero().flatten()
+            idx = (~run.best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            self._one_run(model, x, target, threat, region, idx, gen, best, checkpoints)
+            self._one_run(run, idx, gen, checkpoints)
         return None
 
     def _one_run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        idx: torch.Tensor,
-        gen: torch.Generator,
-        best: BestTracker,
-        checkpoints: set[int],
+        self, run: Run, idx: torch.Tensor, gen: torch.Generator, checkpoints: set[int]
     ) -> None:
+        """One APGD run on rows ``idx``: momentum steps and the checkpoint rule (one cohesive
+        algorithm, kept in one function)."""
+        model, x, target, threat, region, best = run.unpack()
         x0, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
         view = (-1,) + (1,) * (x.ndim - 1)
         d = threat.random_init(x0, gen, ra)

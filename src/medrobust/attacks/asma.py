@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import BestTracker, _check_positive, subset_region
+from medrobust.attacks.engine import Run, _check_positive, subset_region
 from medrobust.attacks.objectives.base import ObjectiveOutput, Target, index_target
 from medrobust.attacks.objectives.segmentation import ASMALoss, class_argmax, target_iou
 from medrobust.attacks.presets import register_attack
 from medrobust.attacks.segmentation import SegmentationAttack
-from medrobust.attacks.threat import ThreatModel, sample_norm
+from medrobust.attacks.threat import sample_norm
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -150,16 +150,9 @@ class ASMA(SegmentationAttack):
         score = (agree + 0.5 / (1.0 + l2)) / float(mask[0].numel())
         return ObjectiveOutput(score, out.success, out.pred, out.logits), g
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor]:
+    def _run(self, run: Run) -> dict[str, torch.Tensor]:
         """The ASMA loop (one cohesive algorithm); returns the last multiplier per sample."""
+        model, x, target, threat, region, best = run.unpack()
         if not isinstance(target, dict):  # pragma: no cover - prepare always builds a dict
             raise TypeError("ASMA needs the dict target of ASMALoss.prepare")
         b, k = x.shape[0], model.num_classes

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import BestTracker, _check_positive, subset_region
-from medrobust.attacks.objectives.base import Target, index_target
+from medrobust.attacks.engine import Run, _check_positive, subset_region
+from medrobust.attacks.objectives.base import index_target
 from medrobust.attacks.objectives.segmentation import DAGLoss
 from medrobust.attacks.presets import register_attack
 from medrobust.attacks.segmentation import SegmentationAttack
-from medrobust.attacks.threat import ThreatModel, sample_norm
+from medrobust.attacks.threat import sample_norm
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -82,15 +82,8 @@ class DAG(SegmentationAttack):
         w = model.bounds.width
         return 0.5 / 255.0 * w if self.norm is Norm.LINF else 0.07 * w
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        model, x, target, threat, region, best = run.unpack()
         gamma = self.step_norm(model)
         xt = x.clone()
         idx = (~best.success).nonzero().flatten()

@@ -14,6 +14,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, final
 
 import torch
@@ -91,6 +92,33 @@ class BestTracker:
                 (self.x.shape[0], *pred.shape[1:]), dtype=pred.dtype, device=pred.device
             )
         self.pred[rows] = pred[better]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One attack call as an engine sees it (built by :meth:`Attack.__call__`, never kept).
+
+    Attributes:
+        model: The model adapter, in eval mode.
+        x: The clean batch ``(B, C, *spatial)``, detached.
+        target: The objective's per-sample target (from :meth:`Objective.prepare`).
+        threat: The threat model (ball, bounds).
+        region: The validated region mask ``(B or 1, 1 or C, *spatial)``, or None.
+        best: The per-sample best iterate so far.
+    """
+
+    model: ModelAdapter
+    x: torch.Tensor
+    target: Target
+    threat: ThreatModel
+    region: torch.Tensor | None
+    best: BestTracker
+
+    def unpack(
+        self,
+    ) -> tuple[ModelAdapter, torch.Tensor, Target, ThreatModel, torch.Tensor | None, BestTracker]:
+        """``(model, x, target, threat, region, best)``."""
+        return self.model, self.x, self.target, self.threat, self.region, self.best
 
 
 class Attack(ABC):
@@ -203,7 +231,7 @@ class Attack(ABC):
                 if self.check_clean:
                     out, _ = self.evaluate(adapter, x, target, grad=False)
                     best.update(torch.arange(x.shape[0], device=x.device), x, out)
-                engine_extra = self._run(adapter, x, target, threat, region_t, best)
+                engine_extra = self._run(Run(adapter, x, target, threat, region_t, best))
             result = self._result(images, best)
             result.extra.update(
                 self.objective.extras(adapter, result.x_adv, result.pred_adv, target)
@@ -239,18 +267,10 @@ class Attack(ABC):
 
     # -- engine -----------------------------------------------------------------------------
     @abstractmethod
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
-        """Run the engine, offering its iterates to ``best``; samples already successful in
-        ``best`` (e.g. by the clean check) need not be attacked. Returns the engine's own
-        per-sample extras (``(B, ...)`` tensors for ``AttackResult.extra``), or None."""
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        """Run the engine on ``run``, offering its iterates to ``run.best``; samples already
+        successful there (e.g. by the clean check) need not be attacked. Returns the engine's
+        own per-sample extras (``(B, ...)`` tensors for ``AttackResult.extra``), or None."""
 
     def evaluate(
         self, model: ModelAdapter, x: torch.Tensor, target: Target, grad: bool
@@ -359,15 +379,8 @@ class GradientAttack(Attack):
             "keep_best": self.keep_best,
         }
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        model, x, target, threat, region, best = run.unpack()
         gen = make_generator(self.seed, x.device)
         for _ in range(self.restarts):
             idx = (~best.success).nonzero().flatten()

@@ -18,11 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medrobust.attacks.engine import Attack, BestTracker, _check_positive
+from medrobust.attacks.engine import Attack, Run, _check_positive
 from medrobust.attacks.objectives.base import Target
 from medrobust.attacks.objectives.classification import Margin
-from medrobust.attacks.threat import ThreatModel
-from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
 
@@ -35,17 +33,10 @@ def _labels(target: Target) -> torch.Tensor:
 class _MinimalAttack(Attack):
     """Shared ending: project onto the budget (if any) and re-check success."""
 
-    def _finish(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        x_found: torch.Tensor,
-        y: torch.Tensor,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        steps: torch.Tensor,
-        best: BestTracker,
-    ) -> None:
+    def _finish(self, run: Run, x_found: torch.Tensor, steps: torch.Tensor) -> None:
+        """Offer ``x_found`` (projected onto the budget, if any, and the bounds) to the tracker,
+        with the objective (the margin) evaluated there, and record the steps spent."""
+        x, threat, region = run.x, run.threat, run.region
         delta = x_found - x
         if self.eps is not None:
             delta = threat.project(x, delta, region)
@@ -53,9 +44,9 @@ class _MinimalAttack(Attack):
             delta = threat.bounds.clamp(x + delta) - x
         x_adv = x + delta
         with torch.no_grad():
-            out = Margin()(model, x_adv, y)
-        best.update(torch.arange(x.shape[0], device=x.device), x_adv, out)
-        best.steps.copy_(steps)
+            out = self.objective(run.model, x_adv, run.target)
+        run.best.update(torch.arange(x.shape[0], device=x.device), x_adv, out)
+        run.best.steps.copy_(steps)
 
 
 class CarliniWagnerL2(_MinimalAttack):
@@ -110,15 +101,8 @@ class CarliniWagnerL2(_MinimalAttack):
             "lr": self.lr,
         }
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        model, x, target, threat, region, _ = run.unpack()
         y = _labels(target)
         lo, width = threat.bounds.low, threat.bounds.width
         b = x.shape[0]
@@ -167,7 +151,7 @@ class CarliniWagnerL2(_MinimalAttack):
             upper = torch.where(succeeded_here, torch.minimum(upper, const), upper)
             lower = torch.where(~succeeded_here, torch.maximum(lower, const), lower)
             const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
-        self._finish(model, x, best_x, y, threat, region, steps, best)
+        self._finish(run, best_x, steps)
         return None
 
 
@@ -217,15 +201,8 @@ class DeepFool(_MinimalAttack):
     def params(self) -> dict[str, Any]:
         return {"steps": self.steps, "overshoot": self.overshoot, "candidates": self.candidates}
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        model, x, target, threat, region, _ = run.unpack()
         y = _labels(target)
         b = x.shape[0]
         view = (-1,) + (1,) * (x.ndim - 1)
@@ -279,7 +256,7 @@ class DeepFool(_MinimalAttack):
                 sel = idx[still]
                 r_tot[sel] = r_tot[sel] + r
                 x_adv[sel] = threat.bounds.clamp(x[sel] + (1 + self.overshoot) * r_tot[sel])
-        self._finish(model, x, x_adv, y, threat, region, steps, best)
+        self._finish(run, x_adv, steps)
         return None
 
 

@@ -15,10 +15,8 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import Attack, BestTracker, _check_positive, make_generator
-from medrobust.attacks.objectives.base import Target
+from medrobust.attacks.engine import Attack, Run, _check_positive, make_generator
 from medrobust.attacks.objectives.classification import Margin
-from medrobust.attacks.threat import ThreatModel
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -81,15 +79,8 @@ class SquareAttack(Attack):
         with torch.no_grad():
             return -Margin()(model, x, y).loss
 
-    def _run(
-        self,
-        model: ModelAdapter,
-        x: torch.Tensor,
-        target: Target,
-        threat: ThreatModel,
-        region: torch.Tensor | None,
-        best: BestTracker,
-    ) -> dict[str, torch.Tensor] | None:
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        model, x, target, threat, region, best = run.unpack()
         if isinstance(target, dict):
             raise TypeError("the square attack expects a label tensor as target")
         y = target

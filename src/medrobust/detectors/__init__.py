@@ -20,13 +20,13 @@ from medrobust.detectors.base import (
     Detector,
     NotFittedError,
     create_detector,
-    iter_images,
     list_detectors,
-    load_detector,
 )
 from medrobust.detectors.features import capture_features, default_layers
+from medrobust.detectors.io import iter_images
 from medrobust.detectors.kdbu import KDBU
 from medrobust.detectors.lid import LID
+from medrobust.detectors.loading import load_detector
 from medrobust.detectors.uad import UAD
 
 __all__ = [

@@ -17,14 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust.attacks.engine import eval_mode
+from medrobust.detectors.io import iter_images
 from medrobust.models.adapter import ModelAdapter
 
 __all__ = [
     "PENULTIMATE",
     "FeatureHolder",
     "capture_features",
+    "collect_features",
     "default_layers",
     "last_linear",
+    "model_device",
     "resolve_layer",
 ]
 
@@ -210,3 +214,56 @@ def default_layers(model: ModelAdapter, example: torch.Tensor | None = None) -> 
             "cannot choose detector layers for this network: name them with layers=[...]"
         )
     return names
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def collect_features(
+    model: ModelAdapter,
+    data: Any,
+    layers: Sequence[str],
+    batch_size: int,
+    *,
+    keep_images: bool = False,
+    what: str = "clean",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """Features, logits and (optionally) the images of all of ``data``, in eval mode.
+
+    Args:
+        model: The classifier.
+        data: Images: a tensor, data set, data loader or iterable of batches (see
+            :func:`~medrobust.detectors.io.iter_images`).
+        layers: Layer names to capture.
+        batch_size: Batch size for tensors and data sets.
+        keep_images: Also return the images (as float, on the model's device).
+        what: What the data is, for error messages (``"clean"``, ``"calibration"`` ...).
+
+    Returns:
+        ``(features {layer: (N, D_l)}, logits (N, K), images (N, C, *spatial) or None)``.
+
+    Raises:
+        ValueError: If the data is empty or the images do not match the model.
+    """
+    feats: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    logits: list[torch.Tensor] = []
+    images: list[torch.Tensor] = []
+    dev = model_device(model)
+    with torch.no_grad(), eval_mode(model), capture_features(model, layers) as cap:
+        for x in iter_images(data, batch_size):
+            x = x.to(dev).float()
+            model.check_input(x, f"{what} images")
+            cap.clear()
+            logits.append(model(x))
+            for n in layers:
+                feats[n].append(cap.features[n])
+            if keep_images:
+                images.append(x)
+    if not logits:
+        raise ValueError(f"the {what} data is empty; the detector needs clean images")
+    out = {n: torch.cat(v) for n, v in feats.items()}
+    return out, torch.cat(logits), (torch.cat(images) if keep_images else None)

@@ -6,9 +6,14 @@ saved with ``torch.save`` like every other detector state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
-__all__ = ["fit_logistic"]
+from medrobust.detectors.calibration import standardiser
+
+__all__ = ["fit_combination", "fit_logistic", "sign_noise", "successful_examples"]
 
 
 def fit_logistic(
@@ -74,3 +79,68 @@ def fit_logistic(
     with torch.enable_grad():
         opt.step(closure)
     return w.detach().to(torch.float32), b.detach().to(torch.float32)
+
+
+def successful_examples(
+    attack: Callable[..., Any],
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+) -> torch.Tensor:
+    """The adversarial examples of ``images`` on which ``attack`` succeeded, batch by batch.
+
+    Args:
+        attack: An engine attack (``attack(model, x, y)`` returns an ``AttackResult``).
+        model: The attacked model.
+        images: Clean images ``(N, C, *spatial)``.
+        labels: The labels to move away from ``(N,)`` (the model's own predictions when fitting
+            a detector).
+        batch_size: Images per attack call.
+
+    Returns:
+        ``(M, C, *spatial)`` with ``M <= N``.
+    """
+    adv: list[torch.Tensor] = []
+    for i in range(0, images.shape[0], batch_size):
+        res = attack(model, images[i : i + batch_size], labels[i : i + batch_size])
+        adv.append(res.x_adv[res.success])
+    return torch.cat(adv)
+
+
+def sign_noise(
+    images: torch.Tensor,
+    eps: float,
+    seed: int,
+    clamp: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Noisy negatives: ``clamp(x + eps * s)`` with seeded random signs ``s`` in ``{-1, 1}``.
+
+    References:
+        Ma et al., ICLR 2018 (noisy negatives of the LID and KD+BU protocols).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, images.shape, generator=gen).to(images) * 2 - 1
+    return clamp(images + eps * signs)
+
+
+def fit_combination(
+    clean: torch.Tensor, noisy: torch.Tensor, adversarial: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The supervised combination of component scores: standardise on the clean ones, then fit
+    a logistic regression of clean and noisy (0) against adversarial (1).
+
+    Args:
+        clean: Component scores of clean images ``(N, M)``.
+        noisy: Of noisy images ``(N', M)``.
+        adversarial: Of adversarial images ``(N'', M)``.
+
+    Returns:
+        ``(mu (M,), sigma (M,), w (M,), b ())`` on the device of the scores.
+    """
+    mu, sigma = standardiser(clean)
+    x = torch.cat([clean, noisy, adversarial])
+    z = (x - mu) / sigma
+    y = torch.cat([torch.zeros(clean.shape[0] + noisy.shape[0]), torch.ones(adversarial.shape[0])])
+    w, b = fit_logistic(z.cpu(), y)
+    return mu, sigma, w.to(x.device), b.to(x.device)

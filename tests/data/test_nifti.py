@@ -119,3 +119,17 @@ def test_explicit_lists_and_errors(tmp_path: Path) -> None:
         NiftiSegmentation("all", root=root, mode="patch")
     with pytest.raises(ValueError, match="either root or images"):
         NiftiSegmentation("all", root=root, images=imgs, labels=labs)
+
+
+def test_volume_cache_holds_cache_volumes(tmp_path: Path) -> None:
+    ds = NiftiSegmentation("all", root=make_folder(tmp_path / "c"))
+    first = ds[0]["image"]
+    for i in range(1, 4):
+        ds[i]
+    assert len(ds._cache) == NiftiSegmentation.cache_volumes == 2
+    ds.cache_volumes = 1
+    ds[0]
+    assert list(ds._cache) == [0]
+    assert torch.equal(ds[0]["image"], first)
+    with pytest.raises(TypeError):
+        NiftiSegmentation("all", str(tmp_path / "c"))  # type: ignore[call-arg]  # keyword-only

@@ -125,6 +125,52 @@ def find_nifti_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
+def _check_window(window: Sequence[float] | None) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    w = [float(v) for v in window]
+    if len(w) != 2 or not all(math.isfinite(v) for v in w) or w[0] >= w[1]:
+        raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
+    return (w[0], w[1])
+
+
+def _checked_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[int, ...]]:
+    """Shapes of the images, each checked against its label map's."""
+    shapes = []
+    for img, lab in pairs:
+        s_img, s_lab = _shape(img), _shape(lab)
+        if len(s_img) not in (3, 4) or len(s_lab) != 3 or s_img[:3] != s_lab:
+            raise ValueError(
+                f"image {img.name} has shape {s_img} but label map {lab.name} has shape "
+                f"{s_lab}; expected (X, Y, Z) or (X, Y, Z, C) images with (X, Y, Z) labels"
+            )
+        shapes.append(s_img)
+    return shapes
+
+
+def _split_volumes(n: int, split: str, fractions: Sequence[float], seed: int) -> list[int]:
+    """Sorted indices of the volumes of ``split``: a seeded permutation cut by ``fractions``."""
+    if split == "all":
+        chosen = list(range(n))
+    else:
+        fr = check_fractions(fractions)
+        order = np.random.Generator(np.random.PCG64(seed)).permutation(n)
+        n_train = math.floor(fr[0] * n + 0.5)
+        n_val = min(n - n_train, math.floor(fr[1] * n + 0.5))
+        cut = {
+            "train": order[:n_train],
+            "val": order[n_train : n_train + n_val],
+            "test": order[n_train + n_val :],
+        }[split]
+        chosen = sorted(int(i) for i in cut)
+    if not chosen:
+        raise ValueError(
+            f"split {split!r} holds no volume ({n} volume(s), fractions "
+            f"{tuple(fractions)}); use split='all' or other fractions"
+        )
+    return chosen
+
+
 class NiftiSegmentation(MedicalDataset):
     """NIfTI volumes with label maps, in volume mode (3-D items) or slice mode (2-D items).
 
@@ -147,7 +193,10 @@ class NiftiSegmentation(MedicalDataset):
         fractions: ``(train, val, test)`` fractions of the volumes.
         seed: Seed of the split.
         pad_multiple: Zero-pad every spatial dim up to a multiple of this (e.g. 16 for UNets).
-        cache_volumes: Volumes kept in memory at once.
+
+    Attributes:
+        cache_volumes: Decoded volumes kept in memory at once (a class attribute: set it on the
+            instance or a subclass to trade memory for speed).
 
     Raises:
         FileNotFoundError: For missing files or folders.
@@ -158,10 +207,12 @@ class NiftiSegmentation(MedicalDataset):
     name = "nifti"
     task = Task.SEGMENTATION
     has_masks = True
+    cache_volumes = 2
 
     def __init__(
         self,
         split: str = "train",
+        *,
         root: str | os.PathLike[str] | None = None,
         images: Sequence[str | os.PathLike[str]] | None = None,
         labels: Sequence[str | os.PathLike[str]] | None = None,
@@ -173,7 +224,6 @@ class NiftiSegmentation(MedicalDataset):
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         seed: int = 0,
         pad_multiple: int = 1,
-        cache_volumes: int = 2,
     ) -> None:
         if split not in ("train", "val", "test", "all"):
             raise ValueError(f"unknown split {split!r}; expected 'train', 'val', 'test' or 'all'")
@@ -184,76 +234,54 @@ class NiftiSegmentation(MedicalDataset):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
         if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
             raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
-        if window is not None:
-            w = [float(v) for v in window]
-            if len(w) != 2 or not all(math.isfinite(v) for v in w) or w[0] >= w[1]:
-                raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
-            self.window: tuple[float, float] | None = (w[0], w[1])
-        else:
-            self.window = None
+        self.window = _check_window(window)
         pairs = self._pairs(root, images, labels)
         self.mode, self.axis = mode, int(axis)
         self.pad_multiple = int(pad_multiple)
         self.spatial_dims = 3 if mode == "volume" else 2
         self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._cache_size = max(1, int(cache_volumes))
-        shapes = []
-        for img, lab in pairs:
-            s_img, s_lab = _shape(img), _shape(lab)
-            if len(s_img) not in (3, 4) or len(s_lab) != 3 or s_img[:3] != s_lab:
-                raise ValueError(
-                    f"image {img.name} has shape {s_img} but label map {lab.name} has shape "
-                    f"{s_lab}; expected (X, Y, Z) or (X, Y, Z, C) images with (X, Y, Z) labels"
-                )
-            shapes.append(s_img)
+        shapes = _checked_shapes(pairs)
         channels = {s[3] if len(s) == 4 else 1 for s in shapes}
         if len(channels) != 1:
             raise ValueError(f"the images have different channel counts: {sorted(channels)}")
         self.in_channels = channels.pop()
-        if split == "all":
-            chosen = list(range(len(pairs)))
-        else:
-            fr = check_fractions(fractions)
-            order = np.random.Generator(np.random.PCG64(seed)).permutation(len(pairs))
-            n_train = math.floor(fr[0] * len(pairs) + 0.5)
-            n_val = min(len(pairs) - n_train, math.floor(fr[1] * len(pairs) + 0.5))
-            cut = {
-                "train": order[:n_train],
-                "val": order[n_train : n_train + n_val],
-                "test": order[n_train + n_val :],
-            }[split]
-            chosen = sorted(int(i) for i in cut)
-        if not chosen:
-            raise ValueError(
-                f"split {split!r} holds no volume ({len(pairs)} volume(s), fractions "
-                f"{tuple(fractions)}); use split='all' or other fractions"
-            )
+        chosen = _split_volumes(len(pairs), split, fractions, seed)
         self.pairs = [pairs[i] for i in chosen]
+        self.class_names = self._check_labels(class_names)
+        self._index = self._items([shapes[i] for i in chosen], skip_empty)
+
+    def _check_labels(self, class_names: Sequence[str] | None) -> list[str]:
+        """The class names, checked against the largest label of the chosen label maps."""
         max_label = 0
         for _, lab in self.pairs:
             max_label = max(max_label, int(self._read_label(lab).max(initial=0)))
         if class_names is None:
             class_names = ["background", *(f"class {c}" for c in range(1, max(max_label, 1) + 1))]
-        self.class_names = check_class_names(class_names, f"nifti ({split})")
-        if max_label >= len(self.class_names):
+        names = check_class_names(class_names, f"nifti ({self.split})")
+        if max_label >= len(names):
             raise ValueError(
                 f"the label maps hold class {max_label} but class_names lists only "
-                f"{len(self.class_names)} classes ({self.class_names})"
+                f"{len(names)} classes ({names})"
             )
-        self._index: list[tuple[int, int]] = []
+        return names
+
+    def _items(self, shapes: list[tuple[int, ...]], skip_empty: bool) -> list[tuple[int, int]]:
+        """``(volume, slice)`` of every item (slice ``-1`` for a whole volume)."""
+        index: list[tuple[int, int]] = []
         for v, (_, lab) in enumerate(self.pairs):
-            if mode == "volume":
-                self._index.append((v, -1))
+            if self.mode == "volume":
+                index.append((v, -1))
                 continue
-            n_slices = shapes[chosen[v]][self.axis]
+            n_slices = shapes[v][self.axis]
             if skip_empty:
                 lmap = self._read_label(lab)
                 fg = np.moveaxis(lmap, self.axis, 0).reshape(n_slices, -1).any(axis=1)
-                self._index += [(v, int(i)) for i in np.flatnonzero(fg)]
+                index += [(v, int(i)) for i in np.flatnonzero(fg)]
             else:
-                self._index += [(v, i) for i in range(n_slices)]
-        if not self._index:
-            raise ValueError(f"no slice with foreground in split {split!r} (skip_empty=True)")
+                index += [(v, i) for i in range(n_slices)]
+        if not index:
+            raise ValueError(f"no slice with foreground in split {self.split!r} (skip_empty=True)")
+        return index
 
     @staticmethod
     def _pairs(
@@ -322,7 +350,7 @@ class NiftiSegmentation(MedicalDataset):
             )
         out = (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(label))
         self._cache[v] = out
-        while len(self._cache) > self._cache_size:
+        while len(self._cache) > max(1, int(self.cache_volumes)):
             self._cache.popitem(last=False)
         return out
 

@@ -199,22 +199,10 @@ def create_model(
         "spatial_dims": spatial_dims,
         **kwargs,
     }
-    if seed is None:
-        net = MODELS.create(entry.name, **factory_kwargs)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = MODELS.create(entry.name, **factory_kwargs)
-    if "multitask" in entry.tags:
-        task = Task.MULTITASK
-    elif "segmentation" in entry.tags:
-        task = Task.SEGMENTATION
-    else:
-        task = Task.CLASSIFICATION
     adapter = ModelAdapter(
-        net,
+        _build_network(entry.name, factory_kwargs, seed),
         num_classes=num_classes,
-        task=task,
+        task=task_of_tags(entry.tags),
         spatial_dims=spatial_dims,
         in_channels=in_channels,
         bounds=bounds,
@@ -230,6 +218,32 @@ def create_model(
         kwargs=copy.deepcopy(kwargs),
     )
     return adapter
+
+
+def _build_network(name: str, factory_kwargs: dict[str, Any], seed: int | None) -> nn.Module:
+    """Call the registered factory, seeding its initialisation without touching global state."""
+    if seed is None:
+        return MODELS.create(name, **factory_kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS.create(name, **factory_kwargs)
+
+
+def task_of_tags(tags: Sequence[str]) -> Task:
+    """The task a registered architecture solves, from its registry tags.
+
+    Args:
+        tags: The entry's tags; ``"multitask"`` and ``"segmentation"`` name those tasks, any
+            other architecture is a classifier.
+
+    Returns:
+        The task.
+    """
+    if "multitask" in tags:
+        return Task.MULTITASK
+    if "segmentation" in tags:
+        return Task.SEGMENTATION
+    return Task.CLASSIFICATION
 
 
 # --------------------------------------------------------------------------- validation helpers

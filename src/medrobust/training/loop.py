@@ -11,106 +11,57 @@ after every epoch, keeps the best checkpoint by a monitored metric and writes a 
     train_config.json  the resolved TrainConfig
 
 Every file is written atomically and loads with ``torch.load(..., weights_only=True)``.
+
+Seeding: the global PyTorch generator is forked (the caller's random state is restored
+afterwards) and seeded with ``config.seed`` (dropout draws from it); the shuffling and the
+recipe draw from their own seeded generators. Deterministic algorithms are switched on
+(``warn_only``) during the call and the previous setting is restored. All generator states go
+into ``last.pt`` every epoch, so ``resume=True`` continues an interrupted run and ends with
+exactly the weights of an uninterrupted one (on the same device and software).
+
+Loaders: pass data sets and ``fit`` builds the loaders with ``config.batch_size`` and a seeded
+shuffle (recommended), or pass ``DataLoader`` objects with the same batch size; a training
+loader whose ``RandomSampler`` has no generator is given the seeded one for the duration of the
+call (see :mod:`medrobust.training.batches`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from medrobust._utils.io import write_text_atomic
 from medrobust.defenses.recipes import Recipe, create_recipe
 from medrobust.metrics import classification_metrics, dice_per_sample
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
-from medrobust.models.checkpoint import (
-    load_state_dict_into,
-    read_checkpoint,
-    save_checkpoint,
+from medrobust.models.checkpoint import load_state_dict_into, read_checkpoint, save_checkpoint
+from medrobust.training.batches import LoaderSetup, length, prepare_batch, split_labelled
+from medrobust.training.config import TrainConfig
+from medrobust.training.events import ProgressCallback, TrainEvent, TrainResult
+from medrobust.training.state import (
+    STATE_KEY,
+    Generators,
+    Progress,
+    check_resumable,
+    write_history,
 )
-from medrobust.training.config import RESUMABLE_CHANGES, TrainConfig
 from medrobust.types import Task
 
 __all__ = ["TrainEvent", "TrainResult", "fit"]
 
 logger = logging.getLogger(__name__)
 
-_STATE_KEY = "training_state"
 _RUN_FILES = ("best.pt", "model_card.json", "model_card.md", "history.json")
-_STATE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """A progress event sent to the ``progress`` callback of :func:`fit`.
-
-    Attributes:
-        kind: ``"start"``, ``"step"`` (a training step finished), ``"val_step"`` (a
-            validation batch finished), ``"epoch_end"`` or ``"end"``.
-        epoch: Current epoch (1-based; the last finished epoch for ``"start"``/``"end"``).
-        epochs: Total epochs of the run.
-        step: Batch index within the epoch (1-based) for step events, else 0.
-        total_steps: Batches per epoch of the current phase (0 if the loader has no length).
-        loss: Loss of the step, or the epoch's mean training loss; None where not defined.
-        metrics: The epoch's record for ``"epoch_end"``/``"end"``, the recipe's statistics for
-            ``"step"``, else empty.
-    """
-
-    kind: str
-    epoch: int
-    epochs: int
-    step: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`fit` returns.
-
-    Attributes:
-        run_dir: The run folder.
-        best_checkpoint: ``best.pt`` (load it with :func:`medrobust.models.load_checkpoint`).
-        last_checkpoint: ``last.pt``.
-        history_path: ``history.json``.
-        history: Per-epoch records (``epoch``, ``lr``, ``train_*``, ``val_*``, ``time_s``).
-        monitor: The monitored metric.
-        best_epoch: Epoch (1-based) of ``best.pt``.
-        best_score: Its monitored value (None if undefined).
-        epochs_run: Epochs finished in total (over resumed sessions).
-        stopped_early: Whether the patience ran out.
-        wall_time_s: Training wall time over all sessions.
-    """
-
-    run_dir: Path
-    best_checkpoint: Path
-    last_checkpoint: Path
-    history_path: Path
-    history: list[dict[str, Any]]
-    monitor: str
-    best_epoch: int
-    best_score: float | None
-    epochs_run: int
-    stopped_early: bool
-    wall_time_s: float
-
-    @property
-    def best_metrics(self) -> dict[str, Any]:
-        """The history record of the best epoch."""
-        return dict(self.history[self.best_epoch - 1])
-
-
-ProgressCallback = Callable[[TrainEvent], None]
 
 
 def fit(
@@ -128,17 +79,7 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` with the recipe of ``config``, validating and checkpointing every epoch.
 
-    Seeding: the global PyTorch generator is forked (the caller's random state is restored
-    afterwards) and seeded with ``config.seed`` (dropout draws from it); the shuffling and the
-    recipe draw from their own seeded generators. Deterministic algorithms are switched on
-    (``warn_only``) during the call and the previous setting is restored. All generator states
-    go into ``last.pt`` every epoch, so ``resume=True`` continues an interrupted run and ends
-    with exactly the weights of an uninterrupted one (on the same device and software).
-
-    Loaders: pass data sets and ``fit`` builds the loaders with ``config.batch_size`` and a
-    seeded shuffle (recommended), or pass ``DataLoader`` objects with the same batch size; a
-    training loader whose ``RandomSampler`` has no generator is given the seeded one for the
-    duration of the call.
+    Seeding, determinism and loaders: see the module docstring.
 
     Args:
         model: The model (built with :func:`medrobust.models.create_model`, or give
@@ -158,12 +99,10 @@ def fit(
             ``patience``, ``device`` and ``num_workers`` may differ from the saved config.
         overwrite: Allow starting a fresh run in a folder that already holds one; its
             ``best.pt``, ``last.pt``, ``history.json`` and model card files are deleted first.
-        unlabelled: Unlabelled training images (a map-style data set; labels, if present, are
-            never read) for a semi-supervised recipe such as ``"ssat"``. With
-            ``config.labelled_fraction < 1`` the training set (which must then be a
-            ``Dataset``) is split per class, seeded by ``config.seed``: the labelled part is
-            trained on and the rest, without labels, joins the unlabelled images of recipes
-            that use them (other recipes leave it out).
+        unlabelled: Unlabelled training images (a map-style data set; labels are never read)
+            for a semi-supervised recipe such as ``"ssat"``. With ``config.labelled_fraction
+            < 1`` the training ``Dataset`` is split per class, seeded by ``config.seed``; the
+            rest joins the unlabelled images of recipes that use them.
 
     Returns:
         A :class:`TrainResult`.
@@ -182,6 +121,22 @@ def fit(
     References:
         Prechelt, "Early Stopping - But When?", 1998 (patience-based model selection).
     """
+    _check_arguments(model, config, card_info, progress, unlabelled)
+    run = _check_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
+    device = config.resolve_device()
+    trainer = _Trainer(model, config, run, device, dict(card_info or {}), progress)
+    was_training = model.training
+    try:
+        with _reproducible(device):
+            return trainer.run(train_loader, val_loader, resume=resume, unlabelled=unlabelled)
+    finally:
+        trainer.restore_loaders()
+        model.train(was_training)
+
+
+def _check_arguments(
+    model: Any, config: Any, card_info: Any, progress: Any, unlabelled: Any
+) -> None:
     if not isinstance(model, ModelAdapter):
         raise TypeError(
             f"model must be a medrobust ModelAdapter, got {type(model).__name__}; build it with "
@@ -202,7 +157,9 @@ def fit(
             raise ValueError(
                 "the unlabelled data set is empty; give it some images or leave unlabelled=None"
             )
-    run = Path(run_dir)
+
+
+def _check_run_dir(run: Path, *, resume: bool, overwrite: bool) -> Path:
     if run.exists() and not run.is_dir():
         raise NotADirectoryError(f"run_dir {run} exists and is not a folder")
     last_path = run / "last.pt"
@@ -215,12 +172,15 @@ def fit(
             f"{run} already holds a training run; pass resume=True to continue it, "
             "overwrite=True to start again, or choose another folder"
         )
-    device = config.resolve_device()
-    trainer = _Trainer(model, config, run, device, dict(card_info or {}), progress)
+    return run
+
+
+@contextlib.contextmanager
+def _reproducible(device: torch.device) -> Iterator[None]:
+    """Fork the global generators and switch deterministic algorithms on, restoring both."""
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_bench = torch.backends.cudnn.benchmark
-    was_training = model.training
     fork_devices: list[int] = []
     if device.type == "cuda":
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
@@ -228,22 +188,14 @@ def fit(
         with torch.random.fork_rng(devices=fork_devices):
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-            return trainer.run(train_loader, val_loader, resume=resume, unlabelled=unlabelled)
+            yield
     finally:
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
-        trainer.restore_loaders()
-        model.train(was_training)
 
 
 def _derived_seed(seed: int, stream: int) -> int:
     return (seed * 1_000_003 + 7919 * stream) % (2**63)
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 class _Trainer:
@@ -264,8 +216,7 @@ class _Trainer:
         self.card_info = card_info
         self.split_sizes: dict[str, int] = {}
         self.image_size: list[int] | None = None
-        self._restore: list[tuple[RandomSampler, torch.Generator | None]] = []
-        self.loader_generators: list[torch.Generator] = []
+        self.loaders: LoaderSetup | None = None
         forbidden = sorted({"training", "metrics"} & set(card_info))
         if forbidden:
             raise ValueError(f"card_info must not set {forbidden}; fit fills them in")
@@ -331,85 +282,9 @@ class _Trainer:
             self.model, data=data_info, training=training, metrics=numeric, **info
         )
 
-    def _loader(self, data: DataLoader[Any] | Dataset[Any], *, train: bool) -> DataLoader[Any]:
-        cfg = self.config
-        role = "train" if train else "val"
-        if isinstance(data, DataLoader):
-            loader = data
-            if train and loader.batch_size is not None and loader.batch_size != cfg.batch_size:
-                raise ValueError(
-                    f"the {role} loader has batch_size {loader.batch_size} but config.batch_size "
-                    f"is {cfg.batch_size}; make them equal (or pass the data set and let fit "
-                    "build the loader)"
-                )
-            if train:
-                sampler = loader.sampler
-                if isinstance(sampler, RandomSampler) and sampler.generator is None:
-                    self._restore.append((sampler, None))
-                    sampler.generator = self.data_gen
-                seen: list[torch.Generator] = []
-                for gen in (loader.generator, getattr(sampler, "generator", None)):
-                    if (
-                        isinstance(gen, torch.Generator)
-                        and gen is not self.data_gen
-                        and all(gen is not g for g in seen)
-                    ):
-                        seen.append(gen)
-                self.loader_generators = seen
-        elif isinstance(data, Dataset):
-            if hasattr(data, "__len__") and len(data) == 0:
-                raise ValueError(f"the {role} loader is empty (0 batches); the data set is empty")
-            loader = DataLoader(
-                data,
-                batch_size=cfg.batch_size,
-                shuffle=train,
-                generator=self.data_gen if train else None,
-                num_workers=cfg.num_workers,
-            )
-        else:
-            raise TypeError(
-                f"{role}_loader must be a torch DataLoader or Dataset, got {type(data).__name__}"
-            )
-        try:
-            n_batches = len(loader)
-        except TypeError:
-            n_batches = -1
-        if n_batches == 0:
-            raise ValueError(f"the {role} loader is empty (0 batches); give it some samples")
-        return loader
-
-    def _split_labelled(
-        self, train: DataLoader[Any] | Dataset[Any], unlabelled: Dataset[Any] | None
-    ) -> DataLoader[Any] | Dataset[Any]:
-        """Apply ``labelled_fraction`` and hand the unlabelled images to the recipe."""
-        from medrobust.defenses.data import labelled_split
-
-        cfg = self.config
-        if cfg.labelled_fraction < 1.0:
-            if isinstance(train, DataLoader) or not isinstance(train, Dataset):
-                raise TypeError(
-                    f"labelled_fraction={cfg.labelled_fraction} needs the training set as a "
-                    f"map-style Dataset (fit splits it), got {type(train).__name__}"
-                )
-            train, rest = labelled_split(train, cfg.labelled_fraction, _derived_seed(cfg.seed, 3))
-            if rest is not None and self.recipe.uses_unlabelled:
-                unlabelled = rest if unlabelled is None else ConcatDataset([rest, unlabelled])
-            elif rest is not None:
-                logger.info(
-                    "labelled_fraction=%s: %d images left out (recipe %r uses no unlabelled data)",
-                    cfg.labelled_fraction,
-                    len(rest),
-                    cfg.recipe,
-                )
-        if unlabelled is not None:
-            self.recipe.set_unlabelled(unlabelled)
-            self.split_sizes["unlabelled"] = len(unlabelled)  # type: ignore[arg-type]
-        return train
-
     def restore_loaders(self) -> None:
-        for sampler, gen in self._restore:
-            sampler.generator = gen
-        self._restore = []
+        if self.loaders is not None:
+            self.loaders.restore()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -440,52 +315,10 @@ class _Trainer:
 
     def _prepare(self, batch: Any, role: str, epoch: int, step: int) -> dict[str, Any]:
         where = f"{role} batch {step} of epoch {epoch}"
-        if not isinstance(batch, Mapping):
-            raise TypeError(
-                f"{where} is a {type(batch).__name__}; data sets must yield dicts with 'image' "
-                "and 'label' (and 'mask' for segmentation), see medrobust.types"
-            )
-        seg = self.model.task is Task.SEGMENTATION
-        need = ("image", "mask") if seg else ("image", "label")
-        missing = [k for k in need if k not in batch]
-        if missing:
-            raise ValueError(f"{where} lacks key(s) {missing}; it has {sorted(map(str, batch))}")
-        out = {
-            k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items()
-        }
-        images = out["image"]
-        self.model.check_input(images, f"images of the {where}")
-        if seg:
-            self._check_mask(out["mask"], images, where)
-        else:
-            self.model.check_labels(out["label"], images.shape[0], f"labels of the {where}")
+        out = prepare_batch(batch, self.model, self.device, where)
         if self.image_size is None:
-            self.image_size = list(images.shape[2:])
+            self.image_size = list(out["image"].shape[2:])
         return out
-
-    def _check_mask(self, mask: Any, images: torch.Tensor, where: str) -> None:
-        if (
-            not isinstance(mask, torch.Tensor)
-            or mask.is_floating_point()
-            or (mask.dtype == torch.bool)
-        ):
-            raise ValueError(
-                f"masks of the {where} must be integer class-index tensors, got "
-                f"{getattr(mask, 'dtype', type(mask).__name__)}"
-            )
-        want = (images.shape[0], *images.shape[2:])
-        if tuple(mask.shape) != want:
-            raise ValueError(
-                f"masks of the {where} must have shape {want}, got {tuple(mask.shape)}"
-            )
-        k = self.model.num_classes
-        lo, hi = int(mask.min()), int(mask.max())
-        if lo < 0 or hi >= k:
-            raise ValueError(
-                f"masks of the {where} must be in [0, {k - 1}] for a {k}-class model, got "
-                f"values in [{lo}, {hi}]"
-            )
 
     def _emit(self, event: TrainEvent) -> None:
         if self.progress is not None:
@@ -502,7 +335,7 @@ class _Trainer:
     ) -> tuple[dict[str, float], int]:
         cfg = self.config
         self.model.train()
-        total = _length(loader)
+        total = length(loader)
         sums: dict[str, float] = {}
         n_seen = 0
         steps = 0
@@ -544,7 +377,7 @@ class _Trainer:
     @torch.no_grad()
     def _validate(self, loader: DataLoader[Any], epoch: int) -> dict[str, float]:
         self.model.eval()
-        total = _length(loader)
+        total = length(loader)
         seg = self.model.task is Task.SEGMENTATION
         logits_all: list[torch.Tensor] = []
         labels_all: list[torch.Tensor] = []
@@ -598,36 +431,99 @@ class _Trainer:
             return True
         return score < best if self.config.monitor_mode == "min" else score > best
 
-    # ------------------------------------------------------------------ RNG state
-
-    def _rng_state(self) -> dict[str, Any]:
-        cuda: torch.Tensor | None = None
-        if self.device.type == "cuda":
-            cuda = torch.cuda.get_rng_state(self.device)
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": cuda,
-            "data": self.data_gen.get_state(),
-            "recipe": self.recipe_gen.get_state(),
-            "loader": [g.get_state() for g in self.loader_generators],
-        }
-
-    def _set_rng_state(self, state: Mapping[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        if self.device.type == "cuda" and state.get("cuda") is not None:
-            torch.cuda.set_rng_state(state["cuda"], self.device)
-        self.data_gen.set_state(state["data"])
-        self.recipe_gen.set_state(state["recipe"])
-        saved = list(state.get("loader", []))
-        if len(saved) != len(self.loader_generators):
-            raise ValueError(
-                f"the training loader has {len(self.loader_generators)} generator(s) but the "
-                f"checkpoint saved {len(saved)}; resume with the same kind of loader"
-            )
-        for gen, s in zip(self.loader_generators, saved, strict=True):
-            gen.set_state(s)
-
     # ------------------------------------------------------------------ main
+
+    def _start(
+        self,
+        train_data: DataLoader[Any] | Dataset[Any],
+        val_data: DataLoader[Any] | Dataset[Any],
+        unlabelled: Dataset[Any] | None,
+    ) -> tuple[DataLoader[Any], DataLoader[Any]]:
+        """Seed the generators, split the labels, build the loaders and set up the recipe."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # the forked global generator (dropout)
+        data_gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
+        recipe_gen = torch.Generator(device=self.device).manual_seed(_derived_seed(cfg.seed, 2))
+        self.gens = Generators(self.device, data_gen, recipe_gen)
+        train_data, unlabelled = split_labelled(
+            train_data, unlabelled, cfg, self.recipe, _derived_seed(cfg.seed, 3)
+        )
+        if unlabelled is not None:
+            self.recipe.set_unlabelled(unlabelled)
+            self.split_sizes["unlabelled"] = len(unlabelled)  # type: ignore[arg-type]
+        self.loaders = LoaderSetup(cfg, data_gen)
+        train_loader = self.loaders.build(train_data, train=True)
+        val_loader = self.loaders.build(val_data, train=False)
+        self.gens.loader = self.loaders.loader_generators
+        self.split_sizes.update(
+            {
+                name: len(loader.dataset)
+                for name, loader in (("train", train_loader), ("val", val_loader))
+                if hasattr(loader.dataset, "__len__")
+            }
+        )
+        self.model.to(self.device)
+        self.opt = self._optimizer()
+        self.sched = self._scheduler(self.opt)
+        self.recipe.setup(self.model, generator=recipe_gen)
+        return train_loader, val_loader
+
+    def _resume_or_reset(self, resume: bool) -> Progress:
+        """The progress of the run in ``run_dir`` (resumed), or a clean start."""
+        if resume:
+            progress = self._load_state(self.run_dir / "last.pt")
+            logger.info("resuming %s after epoch %d", self.run_dir, progress.epoch)
+        else:  # a fresh run (possibly overwrite=True): drop the files of an earlier run
+            for name in (*_RUN_FILES, "last.pt"):
+                (self.run_dir / name).unlink(missing_ok=True)
+            progress = Progress()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(
+            self.run_dir / "train_config.json", json.dumps(self.config.to_dict(), indent=2) + "\n"
+        )
+        return progress
+
+    def _epoch(
+        self, epoch: int, loaders: tuple[DataLoader[Any], DataLoader[Any]], p: Progress, t: float
+    ) -> None:
+        """Train and validate one epoch, update ``p`` and write ``best.pt``/``last.pt``."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        lr = float(self.opt.param_groups[0]["lr"])
+        train_stats, p.global_step = self._train_epoch(loaders[0], self.opt, epoch, p.global_step)
+        self.sched.step()
+        val_stats = self._validate(loaders[1], epoch)
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, **train_stats, **val_stats}
+        record["time_s"] = time.perf_counter() - t0
+        p.history.append(record)
+        p.epoch = epoch
+        wall = p.wall_before + time.perf_counter() - t
+        score = record.get(cfg.monitor)
+        if self._better(score, p.best_score, first=p.best_epoch == 0):
+            p.best_score, p.best_epoch, p.since_best = score, epoch, 0
+            card = self._card(metrics=record, best_epoch=epoch, epochs=epoch, wall=wall)
+            save_checkpoint(self.run_dir / "best.pt", self.model, card, write_card=True)
+        else:
+            p.since_best += 1
+        if cfg.patience is not None and p.since_best >= cfg.patience:
+            p.stopped = True
+        state = {
+            **p.to_state(wall),
+            "config": cfg.to_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "recipe": self.recipe.state_dict(),
+            "rng": self.gens.state(),
+            "image_size": self.image_size,
+        }
+        card = self._card(metrics=record, best_epoch=p.best_epoch, epochs=epoch, wall=wall)
+        save_checkpoint(self.run_dir / "last.pt", self.model, card, extra={STATE_KEY: state})
+        write_history(self.run_dir / "history.json", p.history)
+        numbers: dict[str, float | None] = {
+            k: v for k, v in record.items() if isinstance(v, (int, float))
+        }
+        loss = record.get("train_loss")
+        self._emit(TrainEvent("epoch_end", epoch, cfg.epochs, loss=loss, metrics=numbers))
 
     def run(
         self,
@@ -638,170 +534,45 @@ class _Trainer:
         unlabelled: Dataset[Any] | None = None,
     ) -> TrainResult:
         cfg = self.config
-        model = self.model
-        torch.manual_seed(cfg.seed)  # the forked global generator (dropout)
-        self.data_gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
-        self.recipe_gen = torch.Generator(device=self.device).manual_seed(
-            _derived_seed(cfg.seed, 2)
-        )
-        train_data = self._split_labelled(train_data, unlabelled)
-        train_loader = self._loader(train_data, train=True)
-        val_loader = self._loader(val_data, train=False)
-        self.split_sizes.update(
-            {
-                name: len(loader.dataset)
-                for name, loader in (("train", train_loader), ("val", val_loader))
-                if hasattr(loader.dataset, "__len__")
-            }
-        )
-        model.to(self.device)
-        opt = self._optimizer()
-        sched = self._scheduler(opt)
-        self.recipe.setup(model, generator=self.recipe_gen)
-
-        history: list[dict[str, Any]] = []
-        start_epoch, global_step = 0, 0
-        best_score: float | None = None
-        best_epoch, since_best, stopped, wall_before = 0, 0, False, 0.0
-        last_path = self.run_dir / "last.pt"
-        best_path = self.run_dir / "best.pt"
-        history_path = self.run_dir / "history.json"
-        if resume:
-            state = self._load_state(last_path, opt, sched)
-            history = [dict(r) for r in state["history"]]
-            start_epoch = int(state["epoch"])
-            global_step = int(state["global_step"])
-            best_score = state["best_score"]
-            best_epoch = int(state["best_epoch"])
-            since_best = int(state["epochs_since_best"])
-            stopped = bool(state["stopped_early"])
-            wall_before = float(state["wall_time_s"])
-            if state.get("image_size") is not None:
-                self.image_size = list(state["image_size"])
-            logger.info("resuming %s after epoch %d", self.run_dir, start_epoch)
-        else:  # a fresh run (possibly overwrite=True): drop the files of an earlier run
-            for name in (*_RUN_FILES, "last.pt"):
-                (self.run_dir / name).unlink(missing_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            self.run_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2) + "\n"
-        )
-        self._emit(TrainEvent("start", start_epoch, cfg.epochs, total_steps=_length(train_loader)))
+        loaders = self._start(train_data, val_data, unlabelled)
+        p = self._resume_or_reset(resume)
+        self._emit(TrainEvent("start", p.epoch, cfg.epochs, total_steps=length(loaders[0])))
         session_start = time.perf_counter()
-        epochs = range(start_epoch + 1, cfg.epochs + 1) if not stopped else range(0)
-        for epoch in epochs:
-            t0 = time.perf_counter()
-            lr = float(opt.param_groups[0]["lr"])
-            train_stats, global_step = self._train_epoch(train_loader, opt, epoch, global_step)
-            sched.step()
-            val_stats = self._validate(val_loader, epoch)
-            record: dict[str, Any] = {"epoch": epoch, "lr": lr, **train_stats, **val_stats}
-            record["time_s"] = time.perf_counter() - t0
-            history.append(record)
-            wall = wall_before + time.perf_counter() - session_start
-            score = record.get(cfg.monitor)
-            if self._better(score, best_score, first=best_epoch == 0):
-                best_score, best_epoch, since_best = score, epoch, 0
-                card = self._card(metrics=record, best_epoch=epoch, epochs=epoch, wall=wall)
-                save_checkpoint(best_path, model, card, write_card=True)
-            else:
-                since_best += 1
-            if cfg.patience is not None and since_best >= cfg.patience:
-                stopped = True
-            state = {
-                "version": _STATE_VERSION,
-                "epoch": epoch,
-                "global_step": global_step,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "epochs_since_best": since_best,
-                "stopped_early": stopped,
-                "wall_time_s": wall,
-                "config": cfg.to_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "recipe": self.recipe.state_dict(),
-                "rng": self._rng_state(),
-                "history": history,
-                "image_size": self.image_size,
-            }
-            card = self._card(metrics=record, best_epoch=best_epoch, epochs=epoch, wall=wall)
-            save_checkpoint(last_path, model, card, extra={_STATE_KEY: state})
-            self._write_history(history_path, history)
-            self._emit(
-                TrainEvent(
-                    "epoch_end",
-                    epoch,
-                    cfg.epochs,
-                    loss=record.get("train_loss"),
-                    metrics={k: v for k, v in record.items() if isinstance(v, (int, float))},
-                )
-            )
-            if stopped:
+        for epoch in range(p.epoch + 1, cfg.epochs + 1) if not p.stopped else range(0):
+            self._epoch(epoch, loaders, p, session_start)
+            if p.stopped:
                 logger.info("early stop after epoch %d (patience %s)", epoch, cfg.patience)
                 break
-        self._write_history(history_path, history)
+        history_path = self.run_dir / "history.json"
+        write_history(history_path, p.history)
+        best = p.best_score
         result = TrainResult(
             run_dir=self.run_dir,
-            best_checkpoint=best_path,
-            last_checkpoint=last_path,
+            best_checkpoint=self.run_dir / "best.pt",
+            last_checkpoint=self.run_dir / "last.pt",
             history_path=history_path,
-            history=history,
+            history=p.history,
             monitor=cfg.monitor,
-            best_epoch=best_epoch,
-            best_score=None if best_score is None or not math.isfinite(best_score) else best_score,
-            epochs_run=len(history),
-            stopped_early=stopped,
-            wall_time_s=wall_before + time.perf_counter() - session_start,
+            best_epoch=p.best_epoch,
+            best_score=None if best is None or not math.isfinite(best) else best,
+            epochs_run=len(p.history),
+            stopped_early=p.stopped,
+            wall_time_s=p.wall_before + time.perf_counter() - session_start,
         )
-        self._emit(TrainEvent("end", len(history), cfg.epochs, metrics=dict(history[-1])))
+        self._emit(TrainEvent("end", len(p.history), cfg.epochs, metrics=dict(p.history[-1])))
         return result
 
-    def _load_state(
-        self,
-        path: Path,
-        opt: torch.optim.Optimizer,
-        sched: torch.optim.lr_scheduler.LambdaLR,
-    ) -> dict[str, Any]:
+    def _load_state(self, path: Path) -> Progress:
+        """Restore weights, optimiser, schedule, recipe and generators from ``last.pt``."""
         payload = read_checkpoint(path, map_location="cpu")
-        state = payload["extra"].get(_STATE_KEY)
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"{path} holds no training state of this medrobust version; it cannot be resumed"
-            )
-        saved = TrainConfig.from_dict(state["config"]).to_dict()
-        now = self.config.to_dict()
-        diffs = [
-            f"{k}: saved {saved[k]!r}, now {now[k]!r}"
-            for k in now
-            if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]
-        ]
-        if diffs:
-            raise ValueError(
-                f"cannot resume {path} with a different config ({'; '.join(diffs)}); only "
-                f"{sorted(RESUMABLE_CHANGES)} may change"
-            )
-        if int(state["epoch"]) > self.config.epochs:
-            raise ValueError(
-                f"{path} has already trained {state['epoch']} epochs, more than "
-                f"config.epochs={self.config.epochs}"
-            )
+        state = payload["extra"].get(STATE_KEY)
+        check_resumable(path, state, self.config)
         load_state_dict_into(self.model, payload["state_dict"])
         self.model.to(self.device)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
         self.recipe.load_state_dict(state["recipe"])
-        self._set_rng_state(state["rng"])
-        return dict(state)
-
-    @staticmethod
-    def _write_history(path: Path, history: Iterable[Mapping[str, Any]]) -> None:
-        rows = [{k: _json_value(v) for k, v in r.items()} for r in history]
-        write_text_atomic(path, json.dumps(rows, indent=2, allow_nan=False) + "\n")
-
-
-def _length(loader: DataLoader[Any]) -> int:
-    try:
-        return len(loader)
-    except TypeError:
-        return 0
+        self.gens.set_state(state["rng"])
+        if state.get("image_size") is not None:
+            self.image_size = list(state["image_size"])
+        return Progress.from_state(state)

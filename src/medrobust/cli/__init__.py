@@ -53,7 +53,3 @@ def main(argv: list[str] | None = None) -> None:
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_app(app, argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -187,10 +187,10 @@ def score_detector(
     from torch.utils.data import DataLoader, Subset
 
     from medrobust.detectors import load_detector
-    from medrobust.evaluation import evaluate
     from medrobust.evaluation.risk import assess_detector
     from medrobust.evaluation.suites import resolve_suite
     from medrobust.models import load_checkpoint
+    from medrobust.pipelines.results import evaluate
     from medrobust.reporting.sections.risk import risk_sections
 
     s, say = settings, progress or (lambda _text: None)

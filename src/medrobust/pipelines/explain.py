@@ -26,6 +26,20 @@ __all__ = ["ExplainSettings", "run_explain"]
 logger = logging.getLogger(__name__)
 
 _METRICS = "metrics.json"
+#: The settings recorded under ``explain`` in ``config.yaml``, in their order.
+_CONFIG_ORDER = (
+    "attacks",
+    "eps",
+    "norm",
+    "steps",
+    "layer",
+    "method",
+    "k",
+    "max_samples",
+    "batch_size",
+    "seed",
+    "n_examples",
+)
 
 
 @dataclass(frozen=True)
@@ -184,17 +198,12 @@ def _metrics(s: ExplainSettings, ex: dict[str, Any], header: dict[str, Any]) -> 
 
 def _config(s: ExplainSettings, layer: str, checkpoint: str | Path) -> dict[str, Any]:
     """The ``config.yaml`` content of an explanation run (the resolved settings)."""
-    explain = asdict(s)
-    for key in ("data", "data_params", "split", "save_maps"):
-        explain.pop(key)
-    explain.update(attacks=list(s.attacks), eps=list(s.eps), layer=layer)
-    order = ("attacks", "eps", "norm", "steps", "layer", "method", "k", "max_samples")
-    order += ("batch_size", "seed", "n_examples")
+    explain = {**asdict(s), "attacks": list(s.attacks), "eps": list(s.eps), "layer": layer}
     return {
         "command": "explain",
         "checkpoint": str(checkpoint),
         "data": {"name": s.data, "params": s.data_params, "split": s.split},
-        "explain": {key: explain[key] for key in order},
+        "explain": {key: explain[key] for key in _CONFIG_ORDER},
     }
 
 

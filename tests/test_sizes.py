@@ -51,7 +51,6 @@ KNOWN_OVERSIZE: frozenset[str] = frozenset(
         "function: medrobust/evaluation/segmentation.py::report_sections",
         "function: medrobust/explain/evaluation.py::evaluate_explanations",
         "function: medrobust/explain/evaluation.py::explanation_section",
-        "function: medrobust/pipelines/segmentation.py::run_segmentation_demo",
         "function: medrobust/reporting/figures.py::robustness_curves",
         "function: medrobust/reporting/html.py::render_report",
         "parameters: medrobust/attacks/adaptive.py::WeightSweepAttack.__init__",

@@ -137,10 +137,6 @@ def run_segmentation_demo(
     Raises:
         FileExistsError: If ``out_dir`` already holds a run and ``overwrite`` is false.
     """
-    from medrobust.data import BusPhantom
-    from medrobust.models import create_model, load_checkpoint
-    from medrobust.training import TrainConfig, fit
-
     out = Path(out_dir)
     rep = _Reporter(reporter)
     cfg = demo_settings(quick)
@@ -151,42 +147,8 @@ def run_segmentation_demo(
         )
     t0 = time.perf_counter()
     d = cfg["data"]
-    rep.say(f"simulating the breast-ultrasound phantom ({d['size']}x{d['size']}, lesion masks)")
-    train = BusPhantom("train", n=d["n_train"], size=d["size"], seed=d["seed"])
-    val = BusPhantom("val", n=d["n_val"], size=d["size"], seed=d["seed"])
-    test = BusPhantom("test", n=d["n_test"], size=d["size"], seed=d["seed"])
     class_names = ["background", "lesion"]
-    model = create_model(
-        cfg["model"]["name"],
-        num_classes=2,
-        in_channels=1,
-        spatial_dims=2,
-        class_names=class_names,
-        seed=cfg["train"]["seed"],
-        **cfg["model"]["params"],
-    )
-    config = TrainConfig.from_dict({**cfg["train"], "monitor": "val_dice"})
-    rep.say(f"training a {cfg['model']['name']} for {config.epochs} epoch(s)")
-    tr = fit(
-        model,
-        train,
-        val,
-        config,
-        out / "train",
-        card_info={
-            "data": {
-                "name": "bus-phantom",
-                "seed": d["seed"],
-                "description": "bus-phantom lesion masks (background, lesion)",
-            }
-        },
-        progress=rep.train,
-        overwrite=overwrite,
-    )
-    best, card = load_checkpoint(tr.best_checkpoint)
-    rep.say(
-        f"trained in {tr.wall_time_s:.1f} s; best epoch {tr.best_epoch} (val Dice {tr.best_score})"
-    )
+    best, card, tr, test = _train_demo_unet(cfg, out, rep, overwrite=overwrite)
     ev = cfg["evaluation"]
     loader = DataLoader(test, batch_size=ev["batch_size"], shuffle=False, num_workers=0)
     result = evaluate_segmenter(
@@ -213,6 +175,58 @@ def run_segmentation_demo(
         config_extra={"demo": cfg, "training": {"best_epoch": tr.best_epoch}},
     )
     return result, out / "report.html"
+
+
+def _train_demo_unet(
+    cfg: Mapping[str, Any], out: Path, rep: _Reporter, *, overwrite: bool
+) -> tuple[ModelAdapter, Any, Any, Dataset[Any]]:
+    """Simulate the phantom's splits and train the demo's UNet on its lesion masks.
+
+    Returns:
+        ``(best model, its card, the TrainResult, the test split)``.
+    """
+    from medrobust.data import BusPhantom
+    from medrobust.models import create_model, load_checkpoint
+    from medrobust.training import TrainConfig, fit
+
+    d = cfg["data"]
+    rep.say(f"simulating the breast-ultrasound phantom ({d['size']}x{d['size']}, lesion masks)")
+    splits = {
+        split: BusPhantom(split, n=d[f"n_{split}"], size=d["size"], seed=d["seed"])
+        for split in ("train", "val", "test")
+    }
+    model = create_model(
+        cfg["model"]["name"],
+        num_classes=2,
+        in_channels=1,
+        spatial_dims=2,
+        class_names=["background", "lesion"],
+        seed=cfg["train"]["seed"],
+        **cfg["model"]["params"],
+    )
+    config = TrainConfig.from_dict({**cfg["train"], "monitor": "val_dice"})
+    rep.say(f"training a {cfg['model']['name']} for {config.epochs} epoch(s)")
+    tr = fit(
+        model,
+        splits["train"],
+        splits["val"],
+        config,
+        out / "train",
+        card_info={
+            "data": {
+                "name": "bus-phantom",
+                "seed": d["seed"],
+                "description": "bus-phantom lesion masks (background, lesion)",
+            }
+        },
+        progress=rep.train,
+        overwrite=overwrite,
+    )
+    best, card = load_checkpoint(tr.best_checkpoint)
+    rep.say(
+        f"trained in {tr.wall_time_s:.1f} s; best epoch {tr.best_epoch} (val Dice {tr.best_score})"
+    )
+    return best, card, tr, splits["test"]
 
 
 def evaluate_segmenter(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -65,3 +69,38 @@ def batch(
 ) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand((n, channels) + (size,) * spatial_dims, generator=g) * 0.8 + 0.1
+
+
+@contextlib.contextmanager
+def frozen(attack: Any) -> Iterator[None]:
+    """Refuse any attribute assignment on the attack and on its objective while the block runs:
+    an attack keeps no per-call state on the instance (even state it resets before returning).
+    """
+    watched = (attack, attack.objective)
+    classes = {type(attack), type(attack.objective)}
+    saved = {c: c.__dict__.get("__setattr__") for c in classes}
+
+    def refuse(self: object, name: str, value: object) -> None:
+        if any(self is w for w in watched):
+            raise AssertionError(f"{type(self).__name__}.{name} was set during a call")
+        object.__setattr__(self, name, value)  # another instance (built during the call)
+
+    for c in classes:
+        c.__setattr__ = refuse  # type: ignore[assignment,method-assign]
+    try:
+        yield
+    finally:
+        for c, old in saved.items():
+            if old is None:
+                del c.__setattr__
+            else:
+                c.__setattr__ = old  # type: ignore[method-assign]
+
+
+def small_cnn(spatial_dims: int = 2, seed: int = 0) -> ModelAdapter:
+    """The zoo's small CNN (Grad-CAM layer ``features.layer4``), narrow and in eval mode."""
+    from medrobust.models import create_model
+
+    return create_model(
+        "small-cnn", num_classes=2, width=4, spatial_dims=spatial_dims, seed=seed
+    ).eval()

@@ -11,8 +11,12 @@ import torch
 from medrobust.attacks import AttackResult, create_attack, list_attacks
 from medrobust.attacks.objectives.segmentation import sample_dice
 from medrobust.models import ModelAdapter, create_model
+from tests.attacks.models import frozen
 
-SEG = list_attacks(tag="segmentation")
+TASK = "segmentation"
+# every attack of the task, none left out (tests/attacks/test_families.py checks it)
+NAMES = list_attacks(tag=TASK)
+SEG = NAMES
 FAST: dict[str, dict[str, object]] = {
     "pgd-seg": {"steps": 3},
     "apgd-seg": {"steps": 3},
@@ -79,7 +83,8 @@ def test_contract(name: str, spatial_dims: int, norm: str) -> None:
     attack = make(name, norm=norm)
     before = copy.deepcopy(model.state_dict())
     model.train()
-    res = attack(model, x, y)  # type: ignore[operator]
+    with frozen(attack):  # no per-call state on the attack or its objective
+        res = attack(model, x, y)  # type: ignore[operator]
     assert isinstance(res, AttackResult)
     assert model.training
     for key, v in model.state_dict().items():

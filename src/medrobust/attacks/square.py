@@ -77,7 +77,7 @@ class SquareAttack(Attack):
     def _margin(self, model: ModelAdapter, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``z_y - max_{i != y} z_i``: the attack succeeds when it is negative."""
         with torch.no_grad():
-            return -Margin()(model, x, y).loss
+            return -self.objective(model, x, y).loss
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
         model, x, target, threat, region, best = run.unpack()
@@ -127,7 +127,7 @@ class SquareAttack(Attack):
                 delta[rows] = cand[better]
                 margin[rows] = m_new[better]
         with torch.no_grad():
-            out = Margin()(model, x + delta, y)
+            out = self.objective(model, x + delta, y)
         best.update(torch.arange(b, device=x.device), x + delta, out)
         best.steps.copy_(queries)
         return None

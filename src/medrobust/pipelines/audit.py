@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medrobust.evaluation import EvaluationResult
-from medrobust.pipelines.results import evaluate
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit, RunConfig
 from medrobust.pipelines.reporter import Reporter
+from medrobust.pipelines.results import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def evaluate_model(
         attacks=attacks,
         eps=ev.eps,
         norm=ev.norm,
-        mode=ev.mode,  # type: ignore[arg-type]
+        mode=ev.mode,
         seed=ev.seed,
         max_samples=ev.max_samples,
         n_examples=ev.n_examples,

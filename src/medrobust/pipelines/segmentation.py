@@ -179,7 +179,7 @@ def run_segmentation_demo(
 
 def _train_demo_unet(
     cfg: Mapping[str, Any], out: Path, rep: _Reporter, *, overwrite: bool
-) -> tuple[ModelAdapter, Any, Any, Dataset[Any]]:
+) -> tuple[ModelAdapter, Any, Any, Any]:
     """Simulate the phantom's splits and train the demo's UNet on its lesion masks.
 
     Returns:

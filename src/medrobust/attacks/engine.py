@@ -24,7 +24,7 @@ from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target
 from medrobust.attacks.result import AttackResult, perturbation_norms
 from medrobust.attacks.threat import ThreatModel
 from medrobust.models.adapter import ModelAdapter, as_adapter
-from medrobust.types import Norm, Task
+from medrobust.types import Norm
 
 logger = logging.getLogger(__name__)
 
@@ -209,9 +209,7 @@ class Attack(ABC):
                 or the objective.
         """
         adapter = as_adapter(model)
-        if adapter.task.value not in self.tasks and not (
-            adapter.task is Task.MULTITASK and "classification" in self.tasks
-        ):
+        if adapter.task.value not in self.tasks:
             raise ValueError(
                 f"attack {self.name!r} supports {', '.join(self.tasks)} models, but the model's "
                 f"task is {adapter.task.value!r}"

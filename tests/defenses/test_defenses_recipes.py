@@ -10,10 +10,17 @@ import torch.nn.functional as F
 from tests.attacks.models import batch, tiny_cnn
 
 from medrobust.attacks import create_attack
-from medrobust.defenses import FastATRecipe, PGDATRecipe, SSATRecipe, TRADESRecipe
+from medrobust.defenses import (
+    RECIPES,
+    FastATRecipe,
+    PGDATRecipe,
+    SSATRecipe,
+    TRADESRecipe,
+    create_recipe,
+    list_recipes,
+)
 from medrobust.defenses.data import UnlabelledView
 from medrobust.models import create_model
-from medrobust.training import RECIPES, create_recipe, list_recipes
 
 
 def _setup(recipe: Any, model: Any, seed: int = 3) -> torch.Generator:

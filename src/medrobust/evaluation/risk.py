@@ -21,6 +21,9 @@ adversarial examples (positives) with those of all clean test images (negatives)
 the TPR at 5% FPR (read off the ROC of these clean scores) and the detection rate at the
 detector's own calibrated threshold.
 
+This module computes the numbers only; :meth:`RiskAssessment.to_metrics` gives the rows that
+:func:`medrobust.reporting.sections.risk.risk_sections` turns into report sections and figures.
+
 References:
     Li, Pan & Zhu, arXiv:2006.13555, 2020 (system risk of classification vs detection);
     Carlini & Wagner, AISec 2017 (adaptive attacks on detectors).

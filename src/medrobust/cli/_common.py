@@ -177,6 +177,7 @@ class _Bars:
     """The training and evaluation bars of :func:`progress`."""
 
     def __init__(self, prog: Any) -> None:
+        """Draw on ``prog`` (a rich Progress)."""
         self.prog = prog
         self.tasks: dict[str, Any] = {}
 

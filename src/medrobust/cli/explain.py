@@ -90,6 +90,7 @@ def explain(
         task = bar.add_task("explain", total=None)
 
         def on_batch(index: int, total: int | None) -> None:
+            """Advance the bar after batch ``index`` of ``total``."""
             bar.update(task, completed=index + 1, total=total)
 
         report = run_explain(

@@ -88,6 +88,7 @@ def cache_path(key: str) -> Path:
 
 
 def _entries(registry: Any) -> list[dict[str, Any]]:
+    """The ``{"name", "summary", "tags"}`` entries of a registry, in its order."""
     return [
         {"name": e.name, "summary": e.summary, "tags": list(e.tags)} for e in registry.entries()
     ]

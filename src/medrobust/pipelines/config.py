@@ -22,6 +22,8 @@ from medrobust.types import Norm
 
 
 def _check_keys(section: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse a section that is not a mapping or holds a key outside ``allowed`` (with a
+    "did you mean" hint)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"config section {section!r} must be a mapping, got {type(data).__name__}")
     for key in data:
@@ -44,6 +46,11 @@ class DataSection:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DataSection:
+        """Build the ``data`` section from a mapping.
+
+        Raises:
+            ValueError: For unknown keys or invalid values.
+        """
         _check_keys("data", d, {"name", "params", "eval_split"})
         out = cls(**{k: d[k] for k in d})
         if not isinstance(out.params, dict):
@@ -60,6 +67,11 @@ class ModelSection:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSection:
+        """Build the ``model`` section from a mapping.
+
+        Raises:
+            ValueError: For unknown keys or invalid values.
+        """
         _check_keys("model", d, {"name", "params"})
         out = cls(**{k: d[k] for k in d})
         if not isinstance(out.params, dict):
@@ -87,6 +99,11 @@ class EvaluationSection:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
+        """Build the ``evaluation`` section from a mapping.
+
+        Raises:
+            ValueError: For unknown keys or invalid values.
+        """
         allowed = {
             "explanations",
             "suite",

@@ -91,6 +91,7 @@ class DetectorScore:
 
 
 def _dataset(name: str, split: str, params: dict[str, Any]) -> Any:
+    """The named split of a registered data set."""
     from medrobust.data import create_dataset
 
     return create_dataset(name, split=split, **params)

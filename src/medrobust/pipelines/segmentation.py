@@ -38,9 +38,11 @@ class _Reporter:
     """The subset of :class:`medrobust.pipelines.reporter.Reporter` used here."""
 
     def __init__(self, inner: Any = None) -> None:
+        """Wrap ``inner`` (a reporter, or None: log only)."""
         self.inner = inner
 
     def say(self, text: str) -> None:
+        """Send a status line to the inner reporter, else to the log."""
         if self.inner is not None and hasattr(self.inner, "say"):
             self.inner.say(text)
         else:
@@ -48,10 +50,12 @@ class _Reporter:
 
     @property
     def train(self) -> Any:
+        """The inner reporter's training callback, if any."""
         return getattr(self.inner, "train", None)
 
     @property
     def evaluate(self) -> Any:
+        """The inner reporter's evaluation callback, if any."""
         return getattr(self.inner, "evaluate", None)
 
 

@@ -99,7 +99,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from medrobust.data import create_dataset
-    from medrobust.explain.evaluation import evaluate_explanations
+    from medrobust.evaluation.explanation import evaluate_explanations
     from medrobust.models import create_model, load_checkpoint
     from medrobust.training import TrainConfig, fit
 

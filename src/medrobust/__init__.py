@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from medrobust._version import __version__
 
 _LAZY = {
-    "evaluate": "medrobust.evaluation",
+    "evaluate": "medrobust.pipelines.results",
+    "audit": "medrobust.evaluation",
     "EvaluationResult": "medrobust.evaluation",
     "create_attack": "medrobust.attacks",
     "list_attacks": "medrobust.attacks",

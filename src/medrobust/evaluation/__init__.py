@@ -1,11 +1,16 @@
-"""Evaluation: clean and robust metrics, the worst-case suite, sanity checks."""
+"""Evaluation (layer 5): one audit loop for every task, task plug-ins, records, sanity checks,
+named suites, noise baselines and the detector risk.
 
+* :func:`evaluate`: audit a model, dispatching on its task (classifier or segmenter).
+* :func:`audit`: the loop with any :class:`~medrobust.evaluation.tasks.base.AuditTask`.
+* :func:`evaluate_segmentation`, :func:`evaluate_explanations`: the other tasks' audits.
+
+Writing the run folder (report, metrics, adversarial examples) belongs to the layers above:
+``medrobust.evaluate(...)`` returns a result with ``write``.
+"""
+
+from medrobust.evaluation.api import EvaluationResult, audit, evaluate
+from medrobust.evaluation.audit import AttackSpec, ProgressEvent
 from medrobust.evaluation.checks import CHECKS
-from medrobust.evaluation.suite import (
-    AttackSpec,
-    EvaluationResult,
-    ProgressEvent,
-    evaluate,
-)
 
-__all__ = ["CHECKS", "AttackSpec", "EvaluationResult", "ProgressEvent", "evaluate"]
+__all__ = ["CHECKS", "AttackSpec", "EvaluationResult", "ProgressEvent", "audit", "evaluate"]

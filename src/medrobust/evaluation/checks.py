@@ -13,20 +13,19 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
-from medrobust.attacks.presets import create_attack
+from medrobust.attacks.presets import ATTACKS
 from medrobust.evaluation.records import Records
-from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
 if TYPE_CHECKING:
-    from medrobust.evaluation.suite import AttackSpec
+    from medrobust.evaluation.audit import AuditContext
 
 #: code -> (title, explanation); the single source for the report and the docs.
 CHECKS: dict[str, tuple[str, str]] = {
@@ -65,172 +64,155 @@ CHECKS: dict[str, tuple[str, str]] = {
     ),
 }
 
-_ITERATIVE = ("bim", "pgd", "apgd-ce", "apgd-dlr")
+
+def attacks_tagged(ctx: AuditContext, tag: str) -> list[int]:
+    """Indices of the attacks of the list whose registry entry carries ``tag``."""
+    return [i for i, s in enumerate(ctx.specs) if tag in ATTACKS.get(s.name).tags]
 
 
-def _row(code: str, status: str, message: str) -> dict[str, Any]:
+def check_row(code: str, status: str, message: str) -> dict[str, Any]:
+    """One result row of a check: ``code``, ``title``, ``status``, ``message``."""
     return {"code": code, "title": CHECKS[code][0], "status": status, "message": message}
 
 
-def run_checks(
-    adapter: ModelAdapter,
-    records: Records,
-    specs: Sequence[AttackSpec],
-    budgets: Sequence[float],
-    norm: Norm,
-    loader: Iterable[Any],
-    seed: int,
-    probe_samples: int,
-    device: torch.device,
-) -> list[dict[str, Any]]:
-    """Run every check on the records of an evaluation.
+def run_checks(ctx: AuditContext, records: Records, loader: Iterable[Any]) -> list[dict[str, Any]]:
+    """Run every applicable check on the records of an audit.
+
+    Checks that compare attacks are chosen by the attacks' tags (``single-step``,
+    ``iterative``, ``black-box``), never by their names, so a new attack with a tag is covered.
 
     Returns:
         One dict per check: ``code``, ``title``, ``status`` (pass/warn/fail), ``message``.
     """
-    names = [s.name for s in specs]
-    correct = records.correct
-    out = [_probe_unbounded(adapter, loader, norm, seed, probe_samples, device)]
-    # MR102: FGSM vs iterative attacks
-    if "fgsm" in names and any(n in names for n in _ITERATIVE):
-        f = names.index("fgsm")
-        bad = []
-        for e_i, e in enumerate(budgets):
-            it_broken = torch.zeros_like(correct)
-            for it_name in _ITERATIVE:
-                if it_name in names:
-                    it_broken |= records.cells[names.index(it_name)][e_i].broken
-            extra = int((records.cells[f][e_i].broken & ~it_broken & correct).sum())
-            if extra:
-                bad.append(f"{extra} at eps={fmt_eps(e)}")
-        out.append(
-            _row("MR102", "warn", "FGSM broke samples no iterative attack broke: " + ", ".join(bad))
-            if bad
-            else _row(
-                "MR102", "pass", "every sample FGSM broke was also broken by an iterative attack"
-            )
-        )
-    # MR103: square vs gradient attacks
-    if "square" in names and len(names) > 1:
-        s = names.index("square")
-        bad = []
-        for e_i, e in enumerate(budgets):
-            grad_broken = torch.zeros_like(correct)
-            for a_i, other in enumerate(names):
-                if other != "square":
-                    grad_broken |= records.cells[a_i][e_i].broken
-            extra = int((records.cells[s][e_i].broken & ~grad_broken & correct).sum())
-            if extra:
-                bad.append(f"{extra} at eps={fmt_eps(e)}")
-        out.append(
-            _row(
-                "MR103",
-                "warn",
-                "the black-box Square attack broke samples every gradient attack "
-                "missed: " + ", ".join(bad),
-            )
-            if bad
-            else _row(
-                "MR103", "pass", "the black-box attack found nothing the gradient attacks missed"
-            )
-        )
-    # MR104: random noise vs attacks
-    bad = []
-    for e_i, e in enumerate(budgets):
-        extra = int(
-            (records.noise_broken[e_i] & (records.worst_broken_by[e_i] < 0) & correct).sum()
-        )
-        if extra:
-            bad.append(f"{extra} at eps={fmt_eps(e)}")
+    out = [_probe_unbounded(ctx, loader)]
+    out += _compare(ctx, records, "MR102", attacks_tagged(ctx, "single-step"),
+                    attacks_tagged(ctx, "iterative"))  # fmt: skip
+    black = attacks_tagged(ctx, "black-box")
+    white = [i for i in range(len(ctx.specs)) if i not in black]
+    out += _compare(ctx, records, "MR103", black, white)
+    out.append(_noise_check(ctx, records))
+    out.append(_gradient_check(ctx, records))
+    n = records.n
     out.append(
-        _row(
-            "MR104",
-            "fail",
-            "random noise broke samples that every attack missed: " + ", ".join(bad),
-        )
-        if bad
-        else _row("MR104", "pass", "no sample was broken by random noise but missed by the attacks")
-    )
-    # MR105: zero gradients
-    zg = int((records.zero_grad & correct).sum())
-    n_c = int(correct.sum())
-    out.append(
-        _row(
-            "MR105",
-            "warn",
-            f"{zg} of {n_c} correctly classified samples have a zero or non-finite input gradient",
-        )
-        if zg
-        else _row("MR105", "pass", "every correctly classified sample has a usable input gradient")
-    )
-    # MR106: sample size
-    n_samples = records.n
-    out.append(
-        _row(
-            "MR106",
-            "warn",
-            f"only {n_samples} samples: robust accuracies carry wide confidence intervals",
-        )
-        if n_samples < 100
-        else _row("MR106", "pass", f"{n_samples} samples evaluated")
-    )
-    # MR107: clean accuracy vs chance
-    acc = float(correct.float().mean())
-    counts = torch.bincount(records.labels, minlength=adapter.num_classes).float()
-    chance = float(counts.max() / counts.sum())
-    out.append(
-        _row(
-            "MR107",
-            "warn",
-            f"clean accuracy {acc:.3f} is not above the majority-class rate {chance:.3f}",
-        )
-        if acc <= chance + 0.02
-        else _row("MR107", "pass", f"clean accuracy {acc:.3f} vs majority-class rate {chance:.3f}")
-    )
+        check_row("MR106", "warn", f"only {n} samples: robust accuracies carry wide confidence "
+                  "intervals") if n < 100 else check_row("MR106", "pass", f"{n} samples evaluated")
+    )  # fmt: skip
+    out += ctx.task.extra_checks(ctx, records)
     return out
 
 
-def _probe_unbounded(
-    adapter: ModelAdapter,
-    loader: Iterable[Any],
-    norm: Norm,
-    seed: int,
-    probe_samples: int,
-    device: torch.device,
-) -> dict[str, Any]:
-    """MR101: PGD with a budget spanning the input range on a few correctly classified samples."""
-    from medrobust.evaluation.suite import _unpack
+_COMPARE = {
+    "MR102": (
+        "{name} broke samples no iterative attack broke: ",
+        "every sample {name} broke was also broken by an iterative attack",
+    ),
+    "MR103": (
+        "the black-box {name} attack broke samples every gradient attack missed: ",
+        "the black-box attack found nothing the gradient attacks missed",
+    ),
+}
 
-    if probe_samples <= 0:
-        return _row("MR101", "pass", "skipped (probe_samples=0)")
-    xs, ys = [], []
+
+def _compare(
+    ctx: AuditContext, records: Records, code: str, weak: list[int], strong: list[int]
+) -> list[dict[str, Any]]:
+    """Warn where an attack expected to be weaker broke samples the stronger ones missed."""
+    if not weak or not strong:
+        return []
+    bad = []
+    eligible = records.eligible
+    for e_i, e in enumerate(ctx.budgets):
+        strong_broken = torch.zeros_like(eligible)
+        for a_i in strong:
+            strong_broken |= records.cells[a_i][e_i].broken
+        for a_i in weak:
+            extra = int((records.cells[a_i][e_i].broken & ~strong_broken & eligible).sum())
+            if extra:
+                bad.append((ctx.specs[a_i].name, f"{extra} at eps={fmt_eps(e)}"))
+    names = _display(ctx, code, [i for i in weak])
+    if not bad:
+        return [check_row(code, "pass", _COMPARE[code][1].format(name=names))]
+    names = _display(ctx, code, [ctx.names.index(n) for n in dict.fromkeys(n for n, _ in bad)])
+    return [check_row(code, "warn", _COMPARE[code][0].format(name=names)
+                      + ", ".join(b for _, b in bad))]  # fmt: skip
+
+
+def _display(ctx: AuditContext, code: str, idx: list[int]) -> str:
+    """Attack names as the check messages print them (``FGSM``, ``Square``)."""
+    names = [ctx.specs[i].name for i in idx]
+    return ", ".join(n.upper() if code == "MR102" else n.capitalize() for n in names)
+
+
+def _noise_check(ctx: AuditContext, records: Records) -> dict[str, Any]:
+    """MR104: random noise must not break what every attack missed."""
+    bad = []
+    broken_any = torch.zeros_like(records.worst_broken_by, dtype=torch.bool)
+    for row in records.cells:
+        for e_i, cell in enumerate(row):
+            broken_any[e_i] |= cell.broken
+    for e_i, e in enumerate(ctx.budgets):
+        extra = int((records.noise_broken[e_i] & ~broken_any[e_i] & records.eligible).sum())
+        if extra:
+            bad.append(f"{extra} at eps={fmt_eps(e)}")
+    if bad:
+        msg = "random noise broke samples that every attack missed: " + ", ".join(bad)
+        return check_row("MR104", "fail", msg)
+    msg = "no sample was broken by random noise but missed by the attacks"
+    return check_row("MR104", "pass", msg)
+
+
+def _gradient_check(ctx: AuditContext, records: Records) -> dict[str, Any]:
+    """MR105: every eligible sample has a usable input gradient."""
+    zg = int((records.zero_grad & records.eligible).sum())
+    n_e = int(records.eligible.sum())
+    if zg:
+        msg = f"{zg} of {n_e} {ctx.task.eligible_noun} have a zero or non-finite input gradient"
+        return check_row("MR105", "warn", msg)
+    one = ctx.task.eligible_noun.replace("samples", "sample")
+    return check_row("MR105", "pass", f"every {one} has a usable input gradient")
+
+
+def _probe_unbounded(ctx: AuditContext, loader: Iterable[Any]) -> dict[str, Any]:
+    """MR101: the task's strongest attack with a budget spanning the input range, on a few
+    eligible samples, must break all of them."""
+    probe = ctx.probe_samples
+    if probe <= 0:
+        return check_row("MR101", "pass", "skipped (probe_samples=0)")
+    parts = []
     have = 0
-    with eval_mode(adapter), torch.no_grad():
-        for batch in loader:
-            x, y, _ = _unpack(batch)
-            x, y = x.to(device).float(), y.to(device).long().reshape(-1)
-            ok = adapter(x).argmax(dim=1) == y
-            xs.append(x[ok])
-            ys.append(y[ok])
+    with eval_mode(ctx.adapter):
+        for raw in loader:
+            batch = ctx.task.read_batch(raw).to(ctx.device)
+            ok = ctx.task.clean(ctx.adapter, batch).eligible
+            parts.append(batch.select(ok.nonzero().flatten()))
             have += int(ok.sum())
-            if have >= probe_samples:
+            if have >= probe:
                 break
     if have == 0:
-        return _row("MR101", "pass", "skipped: no correctly classified sample to probe")
-    x = torch.cat(xs)[:probe_samples]
-    y = torch.cat(ys)[:probe_samples]
-    width = adapter.bounds.width
-    eps = width if norm is Norm.LINF else width * math.sqrt(x[0].numel())
-    attack = create_attack("pgd", eps=eps, norm=norm.value, steps=50, restarts=2, seed=seed)
-    res = attack(adapter, x, y)
-    survived = int((~res.success).sum())
+        return check_row("MR101", "pass", "skipped: no eligible sample to probe")
+    batch = _concat(parts).take(probe)
+    width = ctx.adapter.bounds.width
+    eps = width if ctx.norm is Norm.LINF else width * math.sqrt(batch.x[0].numel())
+    attack = ctx.task.probe_attack(eps, ctx.norm, ctx.seed)
+    res = ctx.task.run_attack(attack, ctx.adapter, batch)
+    survived = int((~ctx.task.outcome(ctx.adapter, batch, res)[1]).sum())
+    n = len(batch)
     if survived:
-        return _row(
-            "MR101",
-            "fail",
-            f"{survived} of {x.shape[0]} samples survived PGD-50 with a budget spanning the whole "
-            "input range",
-        )
-    return _row(
-        "MR101", "pass", f"PGD with an unbounded budget broke all {x.shape[0]} probed samples"
+        return check_row("MR101", "fail", f"{survived} of {n} samples survived "
+                         f"{ctx.task.probe_name} with a budget "
+                         "spanning the whole input range")  # fmt: skip
+    probe_short = ctx.task.probe_name.split("-")[0]
+    msg = f"{probe_short} with an unbounded budget broke all {n} probed samples"
+    return check_row("MR101", "pass", msg)
+
+
+def _concat(parts: list[Any]) -> Any:
+    from medrobust.evaluation.tasks.base import Batch
+
+    keys = parts[0].aux.keys()
+    return Batch(
+        torch.cat([p.x for p in parts]),
+        torch.cat([p.target for p in parts]),
+        None,
+        {k: torch.cat([p.aux[k] for p in parts]) for k in keys},
     )

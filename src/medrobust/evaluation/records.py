@@ -1,4 +1,10 @@
-"""Per-sample records of an evaluation, kept as tensors so a run can checkpoint and resume."""
+"""Per-sample records of an audit, kept as tensors so a run can checkpoint and resume.
+
+The same records serve every task: per attack and budget, which samples were attacked and
+broken, their score after the attack (the task's per-sample metric: 1/0 for a kept/changed label,
+the Dice of a segmentation, the map similarity of an explanation) and the perturbation sizes; per
+budget, the worst case per sample across the attack list.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,25 @@ from dataclasses import dataclass, field
 
 import torch
 
+_CELL_FIELDS = ("broken", "attacked", "score", "linf", "l2", "ssim", "psnr")
+
 
 @dataclass
 class CellRecord:
     """Per-sample outcome of one attack at one budget.
 
     Attributes:
-        broken: ``(N,)`` bool, the attack found an adversarial example inside the budget.
+        broken: ``(N,)`` bool, the attack reached its goal inside the budget.
         attacked: ``(N,)`` bool, the sample was attacked (or its adversarial example carried over
             from a smaller budget).
+        score: ``(N,)`` float64, the task's score after the attack (NaN where not attacked).
         linf, l2, ssim, psnr: ``(N,)`` float, measured on broken samples (NaN elsewhere).
         time_s: Seconds spent in the attack.
     """
 
     broken: torch.Tensor
     attacked: torch.Tensor
+    score: torch.Tensor
     linf: torch.Tensor
     l2: torch.Tensor
     ssim: torch.Tensor
@@ -32,60 +42,65 @@ class CellRecord:
     def empty(cls) -> CellRecord:
         e = torch.empty(0)
         b = torch.empty(0, dtype=torch.bool)
-        return cls(b, b.clone(), e, e.clone(), e.clone(), e.clone())
+        return cls(b, b.clone(), torch.empty(0, dtype=torch.float64), e, e.clone(), e.clone(), e)
+
+    @classmethod
+    def blank(cls, n: int, *, broken: torch.Tensor, attacked: torch.Tensor) -> CellRecord:
+        """A record of ``n`` samples with every measurement NaN."""
+
+        def nan(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.full((n,), math.nan, dtype=dtype)
+
+        return cls(broken, attacked, nan(torch.float64), nan(), nan(), nan(), nan())
+
+    def carry_from(self, prev: CellRecord, carried: torch.Tensor) -> None:
+        """Copy the measurements of the samples ``carried`` over from a smaller budget."""
+        for name in ("score", "linf", "l2", "ssim", "psnr"):
+            getattr(self, name)[carried] = getattr(prev, name)[carried]
 
     def append(self, other: CellRecord) -> None:
         """Concatenate another batch's record."""
-        for name in ("broken", "attacked", "linf", "l2", "ssim", "psnr"):
+        for name in _CELL_FIELDS:
             setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
         self.time_s += other.time_s
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors for a checkpoint (loadable with ``weights_only=True``)."""
-        return {
-            "broken": self.broken,
-            "attacked": self.attacked,
-            "linf": self.linf,
-            "l2": self.l2,
-            "ssim": self.ssim,
-            "psnr": self.psnr,
-            "time_s": torch.tensor(self.time_s, dtype=torch.float64),
-        }
+        out = {name: getattr(self, name) for name in _CELL_FIELDS}
+        out["time_s"] = torch.tensor(self.time_s, dtype=torch.float64)
+        return out
 
     @classmethod
     def from_state(cls, s: dict[str, torch.Tensor]) -> CellRecord:
-        return cls(
-            s["broken"],
-            s["attacked"],
-            s["linf"],
-            s["l2"],
-            s["ssim"],
-            s["psnr"],
-            float(s["time_s"]),
-        )
+        return cls(*(s[name] for name in _CELL_FIELDS), time_s=float(s["time_s"]))
 
 
 @dataclass
 class Records:
-    """All per-sample records of an evaluation.
+    """All per-sample records of an audit.
 
     Attributes:
-        labels: ``(N,)`` int64 true labels.
-        logits: ``(N, K)`` clean logits.
+        clean: Per-sample tensors of the clean pass, by name (``label`` and ``logits`` for
+            classification, ``dice`` for segmentation ...), first axis ``N``.
+        eligible: ``(N,)`` bool, the samples the attacks tried to break.
+        clean_score: ``(N,)`` float64, the task's clean score.
         cells: ``cells[a][e]``: record of attack ``a`` at budget index ``e``.
-        worst_broken_by: ``(E, N)`` int64: index of the first attack (in suite order) that broke
-            the sample at each budget, or -1.
-        noise_broken: ``(E, N)`` bool: uniform random noise of that budget changed the prediction.
+        worst_broken_by: ``(E, N)`` int64: index of the attack (in list order) that reached the
+            sample's worst score at each budget, or -1 if no attack lowered it.
+        worst_score: ``(E, N)`` float64: the worst score per sample across the attack list.
+        noise_broken: ``(E, N)`` bool: uniform random noise of that budget broke the sample.
         zero_grad: ``(N,)`` bool: the input gradient of the loss was all zero or not finite.
         batches_done: Number of loader batches already processed (for resume).
     """
 
     n_attacks: int
     n_eps: int
-    labels: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
-    logits: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    clean: dict[str, torch.Tensor] = field(default_factory=dict)
+    eligible: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    clean_score: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))
     cells: list[list[CellRecord]] = field(default_factory=list)
     worst_broken_by: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    worst_score: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))
     noise_broken: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     zero_grad: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     batches_done: int = 0
@@ -97,29 +112,52 @@ class Records:
             ]
         if self.worst_broken_by.numel() == 0:
             self.worst_broken_by = torch.empty(self.n_eps, 0, dtype=torch.long)
+            self.worst_score = torch.empty(self.n_eps, 0, dtype=torch.float64)
             self.noise_broken = torch.empty(self.n_eps, 0, dtype=torch.bool)
 
     @property
     def n(self) -> int:
         """Number of samples recorded."""
-        return int(self.labels.numel())
+        return int(self.eligible.numel())
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``(N,)`` true labels (classification and explanation audits)."""
+        return self.clean.get("label", torch.empty(0, dtype=torch.long))
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """``(N, K)`` clean logits (classification and explanation audits)."""
+        return self.clean.get("logits", torch.empty(0))
 
     @property
     def correct(self) -> torch.Tensor:
-        """``(N,)`` bool: clean prediction is right."""
-        if self.n == 0:
+        """``(N,)`` bool: clean prediction is right (classification)."""
+        if self.n == 0 or "logits" not in self.clean:
             return torch.empty(0, dtype=torch.bool)
         return self.logits.argmax(dim=1) == self.labels
+
+    def add_batch(
+        self, clean: dict[str, torch.Tensor], eligible: torch.Tensor, score: torch.Tensor
+    ) -> None:
+        """Append a batch's clean record."""
+        for key, value in clean.items():
+            v = value.detach().cpu()
+            self.clean[key] = torch.cat([self.clean[key], v]) if key in self.clean else v
+        self.eligible = torch.cat([self.eligible, eligible.cpu()])
+        self.clean_score = torch.cat([self.clean_score, score.double().cpu()])
 
     def state(self) -> dict[str, object]:
         """A checkpoint of every record (tensors and plain types only)."""
         return {
             "n_attacks": self.n_attacks,
             "n_eps": self.n_eps,
-            "labels": self.labels,
-            "logits": self.logits,
+            "clean": dict(self.clean),
+            "eligible": self.eligible,
+            "clean_score": self.clean_score,
             "cells": [[c.state() for c in row] for row in self.cells],
             "worst_broken_by": self.worst_broken_by,
+            "worst_score": self.worst_score,
             "noise_broken": self.noise_broken,
             "zero_grad": self.zero_grad,
             "batches_done": self.batches_done,
@@ -127,14 +165,20 @@ class Records:
 
     @classmethod
     def from_state(cls, s: dict[str, object]) -> Records:
-        cells_state = s["cells"]
-        if not isinstance(cells_state, list):
-            raise ValueError("corrupt evaluation checkpoint: 'cells' is not a list")
+        """Rebuild from :meth:`state`.
+
+        Raises:
+            ValueError: For a checkpoint without the expected entries.
+        """
+        cells_state = s.get("cells")
+        clean = s.get("clean")
+        if not isinstance(cells_state, list) or not isinstance(clean, dict):
+            raise ValueError("corrupt evaluation checkpoint: 'cells' or 'clean' is missing")
         r = cls(int(s["n_attacks"]), int(s["n_eps"]))  # type: ignore[call-overload]
-        r.labels = s["labels"]  # type: ignore[assignment]
-        r.logits = s["logits"]  # type: ignore[assignment]
+        r.clean = clean
         r.cells = [[CellRecord.from_state(c) for c in row] for row in cells_state]
-        r.worst_broken_by = s["worst_broken_by"]  # type: ignore[assignment]
+        for name in ("eligible", "clean_score", "worst_broken_by", "worst_score"):
+            setattr(r, name, s[name])
         r.noise_broken = s["noise_broken"]  # type: ignore[assignment]
         r.zero_grad = s["zero_grad"]  # type: ignore[assignment]
         r.batches_done = int(s["batches_done"])  # type: ignore[call-overload]

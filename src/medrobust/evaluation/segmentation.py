@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from medrobust._utils.format import fmt_eps
+from medrobust._utils.validate import parse_budgets
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.objectives.segmentation import (
     check_mask,
@@ -53,8 +54,8 @@ from medrobust.attacks.objectives.segmentation import (
 )
 from medrobust.attacks.presets import ATTACKS, create_attack
 from medrobust.attacks.targets import TARGETS, make_target
+from medrobust.evaluation.audit import ProgressEvent
 from medrobust.evaluation.noise import NOISE_KINDS, noise_for_ssim
-from medrobust.evaluation.suite import ProgressEvent
 from medrobust.metrics import (
     SegmentationStats,
     dice_score,
@@ -489,12 +490,7 @@ def evaluate_segmentation(
             "use medrobust.evaluate for classifiers"
         )
     nrm = Norm.parse(norm)
-    budgets = [float(e) for e in eps]
-    for e in budgets:
-        if not (math.isfinite(e) and e > 0):
-            raise ValueError(f"every budget must be a finite number > 0, got {e!r}")
-    if budgets != sorted(budgets) or len(set(budgets)) != len(budgets):
-        raise ValueError(f"budgets must be distinct and increasing, got {budgets}")
+    budgets = parse_budgets(eps)
     untargeted_specs = [_Spec.parse(a, {"eps", "norm", "seed"}) for a in attacks]
     for s in untargeted_specs:
         if s.targeted:

@@ -1,7 +1,7 @@
 """The explanation job: Grad-CAM maps of a saved model, clean and attacked, in a run folder.
 
 :func:`run_explain` loads a medrobust checkpoint, builds the named data set split, runs
-:func:`medrobust.explain.evaluation.evaluate_explanations` and writes a run folder::
+:func:`medrobust.evaluation.explanation.evaluate_explanations` and writes a run folder::
 
     config.yaml     the resolved settings
     maps.npz        every clean and attacked map (see ExplanationResult.maps)
@@ -114,7 +114,7 @@ def run_explain(
     from torch.utils.data import DataLoader
 
     from medrobust.data import create_dataset
-    from medrobust.explain.evaluation import evaluate_explanations
+    from medrobust.evaluation.explanation import evaluate_explanations
     from medrobust.models import load_checkpoint
 
     s = replace(settings or ExplainSettings(), **overrides)
@@ -220,6 +220,7 @@ def _write_run(
         write_text_atomic,
     )
     from medrobust.reporting import render_report
+    from medrobust.reporting.sections.explanation import explanation_section
 
     ex = result.metrics
     metrics = _metrics(s, ex, header)
@@ -231,7 +232,11 @@ def _write_run(
     )
     if s.save_maps and result.maps:
         write_bytes_atomic(run_dir / "maps.npz", result.maps_npz())
-    html = render_report(metrics, [], extra_sections=[result.section()])
+    html = render_report(
+        metrics,
+        [],
+        extra_sections=[explanation_section(result.metrics, result.examples, result.class_names)],
+    )
     report = write_text_atomic(run_dir / "report.html", html)
     write_json_atomic(run_dir / _METRICS, metrics)
     logger.info("explanation run written to %s", run_dir)

@@ -12,14 +12,25 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import yaml
 
+from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
+
 if TYPE_CHECKING:
-    from medrobust.evaluation.suite import EvaluationResult
     from medrobust.reporting.html import ReportSection
+
+
+class AuditOutput(Protocol):
+    """What the run-folder writer reads of an audit result (reporting never imports the
+    evaluation: any object with these attributes will do)."""
+
+    metrics: dict[str, Any]
+    examples: list[Any]
+    adversarial: dict[str, dict[str, Any]]
+    config: dict[str, Any]
 
 METRICS = "metrics.json"
 
@@ -52,8 +63,6 @@ def commit_run_folder(
     Raises:
         FileExistsError: If ``run_dir`` already holds a completed run and ``overwrite`` is false.
     """
-    from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
-
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / METRICS).exists() and not overwrite:
         raise FileExistsError(
@@ -98,9 +107,10 @@ def npz_bytes(arrays: Mapping[str, Any]) -> bytes:
 
 
 def write_run_folder(
-    result: EvaluationResult,
+    result: AuditOutput,
     run_dir: Path,
     *,
+    check_docs: Mapping[str, str] | None = None,
     overwrite: bool = False,
     extra_files: Mapping[str, bytes] | None = None,
     extra_sections: Sequence[ReportSection] = (),
@@ -113,6 +123,7 @@ def write_run_folder(
     Args:
         result: The evaluation result.
         run_dir: The run folder (created if needed; other files in it are kept).
+        check_docs: What each sanity-check code means, for "What the checks mean".
         overwrite: Replace an earlier completed evaluation in the same folder.
         extra_files: More files to write, relative path -> bytes.
         extra_sections: More report sections.
@@ -125,20 +136,19 @@ def write_run_folder(
         FileExistsError: If ``run_dir`` already holds a completed evaluation and ``overwrite`` is
             false.
     """
-    from medrobust.evaluation.checks import CHECKS
     from medrobust.reporting.html import render_report
 
     files = {
         f"adversarial/worst_case_eps_{key.replace('/', '_')}.npz": npz_bytes(arrays)
         for key, arrays in result.adversarial.items()
-        if arrays["index"].numel()
+        if len(arrays["index"])
     }
     files.update(extra_files or {})
     html = render_report(
         result.metrics,
         result.examples,
         extra_sections=extra_sections,
-        check_docs={code: text for code, (_, text) in CHECKS.items()},
+        check_docs=dict(check_docs or {}),
     )
     return commit_run_folder(
         run_dir,

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import medrobust
-from medrobust.evaluation import evaluate
 from medrobust.models import ModelAdapter
+from medrobust.pipelines.results import evaluate
 from medrobust.registry import UnknownNameError
 from tests.attacks.models import batch, tiny_cnn
 

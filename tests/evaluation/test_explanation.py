@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
-from tests.explain.conftest import Trained
 
-from medrobust.explain.evaluation import (
+from medrobust.evaluation.explanation import (
     evaluate_explanations,
+)
+from medrobust.reporting import ReportSection, render_report, to_jsonable
+from medrobust.reporting.sections.explanation import (
     explanation_section,
     metric_curves,
     overlay_figure,
 )
-from medrobust.reporting import ReportSection, render_report, to_jsonable
+from tests.explain.conftest import Trained
 
 EPS = [2 / 255, 8 / 255]
 
@@ -105,7 +107,7 @@ def test_maps_and_examples(result) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_report_section_renders(result) -> None:  # type: ignore[no-untyped-def]
-    section = result.section()
+    section = explanation_section(result.metrics, result.examples, result.class_names)
     assert isinstance(section, ReportSection)
     assert section.key == "explanations" and len(section.figures) == 2
     html = render_report(
@@ -153,7 +155,9 @@ def test_tuple_batches_without_masks_and_max_samples(trained_cnn: Trained) -> No
     assert res.maps == {} and res.examples == []
     assert m["results"][0]["lesion_hit_adv"] is None
     assert len(metric_curves(m).axes) == 2  # no lesion panel without masks
-    assert len(res.section().figures) == 1  # no overlay without examples
+    assert (
+        len(explanation_section(res.metrics, res.examples, res.class_names).figures) == 1
+    )  # no overlay without examples
 
 
 def test_misclassified_samples_are_not_attacked(trained_cnn: Trained) -> None:

@@ -1,0 +1,275 @@
+"""The audit entry points: :func:`audit` (any task) and :func:`evaluate` (dispatches on the
+model's task), their result, and the one ``metrics.json`` header every task shares."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from torch import nn
+
+from medrobust._utils.examples import ExampleImages
+from medrobust._utils.format import fmt_eps
+from medrobust._version import __version__
+from medrobust.evaluation.audit import (
+    AttackSpec,
+    AuditContext,
+    Mode,
+    ProgressEvent,
+    make_context,
+    run_audit,
+)
+from medrobust.evaluation.checks import run_checks
+from medrobust.evaluation.records import Records
+from medrobust.evaluation.tasks.base import AuditTask
+from medrobust.evaluation.tasks.classification import ClassificationTask, select_examples
+from medrobust.models.adapter import ModelAdapter, as_adapter
+from medrobust.types import Norm, Task
+
+__all__ = ["SCHEMA_VERSION", "EvaluationResult", "audit", "evaluate", "metrics_header"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvaluationResult:
+    """The outcome of an audit.
+
+    Attributes:
+        metrics: Every number of the audit, in the ``metrics.json`` schema (version 1).
+        examples: Example images (clean, adversarial) for the report.
+        adversarial: Per budget, the worst-case adversarial examples kept (``x_adv``, ``index``,
+            ``label``, ``adv_pred``, ``attack``), as tensors.
+        config: The resolved audit configuration.
+        records: The per-sample records.
+    """
+
+    metrics: dict[str, Any]
+    examples: list[Any]
+    adversarial: dict[str, dict[str, torch.Tensor]]
+    config: dict[str, Any]
+    records: Records
+
+    def robust_accuracy(self, attack: str | None = None, eps: float | None = None) -> float:
+        """Robust accuracy of one attack (or the worst case when ``attack`` is None) at ``eps``
+        (default: the largest budget).
+
+        Raises:
+            KeyError: If the attack or budget was not evaluated.
+        """
+        budgets = self.metrics["threat_model"]["eps"]
+        e = budgets[-1] if eps is None else eps
+        rows = self.metrics["worst_case"] if attack is None else self.metrics["results"]
+        for row in rows:
+            if (attack is None or row["attack"] == attack) and math.isclose(
+                row["eps"], e, rel_tol=1e-9
+            ):
+                return float(row["robust_accuracy"])
+        raise KeyError(f"no result for attack={attack!r}, eps={e!r}; budgets: {budgets}")
+
+    def summary(self) -> str:
+        """A short plain-text summary (clean accuracy and worst-case robust accuracy)."""
+        m = self.metrics
+        lines = [f"clean accuracy: {m['clean']['accuracy']:.3f} (n={m['clean']['n']})"]
+        for row in m["worst_case"]:
+            lines.append(
+                f"worst-case robust accuracy at eps={fmt_eps(row['eps'])}: "
+                f"{row['robust_accuracy']:.3f}"
+            )
+        warn = [c["code"] for c in m["checks"] if c["status"] != "pass"]
+        lines.append(
+            f"sanity checks: {len(warn)} flagged" + (f" ({', '.join(warn)})" if warn else "")
+        )
+        return "\n".join(lines)
+
+
+def metrics_header(
+    ctx: AuditContext,
+    records: Records,
+    *,
+    model_info: Mapping[str, Any] | None,
+    data_info: Mapping[str, Any] | None,
+    title: str | None,
+) -> dict[str, Any]:
+    """The part of ``metrics.json`` every task shares (schema version 1): version, time,
+    title, model, data, threat model and the attack list."""
+    adapter = ctx.adapter
+    card = dict(model_info or {})
+    data: dict[str, Any] = {
+        "n": records.n,
+        "class_names": adapter.class_names or [str(i) for i in range(adapter.num_classes)],
+    }
+    data.update(dict(data_info or {}))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "medrobust_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "title": title or f"Robustness audit: {card.get('architecture', 'model')}",
+        "task": ctx.task.name,
+        "model": {
+            "name": str(card.get("architecture", "model")),
+            "card": card,
+            "input": adapter.describe(),
+        },
+        "data": data,
+        "threat_model": {
+            "norm": ctx.norm.value,
+            "bounds": [adapter.bounds.low, adapter.bounds.high],
+            "eps": list(ctx.budgets),
+            "eps_display": [fmt_eps(e) for e in ctx.budgets],
+            "mode": ctx.mode,
+        },
+    }
+
+
+def audit(
+    task: AuditTask,
+    model: nn.Module,
+    loader: Iterable[Any],
+    attacks: Sequence[str | Mapping[str, Any] | AttackSpec],
+    eps: Any,
+    *,
+    norm: str | Norm = Norm.LINF,
+    mode: Mode = "individual",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_samples: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
+    title: str | None = None,
+    **options: Any,
+) -> EvaluationResult:
+    """Audit ``model`` on ``loader`` with the task plug-in ``task``: per-sample records, the
+    worst case per sample across ``attacks`` at each budget of ``eps``, the sanity checks and
+    one ``metrics.json`` document (header + the task's section + checks + examples + timing).
+
+    ``options``: ``n_examples``, ``keep_adversarial``, ``checks``, ``probe_samples``,
+    ``noise_draws`` (see :func:`evaluate`).
+
+    Raises:
+        ValueError: For bad settings (before any compute), an empty loader or a batch that does
+            not fit the model.
+    """
+    t_start = time.perf_counter()
+    adapter = model if isinstance(model, ModelAdapter) else as_adapter(model)
+    ctx = make_context(
+        task, adapter, attacks, eps, norm=norm, mode=mode, seed=seed, device=device,
+        max_samples=max_samples, progress=progress, **options,
+    )  # fmt: skip
+    records, kept, pool = run_audit(ctx, loader, checkpoint)
+    checks = run_checks(ctx, records, loader) if ctx.checks else []
+    if progress:
+        progress(ProgressEvent("checks", records.batches_done, None, records.n))
+    examples = select_examples(pool, ctx.specs, ctx.budgets, ctx.n_examples, adapter)
+    metrics = metrics_header(ctx, records, model_info=model_info, data_info=data_info, title=title)
+    if task.name == "classification":
+        del metrics["task"]  # schema version 1 of a classification audit has no task key
+    section = task.summarise(ctx, records)
+    attack_rows = [{"name": s.name, "params": dict(s.params)} for s in ctx.specs]
+    metrics.update({"clean": section.pop("clean", None), "attacks": attack_rows})
+    metrics.update(section)
+    metrics["checks"] = checks
+    metrics["examples"] = _example_rows(examples)
+    metrics["timing"] = {
+        "total_s": time.perf_counter() - t_start,
+        "attack_s": sum(c.time_s for row in records.cells for c in row),
+    }
+    adversarial = {
+        fmt_eps(ctx.budgets[i]): {
+            k: (torch.cat(v) if v else torch.empty(0)) for k, v in kept[i].items()
+        }
+        for i in range(len(ctx.budgets))
+    }
+    return EvaluationResult(metrics, examples, adversarial, ctx.config, records)
+
+
+def _example_rows(examples: Sequence[ExampleImages]) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": i,
+            "id": ex.id,
+            "label": ex.label,
+            "clean_pred": ex.clean_pred,
+            "adv_pred": ex.adv_pred,
+            "attack": ex.attack,
+            "eps": ex.eps,
+            "file": None,
+        }
+        for i, ex in enumerate(examples)
+    ]
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    attacks: Sequence[str | Mapping[str, Any] | AttackSpec] | None = None,
+    eps: Any = (1 / 255, 2 / 255, 4 / 255),
+    *,
+    num_classes: int | None = None,
+    bounds: tuple[float, float] | None = None,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    **kwargs: Any,
+) -> EvaluationResult:
+    """Audit a classifier: clean metrics, robust accuracy per attack and budget, the worst case
+    per sample, and sanity checks against gradient masking.
+
+    Budgets are processed from the smallest up. A sample broken by an attack at a budget stays
+    broken at every larger budget (its adversarial example is inside the larger ball too), so it is
+    not attacked again; only still-unbroken samples are attacked further. With
+    ``mode="individual"`` every gradient attack runs on every sample still unbroken *by that
+    attack*, giving per-attack robust accuracy; black-box attacks (Square) run only on the
+    samples the attacks before them left unbroken, as a cross-check against gradient masking.
+    With ``mode="cascade"`` (AutoAttack style, faster) every attack runs only on the samples no
+    earlier attack of the suite broke at that budget. Rows of attacks that only saw unbroken
+    samples report cumulative robust accuracy (``"scope": "unbroken"`` in ``metrics.json``).
+
+    A segmentation model (an adapter with ``task="segmentation"``) is routed to
+    :func:`medrobust.evaluation.evaluate_segmentation`.
+
+    Args:
+        model: A classifier; a :class:`ModelAdapter`, or a bare module whose inputs lie in
+            ``bounds`` (default ``[0, 1]``).
+        loader: Batches as dicts (``"image"``, ``"label"``, optional ``"id"``) or
+            ``(images, labels)`` tuples, in a fixed order if ``checkpoint`` is used.
+        attacks: Attack names or specs (``{"name": "pgd", "steps": 20}``), in suite order
+            (default ``["fgsm", "pgd"]``; for a segmenter, the segmentation audit's default).
+        eps: Budgets, in the model's input space (e.g. ``4/255`` for images in ``[0, 1]``).
+        num_classes, bounds, mean, std: Adapter settings for a bare module.
+        **kwargs: ``norm`` (``"linf"``/``"l2"``), ``mode`` (``"individual"``/``"cascade"``),
+            ``seed``, ``device``, ``max_samples``, ``n_examples`` (example images kept for the
+            report), ``keep_adversarial`` (worst-case adversarial examples kept per budget),
+            ``checks`` (run the sanity checks, ``docs/checks.md``), ``probe_samples`` (check
+            MR101), ``noise_draws`` (check MR104), ``checkpoint`` (a file where records are
+            saved after each batch; an existing one of the same configuration is resumed),
+            ``progress`` (callback receiving :class:`ProgressEvent`), ``model_info``,
+            ``data_info`` and ``title``.
+
+    Returns:
+        An :class:`EvaluationResult`.
+
+    Raises:
+        ValueError: For an empty loader, ``eps <= 0``, unknown attacks (with suggestions), inputs
+            that do not match the model (rank, channels, NaN, bounds) or labels out of range.
+    """
+    adapter = (
+        as_adapter(model, num_classes=num_classes, bounds=bounds, mean=mean, std=std)
+        if not isinstance(model, ModelAdapter)
+        else model
+    )
+    if adapter.task is Task.SEGMENTATION:
+        from medrobust.evaluation.segmentation import evaluate_segmentation
+
+        if attacks is not None:
+            kwargs["attacks"] = attacks
+        return evaluate_segmentation(adapter, loader, eps=eps, **kwargs)  # type: ignore[no-any-return]
+    chosen = ("fgsm", "pgd") if attacks is None else attacks
+    return audit(ClassificationTask(), adapter, loader, chosen, eps, **kwargs)

@@ -1,0 +1,548 @@
+"""The one audit loop every task runs through.
+
+Per batch: the task's clean pass; then, budget by budget from the smallest up, every attack of
+the list on the eligible samples it has not already broken. A sample broken at a small budget
+stays broken at every larger one (its adversarial example lies inside the larger ball), so its
+outcome is carried over instead of attacked again. The worst case per sample is the lowest score
+any attack reached at that budget (for classification: any attack changed the label). Records are
+checkpointed after every batch, and an interrupted audit resumes with identical results.
+
+References:
+    Croce & Hein, ICML 2020 (worst case per sample over an attack ensemble);
+    Carlini et al., "On Evaluating Adversarial Robustness", 2019 (sanity checks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from medrobust._utils.io import atomic_torch_save
+from medrobust._utils.validate import parse_budgets
+from medrobust.attacks.engine import eval_mode
+from medrobust.attacks.presets import ATTACKS
+from medrobust.evaluation.records import CellRecord, Records
+from medrobust.evaluation.tasks.base import AuditTask, Batch
+from medrobust.metrics import psnr, ssim
+from medrobust.models.adapter import ModelAdapter
+from medrobust.types import Norm
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["individual", "cascade"]
+
+__all__ = ["AttackSpec", "AuditContext", "Mode", "ProgressEvent", "attack_scopes", "run_audit"]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of an audit: a registered name and its parameters (``eps``, ``norm`` and
+    ``seed`` are set by the audit).
+
+    The one attack-spec parser of every task.
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any] | AttackSpec) -> AttackSpec:
+        """Accept ``"pgd"``, ``{"name": "pgd", "steps": 20}`` or an :class:`AttackSpec`.
+
+        Raises:
+            ValueError: For a malformed spec or parameters the audit sets itself.
+        """
+        if isinstance(spec, AttackSpec):
+            out = spec
+        elif isinstance(spec, str):
+            out = cls(spec)
+        elif isinstance(spec, Mapping):
+            if "name" not in spec:
+                raise ValueError(f"an attack spec needs a 'name', got keys {sorted(spec)}")
+            params = {k: v for k, v in spec.items() if k != "name"}
+            out = cls(str(spec["name"]), params)
+        else:
+            raise ValueError(f"an attack is a name or a mapping with 'name', got {spec!r}")
+        ATTACKS.get(out.name)  # raises UnknownNameError with suggestions
+        reserved = {"eps", "norm"} & set(out.params)
+        if reserved:
+            raise ValueError(
+                f"attack {out.name!r}: {sorted(reserved)} are set by the suite (eps list and "
+                "norm), not per attack"
+            )
+        return out
+
+    @staticmethod
+    def parse_list(attacks: Sequence[str | Mapping[str, Any] | AttackSpec]) -> list[AttackSpec]:
+        """Parse an attack list; it must be non-empty and name each attack once.
+
+        Raises:
+            ValueError: For an empty list, a duplicate or a malformed spec.
+        """
+        if isinstance(attacks, (str, Mapping)):
+            attacks = [attacks]
+        specs = [AttackSpec.parse(a) for a in attacks]
+        if not specs:
+            raise ValueError("the attack suite is empty; name at least one attack")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the suite names an attack twice: {names}")
+        return specs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.params)}
+
+
+@dataclass
+class ProgressEvent:
+    """A progress update sent to the ``progress`` callback of every audit.
+
+    Attributes:
+        stage: ``"clean"``, ``"attack"`` or ``"checks"``.
+        batch: Index of the current batch.
+        n_batches: Number of batches if known, else None.
+        samples: Samples processed so far.
+        attack: Current attack name (``stage == "attack"``).
+        eps: Current budget.
+    """
+
+    stage: str
+    batch: int
+    n_batches: int | None
+    samples: int
+    attack: str | None = None
+    eps: float | None = None
+
+
+@dataclass
+class AuditContext:
+    """The resolved settings of one audit (shared by the loop, the checks and the summaries)."""
+
+    task: AuditTask
+    adapter: ModelAdapter
+    specs: list[AttackSpec]
+    budgets: list[float]
+    norm: Norm
+    mode: Mode
+    seed: int
+    device: torch.device
+    built: list[list[Any]]
+    config: dict[str, Any]
+    max_samples: int | None = None
+    n_examples: int = 6
+    keep_adversarial: int = 256
+    checks: bool = True
+    noise_draws: int = 4
+    probe_samples: int = 16
+    progress: Callable[[ProgressEvent], None] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+def attack_scopes(specs: Sequence[AttackSpec], mode: Mode) -> list[str]:
+    """Which samples each attack of the list attacks at a budget.
+
+    ``"all"``: every eligible sample it has not broken at a smaller budget
+    (``mode="individual"``). ``"unbroken"``: only those no earlier attack of the list broke at
+    this budget (every attack under ``mode="cascade"``, and black-box attacks in both modes: they
+    are a cross-check of what the gradient attacks missed, see check MR103).
+    """
+    out = []
+    for spec in specs:
+        black_box = "black-box" in ATTACKS.get(spec.name).tags
+        out.append("unbroken" if mode == "cascade" or black_box else "all")
+    return out
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def make_context(
+    task: AuditTask,
+    adapter: ModelAdapter,
+    attacks: Sequence[str | Mapping[str, Any] | AttackSpec],
+    eps: Any,
+    *,
+    norm: str | Norm,
+    mode: str,
+    seed: int,
+    device: str | torch.device | None,
+    max_samples: int | None,
+    **options: Any,
+) -> AuditContext:
+    """Validate every setting and build every attack before any compute.
+
+    Raises:
+        ValueError: For bad budgets, an empty or duplicate attack list, an attack of another
+            task, unknown attack parameters, a bad mode or ``max_samples < 1``.
+    """
+    norm_e = Norm.parse(norm)
+    if mode not in ("individual", "cascade"):
+        raise ValueError(f"mode must be 'individual' or 'cascade', got {mode!r}")
+    budgets = parse_budgets(eps)
+    specs = AttackSpec.parse_list(attacks)
+    task.applicable(specs)
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+    dev = torch.device(device) if device is not None else model_device(adapter)
+    adapter.to(dev)
+    built = [[task.build_attack(s, e, norm_e, seed, adapter) for e in budgets] for s in specs]
+    config = {
+        "task": task.describe(),
+        "attacks": [s.to_dict() for s in specs],
+        "resolved_attacks": [built[i][0].config() for i in range(len(specs))],
+        "eps": budgets,
+        "norm": norm_e.value,
+        "mode": mode,
+        "seed": seed,
+        "max_samples": max_samples,
+        "checks": options.get("checks", True),
+        "model": adapter.describe(),
+    }
+    if task.name == "classification":  # keep the hash of classification checkpoints stable
+        del config["task"]
+    return AuditContext(
+        task, adapter, specs, budgets, norm_e, mode, seed, dev, built, config,  # type: ignore[arg-type]
+        max_samples=max_samples, **options,
+    )  # fmt: skip
+
+
+def run_audit(
+    ctx: AuditContext,
+    loader: Iterable[Any],
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> tuple[Records, dict[int, dict[str, list[torch.Tensor]]], list[dict[str, Any]]]:
+    """Run the loop over ``loader``: per-sample records, worst-case adversarial examples per
+    budget and an example pool for the report.
+
+    Args:
+        ctx: From :func:`make_context`.
+        loader: Batches in a fixed order if ``checkpoint`` is used.
+        checkpoint: A file where records are saved after each batch; an existing checkpoint of
+            the same configuration is resumed.
+
+    Returns:
+        ``(records, kept, example_pool)``.
+
+    Raises:
+        ValueError: For an empty loader, a batch that does not fit the model, or a checkpoint
+            of another configuration.
+    """
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    records = load_state(ckpt, ctx.config) if ckpt is not None else None
+    if records is None:
+        records = Records(len(ctx.specs), len(ctx.budgets))
+    kept: dict[int, dict[str, list[torch.Tensor]]] = {
+        i: {"x_adv": [], "index": [], "label": [], "adv_pred": [], "attack": []}
+        for i in range(len(ctx.budgets))
+    }
+    pool: list[dict[str, Any]] = []
+    n_batches = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    with eval_mode(ctx.adapter):
+        for b_idx, raw in enumerate(loader):
+            if ctx.max_samples is not None and records.n >= ctx.max_samples:
+                break
+            if b_idx < records.batches_done:
+                continue
+            batch = ctx.task.read_batch(raw)
+            if ctx.max_samples is not None:
+                batch = batch.take(ctx.max_samples - records.n)
+            batch = batch.to(ctx.device)
+            ctx.task.check(ctx.adapter, batch)
+            if ctx.progress:
+                ctx.progress(ProgressEvent("clean", b_idx, n_batches, records.n))
+            _process_batch(ctx, batch, records, kept, pool, b_idx, n_batches)
+            records.batches_done = b_idx + 1
+            if ckpt is not None:
+                save_state(ckpt, ctx.config, records)
+    if records.n == 0:
+        raise ValueError(
+            "the data loader yielded no samples: the data set is empty (check the data path, "
+            "split and filters)"
+        )
+    return records, kept, pool
+
+
+@dataclass
+class _Worst:
+    """The running worst case of one batch across budgets (carried from small to large)."""
+
+    by: torch.Tensor
+    score: torch.Tensor
+    broken: torch.Tensor
+    x: torch.Tensor
+    pred: torch.Tensor
+
+
+def _process_batch(
+    ctx: AuditContext,
+    batch: Batch,
+    records: Records,
+    kept: dict[int, dict[str, list[torch.Tensor]]],
+    pool: list[dict[str, Any]],
+    b_idx: int,
+    n_batches: int | None,
+) -> None:
+    b = len(batch)
+    offset = records.n
+    clean = ctx.task.clean(ctx.adapter, batch)
+    n_a, n_e = len(ctx.specs), len(ctx.budgets)
+    dev = batch.x.device
+    worst = _Worst(
+        torch.full((b,), -1, dtype=torch.long, device=dev),
+        clean.score.double().to(dev).clone(),
+        torch.zeros(b, dtype=torch.bool, device=dev),
+        batch.x.clone(),
+        clean.pred.clone(),
+    )
+    prev: list[CellRecord | None] = [None] * n_a
+    cells = [[CellRecord.empty() for _ in range(n_e)] for _ in range(n_a)]
+    worst_by = torch.full((n_e, b), -1, dtype=torch.long)
+    worst_score = torch.full((n_e, b), math.nan, dtype=torch.float64)
+    scopes = attack_scopes(ctx.specs, ctx.mode)
+    for e_i, e in enumerate(ctx.budgets):
+        for a_i, spec in enumerate(ctx.specs):
+            if ctx.progress:
+                ctx.progress(ProgressEvent("attack", b_idx, n_batches, records.n, spec.name, e))
+            cell = _attack_cell(ctx, batch, clean.eligible, prev[a_i], worst, a_i, e_i, scopes)
+            prev[a_i] = cell
+            cells[a_i][e_i] = cell
+        worst_by[e_i] = worst.by.cpu()
+        worst_score[e_i] = worst.score.cpu()
+        _keep_worst(kept[e_i], batch.target, worst, offset, ctx.keep_adversarial)
+        _pool_examples(ctx, pool, batch, clean.pred, worst, offset, e_i)
+    noise = torch.zeros((n_e, b), dtype=torch.bool)
+    zero_grad = torch.zeros(b, dtype=torch.bool)
+    if ctx.checks:
+        noise = _noise_probe(ctx, batch, clean.eligible, ctx.seed + offset)
+        zero_grad = _zero_gradients(ctx, batch)
+    records.add_batch(clean.record, clean.eligible.cpu(), clean.score.double().cpu())
+    for a_i in range(n_a):
+        for e_i in range(n_e):
+            records.cells[a_i][e_i].append(cells[a_i][e_i])
+    records.worst_broken_by = torch.cat([records.worst_broken_by, worst_by], dim=1)
+    records.worst_score = torch.cat([records.worst_score, worst_score], dim=1)
+    records.noise_broken = torch.cat([records.noise_broken, noise], dim=1)
+    records.zero_grad = torch.cat([records.zero_grad, zero_grad])
+
+
+def _attack_cell(
+    ctx: AuditContext,
+    batch: Batch,
+    eligible: torch.Tensor,
+    prev: CellRecord | None,
+    worst: _Worst,
+    a_i: int,
+    e_i: int,
+    scopes: list[str],
+) -> CellRecord:
+    """One attack at one budget on one batch: attack what is eligible and not yet broken, carry
+    over what a smaller budget broke, and update the running worst case."""
+    b = len(batch)
+    carried = prev.broken.to(eligible.device) if prev is not None else eligible & False
+    todo = eligible & ~carried
+    if scopes[a_i] == "unbroken":
+        todo &= ~worst.broken
+    cell = CellRecord.blank(b, broken=carried.cpu().clone(), attacked=(todo | carried).cpu())
+    if prev is not None:
+        cell.carry_from(prev, carried.cpu())
+    t0 = time.perf_counter()
+    idx = todo.nonzero().flatten()
+    if idx.numel():
+        sub = batch.select(idx)
+        res = ctx.task.run_attack(ctx.built[a_i][e_i], ctx.adapter, sub)
+        score, ok = ctx.task.outcome(ctx.adapter, sub, res)
+        score = score.double()
+        i_cpu = idx.cpu()
+        if prev is not None:  # the smaller ball's example is inside this ball too
+            before = prev.score[i_cpu].to(score.device)
+            score = torch.where(torch.isnan(before) | (score <= before), score, before)
+        cell.score[i_cpu] = score.cpu()
+        hit = idx[ok]
+        h = hit.cpu()
+        cell.broken[h] = True
+        cell.linf[h] = res.linf[ok].float().cpu()
+        cell.l2[h] = res.l2[ok].float().cpu()
+        cell.ssim[h], cell.psnr[h] = _image_quality(ctx, sub.x[ok], res.x_adv[ok])
+        better = score.to(worst.score.device) < worst.score[idx]
+        upd = idx[better]
+        worst.by[upd] = a_i
+        worst.score[upd] = score.to(worst.score.device)[better]
+        worst.x[upd] = res.x_adv[better]
+        worst.pred[upd] = res.pred_adv[better].to(worst.pred.dtype)
+        worst.broken[hit] = True
+    cell.time_s = time.perf_counter() - t0
+    return cell
+
+
+def _image_quality(
+    ctx: AuditContext, x: torch.Tensor, x_adv: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample SSIM and PSNR of adversarial examples (NaN SSIM for images too small for
+    its window)."""
+    if x.shape[0] == 0:
+        e = torch.empty(0)
+        return e, e.clone()
+    dr = ctx.adapter.bounds.width
+    p = psnr(x, x_adv, data_range=dr, cap=100.0).float().cpu()
+    try:
+        s = ssim(x, x_adv, data_range=dr, spatial_dims=ctx.adapter.spatial_dims).float().cpu()
+    except ValueError:
+        s = torch.full((x.shape[0],), math.nan)
+    return s, p
+
+
+def _keep_worst(
+    store: dict[str, list[torch.Tensor]],
+    target: torch.Tensor,
+    worst: _Worst,
+    offset: int,
+    limit: int,
+) -> None:
+    room = limit - sum(t.shape[0] for t in store["index"])
+    if room <= 0:
+        return
+    sel = worst.broken.nonzero().flatten()[:room]
+    if sel.numel() == 0:
+        return
+    store["x_adv"].append(worst.x[sel].detach().cpu())
+    store["index"].append(sel.cpu() + offset)
+    store["label"].append(target[sel].cpu())
+    store["adv_pred"].append(worst.pred[sel].cpu())
+    store["attack"].append(worst.by[sel].cpu())
+
+
+def _pool_examples(
+    ctx: AuditContext,
+    pool: list[dict[str, Any]],
+    batch: Batch,
+    clean_pred: torch.Tensor,
+    worst: _Worst,
+    offset: int,
+    e_i: int,
+) -> None:
+    if not ctx.n_examples or len(pool) >= 4 * ctx.n_examples * len(ctx.budgets):
+        return
+    for s_i in worst.broken.nonzero().flatten().tolist():
+        pool.append(
+            {
+                "index": offset + s_i,
+                "id": batch.ids[s_i] if batch.ids is not None else f"sample-{offset + s_i}",
+                "eps_index": e_i,
+                "attack_index": int(worst.by[s_i]),
+                "label": _item(batch.target[s_i]),
+                "clean_pred": _item(clean_pred[s_i]),
+                "adv_pred": _item(worst.pred[s_i]),
+                "clean": batch.x[s_i].detach().cpu(),
+                "adversarial": worst.x[s_i].detach().cpu(),
+            }
+        )
+
+
+def _item(t: torch.Tensor) -> int | torch.Tensor:
+    """A class index as an int, a mask as a CPU tensor."""
+    return int(t) if t.ndim == 0 else t.detach().cpu()
+
+
+def random_perturbation(
+    x: torch.Tensor, eps: float, norm: Norm, gen: torch.Generator
+) -> torch.Tensor:
+    """A random perturbation on the sphere of radius ``eps``: random signs (Linf) or a random
+    direction (L2). Shape of ``x``."""
+    if norm is Norm.LINF:
+        d = (torch.randint(0, 2, x.shape, generator=gen, device=x.device) * 2 - 1) * eps
+        return d.to(x.dtype)
+    g = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    return g / g.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1))) * eps
+
+
+def _noise_probe(
+    ctx: AuditContext, batch: Batch, eligible: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """``(E, B)`` bool: a random perturbation on the sphere of each budget broke an eligible
+    sample (a crude baseline every attack must beat; check MR104)."""
+    from medrobust.attacks.engine import make_generator
+
+    x = batch.x
+    gen = make_generator(seed, x.device)
+    out = torch.zeros((len(ctx.budgets), x.shape[0]), dtype=torch.bool)
+    if ctx.noise_draws <= 0:
+        return out
+    with torch.no_grad():
+        for e_i, e in enumerate(ctx.budgets):
+            hit = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            for _ in range(ctx.noise_draws):
+                xn = ctx.adapter.bounds.clamp(x + random_perturbation(x, e, ctx.norm, gen))
+                hit |= ctx.task.noise_broken(ctx.adapter, batch, xn).to(x.device)
+            out[e_i] = (hit & eligible).cpu()
+    return out
+
+
+def _zero_gradients(ctx: AuditContext, batch: Batch) -> torch.Tensor:
+    """``(B,)`` bool: the input gradient of the task's loss is all zero or not finite
+    (check MR105)."""
+    xg = batch.x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = ctx.task.gradient_loss(ctx.adapter, batch, xg)
+        (g,) = torch.autograd.grad(loss, xg)
+    flat = g.flatten(1)
+    return (~torch.isfinite(flat).all(dim=1) | (flat.abs().amax(dim=1) == 0)).cpu()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of a configuration (which checkpoint belongs to which audit)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_state(path: Path, config: Mapping[str, Any], records: Records) -> None:
+    """Checkpoint the records atomically (loadable with ``weights_only=True``)."""
+    state = {
+        "format": "medrobust-eval-state",
+        "config_hash": config_hash(config),
+        "records": records.state(),
+    }
+    atomic_torch_save(state, path)
+
+
+def load_state(path: Path, config: Mapping[str, Any]) -> Records | None:
+    """The records of an earlier run of the same configuration, or None if ``path`` is absent.
+
+    Raises:
+        ValueError: For a corrupt file, a foreign file or another configuration's checkpoint.
+    """
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise ValueError(
+            f"evaluation checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); "
+            "delete it to start over"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != "medrobust-eval-state":
+        raise ValueError(f"{path} is not a medrobust evaluation checkpoint")
+    if state.get("config_hash") != config_hash(config):
+        raise ValueError(
+            f"evaluation checkpoint {path} was written for a different configuration (attacks, "
+            "budgets, model or seed changed); delete it or use another checkpoint path"
+        )
+    records = Records.from_state(state["records"])
+    logger.info("resuming evaluation from %s: %d batches done", path, records.batches_done)
+    return records

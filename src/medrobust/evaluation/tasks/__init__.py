@@ -1,0 +1,1 @@
+"""Task plug-ins of the audit loop (see :mod:`medrobust.evaluation.tasks.base`)."""

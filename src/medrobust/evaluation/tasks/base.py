@@ -1,0 +1,207 @@
+"""The task plug-in of the audit loop: what differs between classification, segmentation and
+explanation audits, and nothing else.
+
+The loop in :mod:`medrobust.evaluation.audit` owns everything that is the same for every task:
+budgets, the attack list, per-sample records, the worst case per sample, samples broken at a
+smaller budget not attacked again, the sanity checks, the per-batch checkpoint, progress events
+and the metrics header. A task says
+
+* how to read a batch (:meth:`AuditTask.read_batch`) and check it against the model;
+* what the clean pass records and which samples are eligible for attack (:meth:`clean`);
+* which attacks apply (their ``task`` tag) and how to build one (:meth:`build_attack`);
+* what an attack achieved per sample: a *score* (higher is better for the model: 1/0 for a
+  correct/incorrect label, the Dice of a segmentation, the rank correlation of an explanation
+  map) and whether the sample is *broken* (:meth:`outcome`);
+* how the records become the task's part of ``metrics.json`` (:meth:`summarise`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from medrobust.attacks.engine import Attack
+from medrobust.attacks.result import AttackResult
+from medrobust.models.adapter import ModelAdapter
+from medrobust.types import Norm
+
+if TYPE_CHECKING:
+    from medrobust.evaluation.audit import AttackSpec, AuditContext
+    from medrobust.evaluation.records import Records
+
+__all__ = ["AuditTask", "Batch", "CleanOutcome", "read_pair"]
+
+
+@dataclass
+class Batch:
+    """One batch as the audit loop sees it.
+
+    Attributes:
+        x: Inputs ``(B, C, *spatial)`` on the audit device.
+        target: What the attacks are measured against: labels ``(B,)`` or masks
+            ``(B, *spatial)``.
+        ids: Sample identifiers, if the loader gives them.
+        aux: Further per-sample tensors a task reads (e.g. a lesion mask for explanations).
+    """
+
+    x: torch.Tensor
+    target: torch.Tensor
+    ids: list[str] | None = None
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, n: int) -> Batch:
+        """The first ``n`` samples."""
+        return Batch(
+            self.x[:n],
+            self.target[:n],
+            self.ids[:n] if self.ids is not None else None,
+            {k: v[:n] for k, v in self.aux.items()},
+        )
+
+    def select(self, idx: torch.Tensor) -> Batch:
+        """The samples at ``idx`` (ids dropped)."""
+        return Batch(self.x[idx], self.target[idx], None, {k: v[idx] for k, v in self.aux.items()})
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.x.to(device).float(),
+            self.target.to(device),
+            self.ids,
+            {k: v.to(device) for k, v in self.aux.items()},
+        )
+
+
+@dataclass
+class CleanOutcome:
+    """What the clean pass of a batch found.
+
+    Attributes:
+        eligible: ``(B,)`` bool, samples the attacks try to break (e.g. correctly classified).
+        score: ``(B,)`` float, the clean score (the value an attack tries to lower).
+        record: Per-sample tensors kept in the records (first axis ``B``), e.g. ``logits``.
+        pred: The clean predictions, for examples.
+    """
+
+    eligible: torch.Tensor
+    score: torch.Tensor
+    record: dict[str, torch.Tensor]
+    pred: torch.Tensor
+
+
+def read_pair(batch: Any, second: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """The one batch reader: a dict with ``"image"`` and ``second`` (``"label"`` or ``"mask"``)
+    and an optional ``"id"``, or a tuple ``(images, second, ...)``.
+
+    Raises:
+        ValueError: For any other batch, naming what came.
+    """
+    if isinstance(batch, Mapping):
+        if "image" not in batch or second not in batch:
+            raise ValueError(
+                f"a batch dict needs 'image' and '{second}' keys, got {sorted(map(str, batch))}"
+            )
+        ids = batch.get("id")
+        return batch["image"], batch[second], list(ids) if ids is not None else None
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1], None
+    raise ValueError(
+        f"each batch must be a dict with 'image' and '{second}' or a tuple (images, "
+        f"{second}s), got {type(batch).__name__}"
+    )
+
+
+class AuditTask(abc.ABC):
+    """Base class of the task plug-ins (see the module docstring).
+
+    Attributes:
+        name: The task's name in ``metrics.json`` (``"classification"``, ...).
+        attack_task: The ``task`` tag of the attacks this task runs.
+        eligible_noun: How the sanity checks name the samples the attacks try to break.
+        probe_name: How the sanity checks name the unbounded probe attack.
+    """
+
+    name: ClassVar[str]
+    attack_task: ClassVar[str]
+    #: How the checks call the eligible samples ("correctly classified samples").
+    eligible_noun: ClassVar[str] = "attacked samples"
+    #: How the checks name the unbounded probe attack (check MR101).
+    probe_name: ClassVar[str] = "PGD-50"
+
+    @abc.abstractmethod
+    def read_batch(self, batch: Any) -> Batch:
+        """Turn a loader batch into a :class:`Batch` (on the CPU, unchecked)."""
+
+    @abc.abstractmethod
+    def check(self, adapter: ModelAdapter, batch: Batch) -> None:
+        """Raise ValueError if the batch does not fit the model (before any compute)."""
+
+    @abc.abstractmethod
+    def clean(self, adapter: ModelAdapter, batch: Batch) -> CleanOutcome:
+        """The clean pass of a batch."""
+
+    def build_attack(
+        self, spec: AttackSpec, eps: float, norm: Norm, seed: int, adapter: ModelAdapter
+    ) -> Attack:
+        """Build one attack of the list at one budget (the default: the registered preset)."""
+        from medrobust.attacks.presets import create_attack
+
+        return create_attack(spec.name, eps=eps, norm=norm.value, seed=seed, **dict(spec.params))
+
+    def run_attack(self, attack: Attack, adapter: ModelAdapter, batch: Batch) -> AttackResult:
+        """Attack the (eligible) samples of ``batch``."""
+        return attack(adapter, batch.x, batch.target)
+
+    @abc.abstractmethod
+    def outcome(
+        self, adapter: ModelAdapter, batch: Batch, result: AttackResult
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(score, broken)``, each ``(k,)``, of the attacked samples at ``result.x_adv``."""
+
+    @abc.abstractmethod
+    def noise_broken(
+        self, adapter: ModelAdapter, batch: Batch, x_noisy: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B,)`` bool: random noise ``x_noisy`` broke the sample (check MR104)."""
+
+    @abc.abstractmethod
+    def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        """A scalar loss whose input gradient the attacks follow (check MR105)."""
+
+    @abc.abstractmethod
+    def probe_attack(self, eps: float, norm: Norm, seed: int) -> Attack:
+        """A strong attack with an unbounded budget ``eps`` (check MR101)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The task's settings, for the configuration hash and ``metrics.json``."""
+        return {"name": self.name}
+
+    @abc.abstractmethod
+    def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
+        """The task's part of ``metrics.json``."""
+
+    def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
+        """Task-specific sanity checks (rows as :func:`medrobust.evaluation.checks.check_row`)."""
+        return []
+
+    def applicable(self, specs: Sequence[AttackSpec]) -> None:
+        """Raise ValueError for an attack of another task in the list."""
+        from medrobust.attacks.presets import ATTACKS
+
+        for spec in specs:
+            tags = ATTACKS.get(spec.name).tags
+            if self.attack_task not in tags:
+                task = next((t for t in _TASKS if t in tags), "another task")
+                raise ValueError(
+                    f"attack {spec.name!r} is a {task} attack; a {self.name} audit runs "
+                    f"{self.attack_task} attacks (medrobust list attacks)"
+                )
+
+
+_TASKS = ("classification", "segmentation", "explanation", "detection")

@@ -45,21 +45,20 @@ CLI_PACKAGE = "cli"
 KNOWN_OVERSIZE: frozenset[str] = frozenset(
     {
         "file: medrobust/evaluation/segmentation.py",
-        "file: medrobust/explain/evaluation.py",
         "file: medrobust/reporting/html.py",
+        "function: medrobust/evaluation/explanation.py::evaluate_explanations",
         "function: medrobust/evaluation/segmentation.py::evaluate_segmentation",
         "function: medrobust/evaluation/segmentation.py::report_sections",
-        "function: medrobust/explain/evaluation.py::evaluate_explanations",
-        "function: medrobust/explain/evaluation.py::explanation_section",
         "function: medrobust/reporting/figures.py::robustness_curves",
         "function: medrobust/reporting/html.py::render_report",
+        "function: medrobust/reporting/sections/explanation.py::explanation_section",
         "parameters: medrobust/attacks/adaptive.py::WeightSweepAttack.__init__",
         "parameters: medrobust/attacks/objectives/explanation.py::GradCamObjective.__init__",
         "parameters: medrobust/evaluation/api.py::audit",
+        "parameters: medrobust/evaluation/explanation.py::evaluate_explanations",
         "parameters: medrobust/evaluation/segmentation.py::_keep_examples",
         "parameters: medrobust/evaluation/segmentation.py::_noise_at",
         "parameters: medrobust/evaluation/segmentation.py::evaluate_segmentation",
-        "parameters: medrobust/explain/evaluation.py::evaluate_explanations",
     }
 )
 

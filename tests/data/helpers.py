@@ -1,6 +1,8 @@
-"""Helpers shared by the data tests."""
+"""Helpers shared by the data tests: writers of small files in the real formats, and regions."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -19,3 +21,80 @@ def posterior_region(masks: np.ndarray, pad: int) -> np.ndarray:
         left, right = max(0, cols.min() - pad), min(w, cols.max() + pad + 1)
         region[i, top:, left:right] = True
     return region
+
+
+# --------------------------------------------------------------------------- file writers
+
+
+def write_grey_png(path: Path, value: int, size: tuple[int, int] = (40, 30)) -> None:
+    """A uniform 8-bit grey image of ``(width, height)``; the suffix picks the format."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0]), value, np.uint8), mode="L").save(path)
+
+
+def write_rgb_png(
+    path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 30)
+) -> None:
+    """A uniform RGB image of ``(width, height)``."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[...] = color
+    Image.fromarray(arr, mode="RGB").save(path)
+
+
+def write_mask_png(
+    path: Path, box: tuple[int, int, int, int], size: tuple[int, int] = (40, 30)
+) -> None:
+    """A BUSI-style mask: 0/255 PNG with the rectangle (left, top, right, bottom) set."""
+    from PIL import Image
+
+    arr = np.zeros((size[1], size[0]), np.uint8)
+    left, top, right, bottom = box
+    arr[top:bottom, left:right] = 255
+    Image.fromarray(arr, mode="L").save(path)
+
+
+def write_medmnist_npz(
+    path: Path,
+    counts: tuple[int, int, int] = (6, 3, 4),
+    size: int = 28,
+    rgb: bool = False,
+    classes: int = 2,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Write a MedMNIST-format file: uint8 images (N, H, W[, 3]) and labels (N, 1)."""
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for split, n in zip(("train", "val", "test"), counts, strict=True):
+        shape = (n, size, size, 3) if rgb else (n, size, size)
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % classes).astype(np.uint8)[:, None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
+    """A NIfTI-1 file (``.nii`` or ``.nii.gz``) written with nibabel."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+
+
+def make_nifti_folder(root: Path, n: int = 4, shape: tuple[int, int, int] = (10, 12, 6)) -> Path:
+    """A Decathlon-layout folder (``imagesTr``/``labelsTr``) of ``n`` volumes with labels 0-2."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = rng.normal(100.0 * (i + 1), 20.0, size=shape).astype(np.float32)
+        lab = np.zeros(shape, dtype=np.uint8)
+        lab[2:5, 3:7, 1:3] = 1
+        if i % 2:
+            lab[6:8, 6:9, 4] = 2
+        write_nifti(root / "imagesTr" / f"case{i:02d}.nii.gz", img)
+        write_nifti(root / "labelsTr" / f"case{i:02d}.nii.gz", lab)
+    return root

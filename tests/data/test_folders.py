@@ -12,25 +12,9 @@ from PIL import Image
 from medrobust.data import BUSI, ImageFolder, create_dataset
 from medrobust.data.folders import read_image
 
-
-def _grey(path: Path, value: int, size: tuple[int, int] = (40, 30)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size[1], size[0]), value, np.uint8), mode="L").save(path)
-
-
-def _rgb(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.zeros((size[1], size[0], 3), np.uint8)
-    arr[...] = color
-    Image.fromarray(arr, mode="RGB").save(path)
-
-
-def _mask(path: Path, box: tuple[int, int, int, int], size: tuple[int, int] = (40, 30)) -> None:
-    """A BUSI-style mask: 0/255 PNG with the rectangle (left, top, right, bottom) set."""
-    arr = np.zeros((size[1], size[0]), np.uint8)
-    left, top, right, bottom = box
-    arr[top:bottom, left:right] = 255
-    Image.fromarray(arr, mode="L").save(path)
+from .helpers import write_grey_png as _grey
+from .helpers import write_mask_png as _mask
+from .helpers import write_rgb_png as _rgb
 
 
 @pytest.fixture

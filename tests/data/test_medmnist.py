@@ -13,27 +13,9 @@ import torch
 import medrobust.data.medmnist as medmnist_module
 from medrobust.data import MEDMNIST_INFO, MedMNIST, create_dataset
 
+from .helpers import write_medmnist_npz as _write
+
 KEYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
-
-
-def _write(
-    path: Path,
-    counts: tuple[int, int, int] = (6, 3, 4),
-    size: int = 28,
-    rgb: bool = False,
-    classes: int = 2,
-    seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """Write a MedMNIST-format file: uint8 images (N, H, W[, 3]) and labels (N, 1)."""
-    rng = np.random.default_rng(seed)
-    arrays: dict[str, np.ndarray] = {}
-    for split, n in zip(("train", "val", "test"), counts, strict=True):
-        shape = (n, size, size, 3) if rgb else (n, size, size)
-        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % classes).astype(np.uint8)[:, None]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
-    return arrays
 
 
 def test_breastmnist_grey_28(tmp_path: Path) -> None:

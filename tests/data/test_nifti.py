@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -12,23 +11,8 @@ import torch
 from medrobust.data import create_dataset
 from medrobust.data.nifti import NiftiSegmentation, find_nifti_pairs, load_nifti
 
-
-def write(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-
-
-def make_folder(root: Path, n: int = 4, shape: tuple[int, int, int] = (10, 12, 6)) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = rng.normal(100.0 * (i + 1), 20.0, size=shape).astype(np.float32)
-        lab = np.zeros(shape, dtype=np.uint8)
-        lab[2:5, 3:7, 1:3] = 1
-        if i % 2:
-            lab[6:8, 6:9, 4] = 2
-        write(root / "imagesTr" / f"case{i:02d}.nii.gz", img)
-        write(root / "labelsTr" / f"case{i:02d}.nii.gz", lab)
-    return root
+from .helpers import make_nifti_folder as make_folder
+from .helpers import write_nifti as write
 
 
 def test_load_nifti_round_trip(tmp_path: Path) -> None:

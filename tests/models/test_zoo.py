@@ -39,7 +39,7 @@ def test_registry_lists_all_architectures() -> None:
     assert len(MODELS) == len(names)
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", list_models(tag="classification"))  # every registered one
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize(("in_channels", "num_classes"), [(1, 2), (3, 5)])
 def test_classifier_logit_shape(

@@ -11,6 +11,7 @@ attributes agreeing with the registry's tags.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import medrobust.data
 from medrobust.data import DATASETS, create_dataset, list_datasets, make_loader
 from medrobust.data.base import MedicalDataset
 from medrobust.types import Task
@@ -173,3 +175,11 @@ def test_a_loader_batches_the_items(built: tuple[str, MedicalDataset]) -> None:
     assert len(batch["id"]) == b
     if ds.has_masks:
         assert batch["mask"].shape == (b, *first["mask"].shape)
+
+
+@pytest.mark.parametrize("name", medrobust.data.__all__)
+def test_public_api_is_documented(name: str) -> None:
+    obj = getattr(medrobust.data, name)
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        doc = obj.__doc__ or ""  # not inspect.getdoc: it falls back to the base class's
+        assert doc.strip() and not doc.startswith(f"{obj.__name__}("), f"{name} is undocumented"

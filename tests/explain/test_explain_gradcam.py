@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from monai.networks.nets import resnet18
 from torch import nn
 
-from medrobust.explain import GradCamOutput, capture_activations, grad_cam, grad_cam_full
+from medrobust.explain import (
+    ActivationHolder,
+    GradCamOutput,
+    capture_activations,
+    grad_cam,
+    grad_cam_full,
+    softplus_relu,
+)
 from medrobust.models.adapter import ModelAdapter
 
 # --------------------------------------------------------------------------------------------
@@ -535,3 +542,26 @@ def test_image_and_option_errors(monai_adapter: ModelAdapter) -> None:
         grad_cam(TinyCam(), x, nn.Conv2d(1, 1, 1))
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         grad_cam(lambda t: t, x, "features.4")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [grad_cam, grad_cam_full, GradCamOutput, ActivationHolder, capture_activations, softplus_relu],
+)
+def test_public_api_is_documented(obj: object) -> None:
+    doc = getattr(obj, "__doc__", None) or ""
+    name = getattr(obj, "__name__", "")
+    assert doc.strip() and not doc.startswith(f"{name}("), f"{name} is undocumented"
+
+
+def test_hooks_live_in_layers_and_are_reexported() -> None:
+    from medrobust.explain import gradcam, layers
+
+    assert gradcam.capture_activations is layers.capture_activations
+    assert gradcam.ActivationHolder is layers.ActivationHolder
+    model = TinyCam().eval()
+    with (
+        pytest.raises(ValueError, match=r"features\.9"),
+        layers.capture_activations(model, "features.9"),
+    ):
+        pass

@@ -9,12 +9,14 @@ model-card round trip through JSON and a checkpoint round trip with identical ou
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+import medrobust.models
 from medrobust.models import (
     MODELS,
     ModelAdapter,
@@ -109,3 +111,11 @@ def test_seeded_build_card_and_checkpoint_round_trip(name: str, tmp_path: Path) 
     x = _input(name, dims, seed=1)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("name", medrobust.models.__all__)
+def test_public_api_is_documented(name: str) -> None:
+    obj = getattr(medrobust.models, name)
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        doc = obj.__doc__ or ""  # not inspect.getdoc: it falls back to the base class's
+        assert doc.strip() and not doc.startswith(f"{obj.__name__}("), f"{name} is undocumented"

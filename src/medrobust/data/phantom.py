@@ -191,6 +191,7 @@ class _Job:
 
 
 def _check_fraction(malignant_fraction: object) -> float:
+    """``malignant_fraction`` as a float in ``[0, 1]`` (TypeError/ValueError otherwise)."""
     if isinstance(malignant_fraction, bool) or not isinstance(malignant_fraction, (int, float)):
         raise TypeError(
             f"malignant_fraction must be a float in [0, 1], got {type(malignant_fraction).__name__}"
@@ -270,6 +271,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
+    """The independent random stream of ``seed`` named by its spawn ``key``."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=key)))
 
 

@@ -17,9 +17,6 @@ from medrobust.types import Bounds, Task
 
 
 class ModelAdapter(nn.Module):
-    _mean: torch.Tensor | None
-    _std: torch.Tensor | None
-
     """Wrap a network with its input domain, preprocessing and output convention.
 
     The adapter's ``forward`` takes inputs in the documented space (inside ``bounds``), applies
@@ -48,6 +45,9 @@ class ModelAdapter(nn.Module):
         - Input: ``(B, C, *spatial)`` with ``len(spatial) == spatial_dims``.
         - Output: ``(B, K)`` or ``(B, K, *spatial)``.
     """
+
+    _mean: torch.Tensor | None
+    _std: torch.Tensor | None
 
     def __init__(
         self,

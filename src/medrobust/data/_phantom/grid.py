@@ -59,6 +59,8 @@ class Grid:
 
 @functools.lru_cache(maxsize=16)
 def grid_for(size: int) -> Grid:
+    """The simulation grids of an output side: a multiple of it of at least ``SIM_BASE``, padded
+    by three PSF widths on each side to a fast FFT size."""
     factor = max(1, math.ceil(SIM_BASE / size))
     sim = size * factor
     scale = sim / SIM_BASE
@@ -108,6 +110,7 @@ def window(lo: float, hi: float, coords: FloatArray) -> slice:
 
 
 def stack(params: list[dict[str, Any]], key: str) -> npt.NDArray[np.float32]:
+    """One parameter of every image of a chunk as a float32 array ``(B, ...)``."""
     return np.stack([np.asarray(p[key], dtype=np.float32) for p in params])
 
 
@@ -117,5 +120,6 @@ def col(values: FloatArray) -> FloatArray:
 
 
 def sigmoid(x: FloatArray) -> FloatArray:
+    """The logistic function, through ``tanh`` (no overflow for large ``|x|``)."""
     out: FloatArray = 0.5 + 0.5 * np.tanh(0.5 * x)
     return out

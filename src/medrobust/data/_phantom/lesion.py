@@ -25,6 +25,7 @@ N_THETA = 1024
 
 @functools.lru_cache(maxsize=1)
 def harmonic_tables() -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The angles ``theta`` ``(N_THETA,)`` and ``cos(k theta)``, ``sin(k theta)`` per harmonic."""
     theta = np.linspace(-np.pi, np.pi, N_THETA, endpoint=False)
     k = HARMONICS[:, None]
     return (

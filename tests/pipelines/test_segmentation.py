@@ -24,9 +24,11 @@ def test_quick_demo(tmp_path: Path) -> None:
 
 
 def test_checkpoint_audit_settings() -> None:
-    seg = CheckpointAudit(attacks=[], eps=["2/255"]).run_config(segmentation=True)
-    assert seg.evaluation.attacks == ["pgd-seg", "apgd-seg", "asma", "dag"]
+    seg = CheckpointAudit(attacks=["dag"], eps=["2/255"]).run_config(segmentation=True)
+    assert seg.evaluation.attacks == ["dag"]
     assert seg.evaluation.suite is None and seg.evaluation.eps == [2 / 255]
+    with pytest.raises(ValueError, match="needs a 'suite' or a list of 'attacks'"):
+        CheckpointAudit(attacks=[]).run_config(segmentation=True)
     cls = CheckpointAudit(data_params={"n": 4}, split="val").run_config()
     assert cls.evaluation.suite == "standard" and cls.evaluation.attacks == []
     assert cls.data.params == {"n": 4} and cls.data.eval_split == "val"

@@ -169,7 +169,8 @@ def evaluate_model(
     sections: list[Any] = []
     files: dict[str, bytes] = {}
     if ev.explanations > 0:
-        from medrobust.explain.evaluation import evaluate_explanations
+        from medrobust.evaluation.explanation import evaluate_explanations
+        from medrobust.reporting.sections.explanation import explanation_section
 
         rep.say(f"attacking the Grad-CAM explanations of up to {ev.explanations} samples")
         expl = evaluate_explanations(
@@ -182,7 +183,7 @@ def evaluate_model(
             seed=ev.seed,
         )
         result.metrics["explanations"] = expl.metrics
-        sections.append(expl.section())
+        sections.append(explanation_section(expl.metrics, expl.examples, expl.class_names))
         files["explanations/maps.npz"] = expl.maps_npz()
     extra = {"run": config.to_dict(), **dict(config_extra or {})}
     result.write(
@@ -262,8 +263,9 @@ def evaluate_checkpoint(
     """Audit a saved model (what ``medrobust evaluate`` runs).
 
     A segmenter gets the segmentation audit (Dice under attack, targeted attacks, noise) in the
-    same run-folder layout; a classifier is audited at the resolution it was trained on unless
-    ``settings.data_params`` names a ``size``.
+    same run-folder layout, with ``pgd-seg``, ``apgd-seg``, ``asma`` and ``dag`` unless
+    ``settings.attacks`` names others; a classifier is audited at the resolution it was trained
+    on unless ``settings.data_params`` names a ``size``.
 
     Args:
         checkpoint: A medrobust checkpoint (``best.pt``).
@@ -284,9 +286,14 @@ def evaluate_checkpoint(
     model, card = load_checkpoint(checkpoint)
     extra = {"checkpoint": str(checkpoint)}
     if model.task.value == "segmentation":
-        from medrobust.pipelines.segmentation import evaluate_segmentation_model
+        from medrobust.pipelines.segmentation import (
+            DEFAULT_TARGETED,
+            DEFAULT_UNTARGETED,
+            evaluate_segmentation_model,
+        )
 
-        cfg = settings.run_config(segmentation=True)
+        attacks = settings.attacks or [*DEFAULT_UNTARGETED, *DEFAULT_TARGETED]
+        cfg = replace(settings, attacks=attacks).run_config(segmentation=True)
         seg, report = evaluate_segmentation_model(
             model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
         )

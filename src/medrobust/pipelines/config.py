@@ -217,8 +217,7 @@ class CheckpointAudit:
         data_params: Data set parameters.
         split: The split to audit.
         suite: Named attack suite, used when ``attacks`` is empty (classifiers only).
-        attacks: Attack names; empty: the suite (classifiers) or the default segmentation
-            attacks.
+        attacks: Attack names; empty: the suite (classifiers only).
         eps: Budgets, numbers or fractions such as ``"2/255"``.
         norm: ``"linf"`` or ``"l2"``.
         mode: ``"individual"`` or ``"cascade"`` (classifiers only).
@@ -243,8 +242,8 @@ class CheckpointAudit:
         """The run configuration of this audit.
 
         Args:
-            segmentation: Build it for a segmenter: no suite and no mode; ``attacks`` defaults
-                to ``pgd-seg``, ``apgd-seg``, ``asma`` and ``dag``.
+            segmentation: Build it for a segmenter: no suite and no mode (``attacks`` must
+                name segmentation attacks).
 
         Raises:
             ValueError: For invalid budgets, norm, mode or batch size.
@@ -258,9 +257,7 @@ class CheckpointAudit:
             "batch_size": self.batch_size,
             "seed": self.seed,
         }
-        if segmentation:
-            ev["attacks"] = ev["attacks"] or ["pgd-seg", "apgd-seg", "asma", "dag"]
-        else:
+        if not segmentation:
             ev["mode"] = self.mode
         data = DataSection(name=self.data, params=dict(self.data_params), eval_split=self.split)
         return RunConfig(data=data, evaluation=EvaluationSection.from_dict(ev))

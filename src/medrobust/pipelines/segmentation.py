@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from medrobust.evaluation.segmentation import SegmentationEvaluation, evaluate_segmentation
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
+from medrobust.pipelines.reporter import Reporter
 
 logger = logging.getLogger(__name__)
 
@@ -32,31 +33,6 @@ __all__ = [
     "run_segmentation_demo",
     "split_attacks",
 ]
-
-
-class _Reporter:
-    """The subset of :class:`medrobust.pipelines.reporter.Reporter` used here."""
-
-    def __init__(self, inner: Any = None) -> None:
-        """Wrap ``inner`` (a reporter, or None: log only)."""
-        self.inner = inner
-
-    def say(self, text: str) -> None:
-        """Send a status line to the inner reporter, else to the log."""
-        if self.inner is not None and hasattr(self.inner, "say"):
-            self.inner.say(text)
-        else:
-            logger.info(text)
-
-    @property
-    def train(self) -> Any:
-        """The inner reporter's training callback, if any."""
-        return getattr(self.inner, "train", None)
-
-    @property
-    def evaluate(self) -> Any:
-        """The inner reporter's evaluation callback, if any."""
-        return getattr(self.inner, "evaluate", None)
 
 
 def demo_settings(quick: bool = False) -> dict[str, Any]:
@@ -122,7 +98,7 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
 def run_segmentation_demo(
     out_dir: str | Path,
     *,
-    reporter: Any = None,
+    reporter: Reporter | None = None,
     quick: bool = False,
     overwrite: bool = False,
 ) -> tuple[SegmentationEvaluation, Path]:
@@ -142,7 +118,7 @@ def run_segmentation_demo(
         FileExistsError: If ``out_dir`` already holds a run and ``overwrite`` is false.
     """
     out = Path(out_dir)
-    rep = _Reporter(reporter)
+    rep = reporter or Reporter()
     cfg = demo_settings(quick)
     if (out / "metrics.json").exists() and not overwrite:
         raise FileExistsError(
@@ -182,7 +158,7 @@ def run_segmentation_demo(
 
 
 def _train_demo_unet(
-    cfg: Mapping[str, Any], out: Path, rep: _Reporter, *, overwrite: bool
+    cfg: Mapping[str, Any], out: Path, rep: Reporter, *, overwrite: bool
 ) -> tuple[ModelAdapter, Any, Any, Any]:
     """Simulate the phantom's splits and train the demo's UNet on its lesion masks.
 
@@ -325,7 +301,7 @@ def evaluate_segmentation_model(
     config: Any,
     out_dir: str | Path,
     *,
-    reporter: Any = None,
+    reporter: Reporter | None = None,
     overwrite: bool = False,
     config_extra: Mapping[str, Any] | None = None,
     roi_size: int | Sequence[int] | None = None,
@@ -360,7 +336,7 @@ def evaluate_segmentation_model(
     """
     from medrobust.data import create_dataset
 
-    rep = _Reporter(reporter)
+    rep = reporter or Reporter()
     ev = config.evaluation
     split = config.data.eval_split
     ds = create_dataset(config.data.name, split=split, **config.data.params)
@@ -426,7 +402,7 @@ def evaluate_segmentation_checkpoint(
     settings: CheckpointAudit,
     out_dir: str | Path,
     *,
-    reporter: Any = None,
+    reporter: Reporter | None = None,
     overwrite: bool = False,
     roi_size: int | Sequence[int] | None = None,
     targets: Sequence[str] = ("background", "other"),

@@ -35,3 +35,18 @@ def test_each_family_tests_every_attack_of_its_task(task: str, module: str) -> N
     assert task == family.TASK
     assert list(family.NAMES) == list_attacks(tag=task)
     assert family.NAMES, f"no {task} attack is registered"
+
+
+def test_importing_the_package_registers_every_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, sys, medrobust.attacks as A\n"
+        "missing = [m.name for m in pkgutil.walk_packages(A.__path__, 'medrobust.attacks.')"
+        " if m.name not in sys.modules]\n"
+        "print(missing, len(A.list_attacks()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("]")[0] == "[", out.stdout
+    assert int(out.stdout.split()[-1]) == len(ATTACKS)

@@ -1,14 +1,16 @@
 """Attacks: one engine with pluggable objectives and threat models, named presets.
 
-Importing the package registers every preset, so :func:`list_attacks` is complete at once.
+Importing the package imports every module of it (and of :mod:`medrobust.attacks.objectives`),
+so every preset and objective is registered and :func:`list_attacks` is complete at once: adding
+an attack is one engine class or one preset in a module of this package, nothing else.
 """
 
-from medrobust.attacks import adaptive as _adaptive  # noqa: F401 (pgd-adaptive)
-from medrobust.attacks import asma as _asma  # noqa: F401 (asma, asma-bounded)
-from medrobust.attacks import dag as _dag  # noqa: F401 (dag)
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from medrobust.attacks.apgd import APGD
 from medrobust.attacks.engine import Attack, BestTracker, GradientAttack, eval_mode
-from medrobust.attacks.explanation import ExplanationAttack  # noqa: F401 (gradcam-* presets)
+from medrobust.attacks.explanation import ExplanationAttack
 from medrobust.attacks.minimal import CarliniWagnerL2, DeepFool
 from medrobust.attacks.objectives import (
     OBJECTIVES,
@@ -17,13 +19,15 @@ from medrobust.attacks.objectives import (
     create_objective,
     list_objectives,
 )
-from medrobust.attacks.objectives import detector as _detector  # noqa: F401 (detector-evasion)
 from medrobust.attacks.presets import ATTACKS, create_attack, list_attacks
 from medrobust.attacks.result import AttackResult, perturbation_norms
-from medrobust.attacks.segmentation import SegmentationAttack  # noqa: F401 (pgd-seg, apgd-seg)
+from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.square import SquareAttack
 from medrobust.attacks.tags import EXTRAS, KINDS, TASKS, attack_kind, attack_tags, attack_task
 from medrobust.attacks.threat import ThreatModel
+
+for _module in _pkgutil.walk_packages(__path__, f"{__name__}."):
+    _importlib.import_module(_module.name)
 
 __all__ = [
     "APGD",
@@ -37,9 +41,11 @@ __all__ = [
     "BestTracker",
     "CarliniWagnerL2",
     "DeepFool",
+    "ExplanationAttack",
     "GradientAttack",
     "Objective",
     "ObjectiveOutput",
+    "SegmentationAttack",
     "SquareAttack",
     "ThreatModel",
     "attack_kind",

@@ -38,7 +38,9 @@ from medrobust.registry import Registry, check_keywords
 __all__ = [
     "ATTACKS",
     "CLASSIFICATION_LOSSES",
+    "AttackRegistry",
     "ObjectiveChoice",
+    "build_attack",
     "create_attack",
     "list_attacks",
     "preset_keywords",

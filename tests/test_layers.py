@@ -4,7 +4,9 @@ An AST walk over ``src/medrobust`` (no import is executed, no extra dependency) 
 ``import`` and ``from ... import`` statement, relative ones and those inside functions included;
 only the bodies of ``if TYPE_CHECKING:`` blocks are skipped, because they never run. A literal
 ``importlib.import_module("medrobust...")`` counts as an import too, and a dynamic import whose
-target is not a literal is reported, because the checker could not see where it goes.
+target is not a literal is reported, because the checker could not see where it goes; the one
+exception is a package ``__init__`` that imports its own submodules by walking ``__path__``
+(``pkgutil.walk_packages``/``iter_modules``), which depends on each of them.
 
 Rules (see "The spine" in the design notes):
 
@@ -66,8 +68,6 @@ KNOWN_VIOLATIONS: frozenset[str] = frozenset(
     {
         "cycle: medrobust.attacks.presets, medrobust.attacks.tags",
         "cycle: medrobust.evaluation.tasks.segmentation, medrobust.evaluation.tasks.segmentation_summary",  # noqa: E501
-        "medrobust.evaluation.segmentation -> medrobust.reporting.html",
-        "missing: medrobust.evaluation.segmentation -> medrobust.evaluation.run_folder",
     }
 )
 
@@ -168,6 +168,36 @@ def _targets(node: ast.AST, module: str, path: Path) -> Iterator[tuple[str | Non
                 yield None, "?", node.lineno
 
 
+def _walks_own_package(
+    tree: ast.AST, module: str, path: Path, modules: dict[str, Path]
+) -> list[Edge]:
+    """Edges of a package ``__init__`` that imports its own submodules by walking ``__path__``.
+
+    ``for m in pkgutil.walk_packages(__path__, ...): importlib.import_module(m.name)`` imports
+    every module below the package (``iter_modules``: its direct children), so it depends on
+    each of them; the computed ``import_module`` call in such a module is then no blind spot.
+    """
+    if path.name != "__init__.py":
+        return []
+    edges: list[Edge] = []
+    for node in _walk_runtime(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        arg = node.args[0]
+        if name not in {"walk_packages", "iter_modules"}:
+            continue
+        if not (isinstance(arg, ast.Name) and arg.id == "__path__"):
+            continue
+        depth = None if name == "walk_packages" else 1
+        for other in modules:
+            rest = other[len(module) + 1 :].split(".") if other.startswith(module + ".") else []
+            if rest and (depth is None or len(rest) <= depth):
+                edges.append(Edge(module, other, path, node.lineno))
+    return edges
+
+
 @dataclass
 class Imports:
     """What :func:`collect_edges` finds in a package."""
@@ -184,10 +214,13 @@ def collect_edges(root: Path, package: str) -> Imports:
     found = Imports(modules, [], [], [])
     for module, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        walked = _walks_own_package(tree, module, path, modules)
+        found.edges.extend(walked)
         for node in _walk_runtime(tree):
             for base, candidate, line in _targets(node, module, path):
                 if base is None:
-                    found.dynamic.append(Edge(module, "?", path, line))
+                    if not walked:  # a walk of the package's own modules is resolved above
+                        found.dynamic.append(Edge(module, "?", path, line))
                     continue
                 if base != package and not base.startswith(package + "."):
                     continue
@@ -491,6 +524,14 @@ def test_checker_reports_cycles_restricted_layers_and_unknown_modules(tmp_path: 
                 "def f(name):\n    import importlib\n    return importlib.import_module(name)\n"
             ),
             "mid/d.py": "from pkg.mid.gone import x\nimport pkg.high.nothing\n",
+            "high/plugins/__init__.py": (
+                "import importlib, pkgutil\n"
+                "for m in pkgutil.walk_packages(__path__, __name__ + '.'):\n"
+                "    importlib.import_module(m.name)\n"
+            ),
+            "high/plugins/one.py": "import pkg.high.plugins\n",  # a cycle through the walk
+            "high/plugins/sub/__init__.py": "",
+            "high/plugins/sub/two.py": "",
         },
     )
     found = {
@@ -504,9 +545,16 @@ def test_checker_reports_cycles_restricted_layers_and_unknown_modules(tmp_path: 
         "dynamic: pkg.low",
         "missing: pkg.mid.d -> pkg.mid.gone",
         "missing: pkg.mid.d -> pkg.high.nothing",
+        "cycle: pkg.high.plugins, pkg.high.plugins.one",
     }
     assert found["pkg.report.page -> pkg.high"].startswith("pkg/report/page.py:2:")
     assert found["dynamic: pkg.low"].startswith("pkg/low.py:3:")
+    walked = {e.target for e in collect_edges(root, "pkg").edges if e.source == "pkg.high.plugins"}
+    assert walked == {
+        "pkg.high.plugins.one",
+        "pkg.high.plugins.sub",
+        "pkg.high.plugins.sub.two",
+    }
     # The facade imports anything; importing the facade from inside the package is upward.
     found_all = check_layers(root, "pkg", {**SYNTHETIC_LAYERS, "stray": 0}, {})
     assert "pkg.stray -> pkg" in {v.key for v in found_all}

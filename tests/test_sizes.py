@@ -44,11 +44,8 @@ CLI_PACKAGE = "cli"
 #: ``"parameters: <path>::<qualified name>"`` (paths relative to ``src``).
 KNOWN_OVERSIZE: frozenset[str] = frozenset(
     {
-        "file: medrobust/evaluation/segmentation.py",
         "file: medrobust/reporting/html.py",
         "function: medrobust/evaluation/explanation.py::evaluate_explanations",
-        "function: medrobust/evaluation/segmentation.py::evaluate_segmentation",
-        "function: medrobust/evaluation/segmentation.py::report_sections",
         "function: medrobust/reporting/figures.py::robustness_curves",
         "function: medrobust/reporting/html.py::render_report",
         "function: medrobust/reporting/sections/explanation.py::explanation_section",
@@ -57,8 +54,6 @@ KNOWN_OVERSIZE: frozenset[str] = frozenset(
         "parameters: medrobust/attacks/objectives/explanation.py::GradCamObjective.__init__",
         "parameters: medrobust/evaluation/api.py::audit",
         "parameters: medrobust/evaluation/explanation.py::evaluate_explanations",
-        "parameters: medrobust/evaluation/segmentation.py::_keep_examples",
-        "parameters: medrobust/evaluation/segmentation.py::_noise_at",
         "parameters: medrobust/evaluation/segmentation.py::evaluate_segmentation",
     }
 )

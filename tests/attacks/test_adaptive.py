@@ -68,6 +68,8 @@ def test_bad_construction(guarded: tuple) -> None:  # type: ignore[type-arg]
         create_attack("pgd-adaptive", detektor=det)
     with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
         create_attack("pgd-adaptive", detector=det, weight=[1.0, -2.0])
+    with pytest.raises(ValueError, match="weight must be a number or a non-empty list"):
+        create_attack("pgd-adaptive", detector=det, weight=[])
     with pytest.raises(ValueError, match=r"loss must be one of \['margin', 'ce'\]"):
         create_objective("detector-evasion", detector=det, loss="dlr")
     with pytest.raises(ValueError, match="untargeted only"):

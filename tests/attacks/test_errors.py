@@ -128,3 +128,18 @@ def test_segmentation_model_rejected_by_classification_attack() -> None:
     seg = ModelAdapter(nn.Conv2d(1, 2, 1), num_classes=2, task="segmentation")
     with pytest.raises(ValueError, match="task is 'segmentation'"):
         create_attack("pgd")(seg, batch(2), torch.zeros(6, dtype=torch.long))
+
+
+def test_labels_must_be_a_tensor(setup: tuple) -> None:
+    model, x, y = setup
+    with pytest.raises(TypeError, match=r"labels must be a torch\.Tensor, got list"):
+        create_attack("pgd")(model, x, y.tolist())
+
+
+def test_unknown_objective_and_foreign_option() -> None:
+    with pytest.raises(ValueError, match=r"unknown classification objective 'cee' .*'ce'"):
+        create_attack("pgd", objective="cee")
+    with pytest.raises(TypeError, match=r"with the objective 'dlr', attack 'pgd'.*'confidence'"):
+        create_attack("pgd", objective="dlr", confidence=1.0)
+    with pytest.raises(ValueError, match="untargeted only"):
+        create_attack("apgd-dlr", targeted=True)

@@ -53,16 +53,24 @@ class GuardDetector(Protocol):
     name: str
 
     @property
-    def fitted(self) -> bool: ...
+    def fitted(self) -> bool:
+        """Whether the detector has been fitted (or loaded)."""
+        ...
 
     @property
-    def model(self) -> nn.Module | None: ...
+    def model(self) -> nn.Module | None:
+        """The model it guards (None before fitting)."""
+        ...
 
     @property
-    def threshold(self) -> float: ...
+    def threshold(self) -> float:
+        """The decision threshold: inputs scoring above it are flagged."""
+        ...
 
     @property
-    def score_scale(self) -> float: ...
+    def score_scale(self) -> float:
+        """Standard deviation of the clean calibration scores."""
+        ...
 
     def logits_and_score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's logits ``(B, K)`` and the score ``(B,)``, differentiable in ``images``."""

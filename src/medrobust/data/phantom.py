@@ -28,6 +28,10 @@ No per-image normalisation is applied: the grey level of tissue away from the le
 distribution in both classes, so a classifier can only learn the label from the lesion and its
 posterior region (see the shortcut control ``lesion=False``).
 
+This module holds the public API and the chunked, threaded driver; the simulation steps live in
+:mod:`medrobust.data._phantom`: ``params`` (random draws), ``grid`` (grids and smooth fields),
+``tissue`` (step 1), ``lesion`` (step 2 and the masks) and ``imaging`` (steps 4-5).
+
 References:
     Wagner et al., "Statistics of speckle in ultrasound B-scans", IEEE Trans. Sonics Ultrason.
     30(3), 1983 (scatterer model and speckle statistics); Stavros et al., "Solid breast nodules:

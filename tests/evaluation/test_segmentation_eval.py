@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrobust.evaluation.segmentation import evaluate_segmentation, overlay_figure
 from medrobust.models import ModelAdapter, create_model
 from medrobust.models.segmentation import sliding_window
+from medrobust.pipelines.results import evaluate_segmentation
+from medrobust.reporting.sections.segmentation import overlay_figure
 
 
 def tiny(spatial_dims: int = 2) -> ModelAdapter:
@@ -135,7 +136,7 @@ def test_sliding_window_model_is_evaluated_through_windows() -> None:
 
 
 def test_overlay_figure_3d_uses_representative_slice() -> None:
-    from medrobust.evaluation.segmentation import SegmentationExample
+    from medrobust._utils.examples import SegmentationExample
 
     mask = torch.zeros(8, 8, 8, dtype=torch.long)
     mask[2:5, 2:5, 6] = 1
@@ -169,8 +170,10 @@ def test_bad_inputs() -> None:
         evaluate_segmentation(model, data, attacks=["asma"])
     with pytest.raises(ValueError, match="unknown noise kind"):
         evaluate_segmentation(model, data, noise=["salt"])
-    with pytest.raises(ValueError, match="increasing"):
-        evaluate_segmentation(model, data, eps=[0.1, 0.05])
+    with pytest.raises(ValueError, match="duplicates"):  # the same budget rule as every audit
+        evaluate_segmentation(model, data, eps=[0.1, 0.05, 0.1])
+    with pytest.raises(ValueError, match="finite number > 0"):
+        evaluate_segmentation(model, data, eps=[0.1, -1])
     with pytest.raises(KeyError, match="Did you mean"):
         evaluate_segmentation(model, data, targets=["backgrund"])
     big = [
@@ -181,3 +184,98 @@ def test_bad_inputs() -> None:
     ]
     with pytest.raises(ValueError, match="sliding_window"):
         evaluate_segmentation(tiny(3), big, max_voxels=4096)
+
+
+def _numbers(m: dict[str, object]) -> dict[str, object]:
+    """The metrics without wall-clock fields."""
+    skip = {"created", "timing", "time_s"}
+
+    def strip(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in skip}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+
+    return strip(m)  # type: ignore[return-value]
+
+
+SPINE = {
+    "attacks": [{"name": "pgd-seg", "steps": 3}, {"name": "apgd-seg", "steps": 3}],
+    "eps": [2 / 255, 16 / 255],
+    "targeted": [{"name": "asma", "steps": 2}],
+    "targets": ["background"],
+    "noise": ["gaussian"],
+    "probe_samples": 2,
+}
+
+
+class _Killed(Exception):
+    pass
+
+
+def _dies_after(batches: list[dict[str, object]], n: int) -> object:
+    class Loader:
+        def __len__(self) -> int:
+            return len(batches)
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for i, b in enumerate(batches):
+                if i == n:
+                    raise _Killed
+                yield b
+
+    return Loader()
+
+
+def test_segmentation_audit_resumes_with_identical_metrics(tmp_path: Path) -> None:
+    model = tiny()
+    data = loader(model, n=6)
+    data = [*data, {"image": data[0]["image"], "mask": data[0]["mask"]}]
+    whole = evaluate_segmentation(model, data, **SPINE)  # type: ignore[arg-type]
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(_Killed):
+        evaluate_segmentation(model, _dies_after(data, 2), checkpoint=ckpt, **SPINE)  # type: ignore[arg-type]
+    assert ckpt.exists()
+    resumed = evaluate_segmentation(model, data, checkpoint=ckpt, **SPINE)  # type: ignore[arg-type]
+    assert resumed.records is not None and whole.records is not None
+    assert resumed.records.batches_done == len(data)
+    assert _numbers(resumed.metrics) == _numbers(whole.metrics)
+    # a checkpoint of another configuration is refused, not silently mixed
+    with pytest.raises(ValueError, match="different configuration"):
+        evaluate_segmentation(model, data, checkpoint=ckpt, **{**SPINE, "eps": [4 / 255]})  # type: ignore[arg-type]
+
+
+def test_segmentation_worst_case_is_the_lowest_dice_per_sample() -> None:
+    model = tiny()
+    res = evaluate_segmentation(model, loader(model, n=6), **SPINE)  # type: ignore[arg-type]
+    rec = res.records
+    assert rec is not None
+    for e_i in range(2):
+        scores = torch.stack([row[e_i].score for row in rec.cells])  # (A, N)
+        attacked = torch.stack([row[e_i].attacked for row in rec.cells])
+        lowest = torch.where(attacked, scores, torch.inf).amin(dim=0)
+        expected = torch.minimum(lowest, rec.clean_score)
+        assert torch.equal(rec.worst_score[e_i], expected)
+        row = res.metrics["segmentation"]["worst_case"][e_i]
+        assert row["mean_worst_dice"] == pytest.approx(float(expected.mean()))
+        for r in res.metrics["segmentation"]["untargeted"]:
+            if r["eps"] == row["eps"]:  # the worst case is never better than one attack
+                assert row["mean_worst_dice"] <= r["mean_dice"] + 1e-9 or r["mean_dice"] is None
+    # budgets grow: a sample's worst Dice never improves with a larger budget
+    assert bool((rec.worst_score[1] <= rec.worst_score[0] + 1e-12).all())
+    # samples broken at the small budget are carried, not attacked again
+    small, large = rec.cells[0][0], rec.cells[0][1]
+    assert bool(large.broken[small.broken].all())
+
+
+def test_segmentation_audit_shares_the_header_and_checks() -> None:
+    model = tiny()
+    seg = evaluate_segmentation(model, loader(model), **SPINE).metrics  # type: ignore[arg-type]
+    header = {"schema_version", "medrobust_version", "created", "title", "model", "data"}
+    assert header | {"threat_model", "attacks", "checks", "timing", "task"} <= set(seg)
+    assert seg["task"] == "segmentation"
+    codes = {c["code"] for c in seg["checks"]}
+    assert {"MR101", "MR104", "MR105", "MR106"} <= codes
+    assert "MR107" not in codes  # a classification check
+    assert all(c["status"] in ("pass", "warn", "fail") for c in seg["checks"])

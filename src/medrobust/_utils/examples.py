@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExampleImages"]
+__all__ = ["ExampleImages", "SegmentationExample"]
 
 
 def _as_image_array(value: Any, name: str) -> np.ndarray:
@@ -94,3 +94,26 @@ class ExampleImages:
         if 0 <= index < len(self.class_names):
             return self.class_names[index]
         return str(index)
+
+
+@dataclasses.dataclass
+class SegmentationExample:
+    """One sample shown in the overlays figure.
+
+    Attributes:
+        image: Clean image ``(C, *spatial)``.
+        adversarial: Adversarial image ``(C, *spatial)``.
+        mask: True mask ``(*spatial)``.
+        clean_pred: Prediction on the clean image.
+        adv_pred: Prediction on the adversarial image.
+        title: Row label (id, attack, budget).
+        target: Target mask of a targeted attack, or None.
+    """
+
+    image: np.ndarray
+    adversarial: np.ndarray
+    mask: np.ndarray
+    clean_pred: np.ndarray
+    adv_pred: np.ndarray
+    title: str = ""
+    target: np.ndarray | None = None

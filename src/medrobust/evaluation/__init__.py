@@ -9,8 +9,24 @@ Writing the run folder (report, metrics, adversarial examples) belongs to the la
 ``medrobust.evaluate(...)`` returns a result with ``write``.
 """
 
-from medrobust.evaluation.api import EvaluationResult, audit, evaluate
+from medrobust.evaluation.api import EvaluationResult, audit
 from medrobust.evaluation.audit import AttackSpec, ProgressEvent
 from medrobust.evaluation.checks import CHECKS
+from medrobust.evaluation.entry import evaluate
+from medrobust.evaluation.explanation import ExplanationResult, evaluate_explanations
+from medrobust.evaluation.risk import assess_detector
+from medrobust.evaluation.segmentation import SegmentationEvaluation, evaluate_segmentation
 
-__all__ = ["CHECKS", "AttackSpec", "EvaluationResult", "ProgressEvent", "audit", "evaluate"]
+__all__ = [
+    "CHECKS",
+    "AttackSpec",
+    "EvaluationResult",
+    "ExplanationResult",
+    "ProgressEvent",
+    "SegmentationEvaluation",
+    "assess_detector",
+    "audit",
+    "evaluate",
+    "evaluate_explanations",
+    "evaluate_segmentation",
+]

@@ -30,9 +30,9 @@ from medrobust.evaluation.records import Records
 from medrobust.evaluation.tasks.base import AuditTask
 from medrobust.evaluation.tasks.classification import ClassificationTask, select_examples
 from medrobust.models.adapter import ModelAdapter, as_adapter
-from medrobust.types import Norm, Task
+from medrobust.types import Norm
 
-__all__ = ["SCHEMA_VERSION", "EvaluationResult", "audit", "evaluate", "metrics_header"]
+__all__ = ["SCHEMA_VERSION", "EvaluationResult", "audit", "metrics_header"]
 
 SCHEMA_VERSION = 1
 
@@ -168,13 +168,18 @@ def audit(
     checks = run_checks(ctx, records, loader) if ctx.checks else []
     if progress:
         progress(ProgressEvent("checks", records.batches_done, None, records.n))
-    examples = select_examples(pool, ctx.specs, ctx.budgets, ctx.n_examples, adapter)
+    examples = (
+        select_examples(pool, ctx.specs, ctx.budgets, ctx.n_examples, adapter)
+        if isinstance(task, ClassificationTask)
+        else []
+    )
     metrics = metrics_header(ctx, records, model_info=model_info, data_info=data_info, title=title)
     if task.name == "classification":
         del metrics["task"]  # schema version 1 of a classification audit has no task key
     section = task.summarise(ctx, records)
-    attack_rows = [{"name": s.name, "params": dict(s.params)} for s in ctx.specs]
-    metrics.update({"clean": section.pop("clean", None), "attacks": attack_rows})
+    if "clean" in section:
+        metrics["clean"] = section.pop("clean")
+    metrics["attacks"] = [{"name": s.name, "params": dict(s.params)} for s in ctx.specs]
     metrics.update(section)
     metrics["checks"] = checks
     metrics["examples"] = _example_rows(examples)
@@ -205,71 +210,3 @@ def _example_rows(examples: Sequence[ExampleImages]) -> list[dict[str, Any]]:
         }
         for i, ex in enumerate(examples)
     ]
-
-
-def evaluate(
-    model: nn.Module,
-    loader: Iterable[Any],
-    attacks: Sequence[str | Mapping[str, Any] | AttackSpec] | None = None,
-    eps: Any = (1 / 255, 2 / 255, 4 / 255),
-    *,
-    num_classes: int | None = None,
-    bounds: tuple[float, float] | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    **kwargs: Any,
-) -> EvaluationResult:
-    """Audit a classifier: clean metrics, robust accuracy per attack and budget, the worst case
-    per sample, and sanity checks against gradient masking.
-
-    Budgets are processed from the smallest up. A sample broken by an attack at a budget stays
-    broken at every larger budget (its adversarial example is inside the larger ball too), so it is
-    not attacked again; only still-unbroken samples are attacked further. With
-    ``mode="individual"`` every gradient attack runs on every sample still unbroken *by that
-    attack*, giving per-attack robust accuracy; black-box attacks (Square) run only on the
-    samples the attacks before them left unbroken, as a cross-check against gradient masking.
-    With ``mode="cascade"`` (AutoAttack style, faster) every attack runs only on the samples no
-    earlier attack of the suite broke at that budget. Rows of attacks that only saw unbroken
-    samples report cumulative robust accuracy (``"scope": "unbroken"`` in ``metrics.json``).
-
-    A segmentation model (an adapter with ``task="segmentation"``) is routed to
-    :func:`medrobust.evaluation.evaluate_segmentation`.
-
-    Args:
-        model: A classifier; a :class:`ModelAdapter`, or a bare module whose inputs lie in
-            ``bounds`` (default ``[0, 1]``).
-        loader: Batches as dicts (``"image"``, ``"label"``, optional ``"id"``) or
-            ``(images, labels)`` tuples, in a fixed order if ``checkpoint`` is used.
-        attacks: Attack names or specs (``{"name": "pgd", "steps": 20}``), in suite order
-            (default ``["fgsm", "pgd"]``; for a segmenter, the segmentation audit's default).
-        eps: Budgets, in the model's input space (e.g. ``4/255`` for images in ``[0, 1]``).
-        num_classes, bounds, mean, std: Adapter settings for a bare module.
-        **kwargs: ``norm`` (``"linf"``/``"l2"``), ``mode`` (``"individual"``/``"cascade"``),
-            ``seed``, ``device``, ``max_samples``, ``n_examples`` (example images kept for the
-            report), ``keep_adversarial`` (worst-case adversarial examples kept per budget),
-            ``checks`` (run the sanity checks, ``docs/checks.md``), ``probe_samples`` (check
-            MR101), ``noise_draws`` (check MR104), ``checkpoint`` (a file where records are
-            saved after each batch; an existing one of the same configuration is resumed),
-            ``progress`` (callback receiving :class:`ProgressEvent`), ``model_info``,
-            ``data_info`` and ``title``.
-
-    Returns:
-        An :class:`EvaluationResult`.
-
-    Raises:
-        ValueError: For an empty loader, ``eps <= 0``, unknown attacks (with suggestions), inputs
-            that do not match the model (rank, channels, NaN, bounds) or labels out of range.
-    """
-    adapter = (
-        as_adapter(model, num_classes=num_classes, bounds=bounds, mean=mean, std=std)
-        if not isinstance(model, ModelAdapter)
-        else model
-    )
-    if adapter.task is Task.SEGMENTATION:
-        from medrobust.evaluation.segmentation import evaluate_segmentation
-
-        if attacks is not None:
-            kwargs["attacks"] = attacks
-        return evaluate_segmentation(adapter, loader, eps=eps, **kwargs)  # type: ignore[no-any-return]
-    chosen = ("fgsm", "pgd") if attacks is None else attacks
-    return audit(ClassificationTask(), adapter, loader, chosen, eps, **kwargs)

@@ -33,7 +33,7 @@ from medrobust._utils.validate import parse_budgets
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import ATTACKS
 from medrobust.evaluation.records import CellRecord, Records
-from medrobust.evaluation.tasks.base import AuditTask, Batch
+from medrobust.evaluation.tasks.base import AuditTask, Batch, CleanOutcome
 from medrobust.metrics import psnr, ssim
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
@@ -84,8 +84,11 @@ class AttackSpec:
         return out
 
     @staticmethod
-    def parse_list(attacks: Sequence[str | Mapping[str, Any] | AttackSpec]) -> list[AttackSpec]:
-        """Parse an attack list; it must be non-empty and name each attack once.
+    def parse_list(
+        attacks: Sequence[str | Mapping[str, Any] | AttackSpec], *, allow_empty: bool = False
+    ) -> list[AttackSpec]:
+        """Parse an attack list; it must name each attack once (and at least one unless
+        ``allow_empty``).
 
         Raises:
             ValueError: For an empty list, a duplicate or a malformed spec.
@@ -93,7 +96,7 @@ class AttackSpec:
         if isinstance(attacks, (str, Mapping)):
             attacks = [attacks]
         specs = [AttackSpec.parse(a) for a in attacks]
-        if not specs:
+        if not specs and not allow_empty:
             raise ValueError("the attack suite is empty; name at least one attack")
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -197,7 +200,7 @@ def make_context(
     if mode not in ("individual", "cascade"):
         raise ValueError(f"mode must be 'individual' or 'cascade', got {mode!r}")
     budgets = parse_budgets(eps)
-    specs = AttackSpec.parse_list(attacks)
+    specs = AttackSpec.parse_list(attacks, allow_empty=not task.requires_attacks)
     task.applicable(specs)
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
@@ -207,7 +210,7 @@ def make_context(
     config = {
         "task": task.describe(),
         "attacks": [s.to_dict() for s in specs],
-        "resolved_attacks": [built[i][0].config() for i in range(len(specs))],
+        "resolved_attacks": [row[0].config() for row in built],
         "eps": budgets,
         "norm": norm_e.value,
         "mode": mode,
@@ -321,7 +324,7 @@ def _process_batch(
         for a_i, spec in enumerate(ctx.specs):
             if ctx.progress:
                 ctx.progress(ProgressEvent("attack", b_idx, n_batches, records.n, spec.name, e))
-            cell = _attack_cell(ctx, batch, clean.eligible, prev[a_i], worst, a_i, e_i, scopes)
+            cell = _attack_cell(ctx, batch, clean, prev[a_i], worst, (a_i, e_i), scopes)
             prev[a_i] = cell
             cells[a_i][e_i] = cell
         worst_by[e_i] = worst.by.cpu()
@@ -333,7 +336,8 @@ def _process_batch(
     if ctx.checks:
         noise = _noise_probe(ctx, batch, clean.eligible, ctx.seed + offset)
         zero_grad = _zero_gradients(ctx, batch)
-    records.add_batch(clean.record, clean.eligible.cpu(), clean.score.double().cpu())
+    extra = ctx.task.after_batch(ctx, batch, clean, cells, offset)
+    records.add_batch(clean.record, clean.eligible.cpu(), clean.score.double().cpu(), extra)
     for a_i in range(n_a):
         for e_i in range(n_e):
             records.cells[a_i][e_i].append(cells[a_i][e_i])
@@ -346,16 +350,17 @@ def _process_batch(
 def _attack_cell(
     ctx: AuditContext,
     batch: Batch,
-    eligible: torch.Tensor,
+    clean: CleanOutcome,
     prev: CellRecord | None,
     worst: _Worst,
-    a_i: int,
-    e_i: int,
+    where: tuple[int, int],
     scopes: list[str],
 ) -> CellRecord:
     """One attack at one budget on one batch: attack what is eligible and not yet broken, carry
     over what a smaller budget broke, and update the running worst case."""
     b = len(batch)
+    a_i, e_i = where
+    eligible = clean.eligible
     carried = prev.broken.to(eligible.device) if prev is not None else eligible & False
     todo = eligible & ~carried
     if scopes[a_i] == "unbroken":
@@ -368,13 +373,15 @@ def _attack_cell(
     if idx.numel():
         sub = batch.select(idx)
         res = ctx.task.run_attack(ctx.built[a_i][e_i], ctx.adapter, sub)
-        score, ok = ctx.task.outcome(ctx.adapter, sub, res)
-        score = score.double()
+        ctx.task.on_attack(ctx, sub, clean.pred[idx], res, a_i, e_i)
+        out = ctx.task.outcome(ctx.adapter, sub, res)
+        score, ok = out.score.double(), out.broken
         i_cpu = idx.cpu()
         if prev is not None:  # the smaller ball's example is inside this ball too
             before = prev.score[i_cpu].to(score.device)
             score = torch.where(torch.isnan(before) | (score <= before), score, before)
         cell.score[i_cpu] = score.cpu()
+        cell.set_extra(i_cpu, out.extra, b)
         hit = idx[ok]
         h = hit.cpu()
         cell.broken[h] = True

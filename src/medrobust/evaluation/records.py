@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -37,6 +38,7 @@ class CellRecord:
     ssim: torch.Tensor
     psnr: torch.Tensor
     time_s: float = 0.0
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> CellRecord:
@@ -57,22 +59,38 @@ class CellRecord:
         """Copy the measurements of the samples ``carried`` over from a smaller budget."""
         for name in ("score", "linf", "l2", "ssim", "psnr"):
             getattr(self, name)[carried] = getattr(prev, name)[carried]
+        for key, value in prev.extra.items():
+            if key not in self.extra:
+                self.extra[key] = torch.full_like(value, math.nan)
+            self.extra[key][carried] = value[carried]
+
+    def set_extra(self, idx: torch.Tensor, values: dict[str, torch.Tensor], n: int) -> None:
+        """Record extra per-sample measurements of the samples ``idx`` (NaN elsewhere)."""
+        for key, value in values.items():
+            v = value.detach().double().cpu()
+            if key not in self.extra:
+                self.extra[key] = torch.full((n, *v.shape[1:]), math.nan, dtype=torch.float64)
+            self.extra[key][idx] = v
 
     def append(self, other: CellRecord) -> None:
         """Concatenate another batch's record."""
+        n_self, n_other = self.broken.numel(), other.broken.numel()
         for name in _CELL_FIELDS:
             setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
         self.time_s += other.time_s
+        self.extra = _cat_extra(self.extra, n_self, other.extra, n_other)
 
-    def state(self) -> dict[str, torch.Tensor]:
+    def state(self) -> dict[str, Any]:
         """Tensors for a checkpoint (loadable with ``weights_only=True``)."""
-        out = {name: getattr(self, name) for name in _CELL_FIELDS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in _CELL_FIELDS}
         out["time_s"] = torch.tensor(self.time_s, dtype=torch.float64)
+        out["extra"] = dict(self.extra)
         return out
 
     @classmethod
-    def from_state(cls, s: dict[str, torch.Tensor]) -> CellRecord:
-        return cls(*(s[name] for name in _CELL_FIELDS), time_s=float(s["time_s"]))
+    def from_state(cls, s: dict[str, Any]) -> CellRecord:
+        extra = dict(s.get("extra", {}))
+        return cls(*(s[name] for name in _CELL_FIELDS), time_s=float(s["time_s"]), extra=extra)
 
 
 @dataclass
@@ -90,6 +108,7 @@ class Records:
         worst_score: ``(E, N)`` float64: the worst score per sample across the attack list.
         noise_broken: ``(E, N)`` bool: uniform random noise of that budget broke the sample.
         zero_grad: ``(N,)`` bool: the input gradient of the loss was all zero or not finite.
+        extra: Per-sample tensors of the task's own work after each batch (first axis ``N``).
         batches_done: Number of loader batches already processed (for resume).
     """
 
@@ -103,6 +122,7 @@ class Records:
     worst_score: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))
     noise_broken: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     zero_grad: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
     batches_done: int = 0
 
     def __post_init__(self) -> None:
@@ -138,12 +158,18 @@ class Records:
         return self.logits.argmax(dim=1) == self.labels
 
     def add_batch(
-        self, clean: dict[str, torch.Tensor], eligible: torch.Tensor, score: torch.Tensor
+        self,
+        clean: dict[str, torch.Tensor],
+        eligible: torch.Tensor,
+        score: torch.Tensor,
+        extra: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """Append a batch's clean record."""
+        """Append a batch's clean record and the task's extra per-sample tensors."""
         for key, value in clean.items():
             v = value.detach().cpu()
             self.clean[key] = torch.cat([self.clean[key], v]) if key in self.clean else v
+        new = {k: v.detach().cpu() for k, v in (extra or {}).items()}
+        self.extra = _cat_extra(self.extra, self.n, new, int(eligible.numel()))
         self.eligible = torch.cat([self.eligible, eligible.cpu()])
         self.clean_score = torch.cat([self.clean_score, score.double().cpu()])
 
@@ -160,6 +186,7 @@ class Records:
             "worst_score": self.worst_score,
             "noise_broken": self.noise_broken,
             "zero_grad": self.zero_grad,
+            "extra": dict(self.extra),
             "batches_done": self.batches_done,
         }
 
@@ -181,8 +208,32 @@ class Records:
             setattr(r, name, s[name])
         r.noise_broken = s["noise_broken"]  # type: ignore[assignment]
         r.zero_grad = s["zero_grad"]  # type: ignore[assignment]
+        r.extra = dict(s.get("extra") or {})  # type: ignore[call-overload]
         r.batches_done = int(s["batches_done"])  # type: ignore[call-overload]
         return r
+
+
+def _cat_extra(
+    a: dict[str, torch.Tensor], n_a: int, b: dict[str, torch.Tensor], n_b: int
+) -> dict[str, torch.Tensor]:
+    """Concatenate two dicts of per-sample tensors; a key missing on one side is NaN there."""
+    out = {}
+    for key in dict.fromkeys([*a, *b]):
+        like = a.get(key, b.get(key))
+        assert like is not None
+        left = a.get(key)
+        right = b.get(key)
+        if left is None:
+            left = _nan_like(like, n_a)
+        if right is None:
+            right = _nan_like(like, n_b)
+        out[key] = torch.cat([left, right.to(left.dtype)])
+    return out
+
+
+def _nan_like(like: torch.Tensor, n: int) -> torch.Tensor:
+    fill = math.nan if like.is_floating_point() else 0
+    return torch.full((n, *like.shape[1:]), fill, dtype=like.dtype)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -322,8 +322,11 @@ class SegmentationStats:
         self._sample_sum[key] += float((filled.sum(dim=1)[has] / per_class[has]).sum())
         self._sample_cnt[key] += int(has.sum())
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Add a batch; returns its per-sample Dice matrix ``(B, C)`` (NaN where undefined).
+    def rows(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample measurements of a batch, without adding them: ``dice``, ``iou`` (and
+        ``hd95``) ``(B, C)``, ``correct`` and ``pixels`` ``(B,)`` and ``hd95_undefined`` ``(B,)``
+        (classes present in the ground truth whose HD95 is undefined). Feed them to
+        :meth:`add_rows` (possibly later: the rows are what an audit checkpoints).
 
         Raises:
             ValueError: For mismatched shapes or classes (see :func:`dice_score`).
@@ -333,18 +336,42 @@ class SegmentationStats:
         """
         pred, target = pred.detach().cpu(), target.detach().cpu()
         kw = {"include_background": self.include_background}
-        dice = dice_score(pred, target, self.num_classes, **kw)
-        self._add("dice", dice)
-        self._add("iou", iou_score(pred, target, self.num_classes, **kw))
+        out = {
+            "dice": dice_score(pred, target, self.num_classes, **kw),
+            "iou": iou_score(pred, target, self.num_classes, **kw),
+            "correct": (pred == target).flatten(1).sum(dim=1).double(),
+            "pixels": torch.full((pred.shape[0],), float(pred[0].numel()), dtype=torch.float64),
+        }
         if self.hd95:
             hd = hausdorff_distance(pred, target, self.num_classes, spacing=self.spacing, **kw)
             defined_gt = target_present(target, self.num_classes, self.include_background)
-            self.hd95_undefined += int((torch.isnan(hd) & defined_gt).sum())
-            self._add("hd95", hd)
-        self.n += int(pred.shape[0])
-        self.pixels += int(pred.numel())
-        self.correct += int((pred == target).sum())
-        return dice
+            out["hd95"] = hd
+            out["hd95_undefined"] = (torch.isnan(hd) & defined_gt).sum(dim=1).double()
+        return out
+
+    def add_rows(self, rows: dict[str, torch.Tensor]) -> None:
+        """Add per-sample rows from :meth:`rows`."""
+        self._add("dice", rows["dice"])
+        self._add("iou", rows["iou"])
+        if self.hd95:
+            self.hd95_undefined += int(rows["hd95_undefined"].sum())
+            self._add("hd95", rows["hd95"])
+        self.n += int(rows["dice"].shape[0])
+        self.pixels += int(rows["pixels"].sum())
+        self.correct += int(rows["correct"].sum())
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Add a batch; returns its per-sample Dice matrix ``(B, C)`` (NaN where undefined).
+
+        Raises:
+            ValueError: For mismatched shapes or classes (see :func:`dice_score`).
+
+        Shape:
+            - pred, target: ``(B, *spatial)``.
+        """
+        rows = self.rows(pred, target)
+        self.add_rows(rows)
+        return rows["dice"]
 
     def _means(self, key: str) -> tuple[dict[str, float | None], float | None]:
         s, c = self._sum[key], self._cnt[key]

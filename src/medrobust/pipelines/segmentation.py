@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medrobust.evaluation.segmentation import SegmentationEvaluation, evaluate_segmentation
+from medrobust.evaluation.segmentation import SegmentationEvaluation
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
 from medrobust.pipelines.reporter import Reporter
+from medrobust.pipelines.results import evaluate_segmentation
 
 logger = logging.getLogger(__name__)
 

@@ -60,6 +60,7 @@ KNOWN_SECTIONS: tuple[str, ...] = (
     "medrobust_version",
     "created",
     "title",
+    "task",
     "model",
     "data",
     "threat_model",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from medrobust.evaluation.audit import AttackSpec, AuditContext
     from medrobust.evaluation.records import Records
 
-__all__ = ["AuditTask", "Batch", "CleanOutcome", "read_pair"]
+__all__ = ["AttackOutcome", "AuditTask", "Batch", "CleanOutcome", "read_pair"]
 
 
 @dataclass
@@ -95,6 +95,22 @@ class CleanOutcome:
     pred: torch.Tensor
 
 
+@dataclass
+class AttackOutcome:
+    """What an attack achieved on the samples it attacked.
+
+    Attributes:
+        score: ``(k,)`` the task's score at the adversarial examples (lower is worse).
+        broken: ``(k,)`` bool, the attack reached its goal.
+        extra: Further per-sample measurements to record (first axis ``k``), e.g. the
+            per-class Dice of a segmentation.
+    """
+
+    score: torch.Tensor
+    broken: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 def read_pair(batch: Any, second: str) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
     """The one batch reader: a dict with ``"image"`` and ``second`` (``"label"`` or ``"mask"``)
     and an optional ``"id"``, or a tuple ``(images, second, ...)``.
@@ -133,6 +149,8 @@ class AuditTask(abc.ABC):
     eligible_noun: ClassVar[str] = "attacked samples"
     #: How the checks name the unbounded probe attack (check MR101).
     probe_name: ClassVar[str] = "PGD-50"
+    #: Whether the audit needs at least one attack in its list.
+    requires_attacks: bool = True
 
     @abc.abstractmethod
     def read_batch(self, batch: Any) -> Batch:
@@ -159,10 +177,36 @@ class AuditTask(abc.ABC):
         return attack(adapter, batch.x, batch.target)
 
     @abc.abstractmethod
-    def outcome(
-        self, adapter: ModelAdapter, batch: Batch, result: AttackResult
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(score, broken)``, each ``(k,)``, of the attacked samples at ``result.x_adv``."""
+    def outcome(self, adapter: ModelAdapter, batch: Batch, result: AttackResult) -> AttackOutcome:
+        """The score, success and extra measurements of the attacked samples at
+        ``result.x_adv``."""
+
+    def after_batch(
+        self,
+        ctx: AuditContext,
+        batch: Batch,
+        clean: CleanOutcome,
+        cells: list[list[Any]],
+        offset: int,
+    ) -> dict[str, torch.Tensor]:
+        """Task-specific per-sample work after the attack list ran on a batch (e.g. targeted
+        attacks, noise baselines); returns per-sample tensors (first axis ``B``) that the records
+        keep and checkpoint. ``cells[a][e]`` are this batch's cell records; ``offset`` is the
+        index of the batch's first sample in the data set."""
+        return {}
+
+    def on_attack(
+        self,
+        ctx: AuditContext,
+        batch: Batch,
+        clean_pred: torch.Tensor,
+        result: AttackResult,
+        a_i: int,
+        e_i: int,
+    ) -> None:
+        """Called after attack ``a_i`` ran at budget ``e_i`` on the samples ``batch`` (e.g. to
+        keep report examples); the default does nothing."""
+        return None
 
     @abc.abstractmethod
     def noise_broken(

@@ -20,7 +20,13 @@ from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import create_attack
 from medrobust.attacks.result import AttackResult
 from medrobust.evaluation.records import Records, wilson_interval
-from medrobust.evaluation.tasks.base import AuditTask, Batch, CleanOutcome, read_pair
+from medrobust.evaluation.tasks.base import (
+    AttackOutcome,
+    AuditTask,
+    Batch,
+    CleanOutcome,
+    read_pair,
+)
 from medrobust.metrics import ClassificationStats
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
@@ -64,11 +70,9 @@ class ClassificationTask(AuditTask):
             pred=pred,
         )
 
-    def outcome(
-        self, adapter: ModelAdapter, batch: Batch, result: AttackResult
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def outcome(self, adapter: ModelAdapter, batch: Batch, result: AttackResult) -> AttackOutcome:
         broken = result.success
-        return (~broken).double(), broken
+        return AttackOutcome((~broken).double(), broken)
 
     def noise_broken(
         self, adapter: ModelAdapter, batch: Batch, x_noisy: torch.Tensor

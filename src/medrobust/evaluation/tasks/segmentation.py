@@ -1,0 +1,382 @@
+"""The segmentation task of the audit loop: Dice under attack, worst case per sample, targeted
+attacks and noise baselines.
+
+A sample is eligible when its clean mean foreground Dice is at least :data:`SUCCESS_DICE`
+(the segmenter gets it roughly right); an untargeted attack breaks it when the Dice falls below
+that threshold (the attacks' own success test). The score of a sample is its mean foreground
+Dice (:func:`medrobust.metrics.sample_dice`), so the worst case across the attack list at a
+budget is the lowest Dice any attack reached. Samples below the threshold on clean data are
+not attacked: their clean measurements enter the means, and they are never counted as broken.
+
+After the untargeted list, every batch also runs the targeted attacks (ASMA, DAG) once per
+target kind and the noise baselines matched to the SSIM of the first attack's adversarial
+examples; their per-sample results are kept in the records, so an interrupted audit resumes.
+
+References:
+    Ozbulak et al., MICCAI 2019 (ASMA); Xie et al., ICCV 2017 (DAG); Paschali et al.,
+    MICCAI 2018; Daza et al., MICCAI 2021 (a volume counts as broken below a Dice threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medrobust._utils.examples import SegmentationExample
+from medrobust._utils.format import fmt_eps
+from medrobust.attacks.engine import Attack
+from medrobust.attacks.objectives.segmentation import (
+    check_mask,
+    class_argmax,
+    segmentation_logits,
+)
+from medrobust.attacks.presets import create_attack
+from medrobust.attacks.result import AttackResult
+from medrobust.attacks.targets import make_target
+from medrobust.evaluation.noise import noise_for_ssim
+from medrobust.evaluation.records import Records, wilson_interval
+from medrobust.evaluation.tasks.base import (
+    AttackOutcome,
+    AuditTask,
+    Batch,
+    CleanOutcome,
+    read_pair,
+)
+from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim
+from medrobust.models.adapter import ModelAdapter
+from medrobust.models.segmentation import check_volume_size
+from medrobust.types import Norm
+
+if TYPE_CHECKING:
+    from medrobust.evaluation.audit import AttackSpec, AuditContext
+
+__all__ = ["SUCCESS_DICE", "SegmentationSettings", "SegmentationTask"]
+
+logger = logging.getLogger(__name__)
+
+#: Mean foreground Dice below which a segmentation counts as broken (the untargeted attacks'
+#: default ``success_dice``).
+SUCCESS_DICE = 0.5
+_SAVE_LIMIT = 16
+_STAT_KEYS = ("dice", "iou", "hd95", "correct", "pixels", "hd95_undefined")
+
+
+@dataclass
+class SegmentationSettings:
+    """What a segmentation audit runs beside the untargeted attack list.
+
+    Attributes:
+        targeted: Targeted attacks (parsed specs), run once per target kind.
+        targets: Target kinds (``"background"``, ``"other"``, ``"swap"``, ``"dilate"``).
+        noise: Noise kinds compared at matched SSIM.
+        include_background: Include class 0 in Dice/IoU/HD95.
+        hd95: Compute the 95th-percentile Hausdorff distance.
+        spacing: Voxel size for the Hausdorff distance.
+        max_voxels: Batch size limit without sliding windows (None: no check).
+        n_examples: Samples shown in the overlay figures.
+    """
+
+    targeted: list[AttackSpec] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    noise: list[str] = field(default_factory=list)
+    include_background: bool = False
+    hd95: bool = True
+    spacing: float | Sequence[float] | None = None
+    max_voxels: int | None = None
+    n_examples: int = 4
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "targeted": [s.to_dict() for s in self.targeted],
+            "targets": list(self.targets),
+            "noise": list(self.noise),
+            "include_background": self.include_background,
+            "hd95": self.hd95,
+            "spacing": list(self.spacing) if isinstance(self.spacing, Sequence) else self.spacing,
+        }
+
+
+class SegmentationTask(AuditTask):
+    """Untargeted attacks on a segmenter's masks, plus targeted attacks and noise baselines
+    (see the module docstring).
+
+    Args:
+        settings: The targeted attacks, target kinds, noise kinds and metric options.
+        num_classes: Number of classes of the segmenter.
+        class_names: Their names.
+    """
+
+    name = "segmentation"
+    attack_task = "segmentation"
+    eligible_noun = "well-segmented samples"
+    probe_name = "PGD-seg-50"
+
+    def __init__(
+        self, settings: SegmentationSettings, num_classes: int, class_names: Sequence[str]
+    ) -> None:
+        self.settings = settings
+        self.k = num_classes
+        self.class_names = list(class_names)
+        self.examples: dict[str, list[SegmentationExample]] = {"untargeted": [], "targeted": []}
+        self.requires_attacks = not settings.targeted
+        self.saved: dict[str, dict[str, list[np.ndarray]]] = {}
+
+    def new_stats(self) -> SegmentationStats:
+        """An empty accumulator with the audit's metric options."""
+        s = self.settings
+        return SegmentationStats(
+            self.k,
+            include_background=s.include_background,
+            hd95=s.hd95,
+            spacing=s.spacing,
+            class_names=self.class_names,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.settings.describe()}
+
+    def read_batch(self, batch: Any) -> Batch:
+        x, y, ids = read_pair(batch, "mask")
+        return Batch(x, torch.as_tensor(y).long(), ids)
+
+    def check(self, adapter: ModelAdapter, batch: Batch) -> None:
+        adapter.check_input(batch.x)
+        check_volume_size(adapter, batch.x, self.settings.max_voxels)
+
+    def clean(self, adapter: ModelAdapter, batch: Batch) -> CleanOutcome:
+        with torch.no_grad():
+            logits = segmentation_logits(adapter, batch.x)
+        check_mask(batch.target, logits.shape, "masks")
+        pred = class_argmax(logits)
+        score = sample_dice(pred, batch.target, self.k)
+        rows = self.new_stats().rows(pred, batch.target)
+        return CleanOutcome(score >= SUCCESS_DICE, score, rows, pred)
+
+    def build_attack(
+        self, spec: AttackSpec, eps: float, norm: Norm, seed: int, adapter: ModelAdapter
+    ) -> Attack:
+        if "targeted" in _tags(spec.name):
+            raise ValueError(f"attack {spec.name!r} is targeted; list it under targeted=")
+        attack = create_attack(spec.name, eps=eps, norm=norm.value, seed=seed, **dict(spec.params))
+        attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
+        return attack
+
+    def outcome(self, adapter: ModelAdapter, batch: Batch, result: AttackResult) -> AttackOutcome:
+        extra = self.new_stats().rows(result.pred_adv, batch.target)
+        extra["ssim_all"] = _image_ssim(batch.x, result.x_adv, adapter.bounds.width)
+        extra["linf_all"] = result.linf.detach().double().cpu()
+        extra["l2_all"] = result.l2.detach().double().cpu()
+        score = sample_dice(result.pred_adv, batch.target, self.k)
+        return AttackOutcome(score, result.success.to(score.device), extra)
+
+    def noise_broken(
+        self, adapter: ModelAdapter, batch: Batch, x_noisy: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            pred = class_argmax(segmentation_logits(adapter, x_noisy))
+        return sample_dice(pred, batch.target, self.k) < SUCCESS_DICE
+
+    def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(segmentation_logits(adapter, x), batch.target, reduction="sum")
+
+    def probe_attack(self, eps: float, norm: Norm, seed: int) -> Attack:
+        attack = create_attack("pgd-seg", eps=eps, norm=norm.value, steps=50, seed=seed)
+        attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
+        return attack
+
+    # ------------------------------------------------------------------ after each batch
+    def after_batch(
+        self,
+        ctx: AuditContext,
+        batch: Batch,
+        clean: CleanOutcome,
+        cells: list[list[Any]],
+        offset: int,
+    ) -> dict[str, torch.Tensor]:
+        """Noise baselines at the first attack's SSIM, then the targeted attacks."""
+        out: dict[str, torch.Tensor] = {}
+        seed = ctx.seed + offset
+        if ctx.specs and self.settings.noise:
+            for e_i in range(len(ctx.budgets)):
+                out.update(self._noise(ctx, batch, cells[0][e_i], e_i, seed))
+        for spec in self.settings.targeted:
+            for kind in self.settings.targets:
+                out.update(self._targeted(ctx, batch, clean, spec, kind, seed))
+        return out
+
+    def _noise(
+        self, ctx: AuditContext, batch: Batch, cell: Any, e_i: int, seed: int
+    ) -> dict[str, Any]:
+        """Dice under each noise kind at the per-sample SSIM of the adversarial examples."""
+        b = len(batch)
+        s_adv = cell.extra.get("ssim_all", torch.full((b,), math.nan)).float()
+        ok = torch.isfinite(s_adv) & (s_adv > 0) & (s_adv < 1)
+        out: dict[str, torch.Tensor] = {f"noise/{e_i}/included": ok.double()}
+        if not bool(ok.any()):
+            return out
+        rows = ok.nonzero().flatten()
+        xa = batch.x[rows.to(batch.x.device)]
+        ya = batch.target[rows.to(batch.x.device)]
+        for j, kind in enumerate(self.settings.noise):
+            res = noise_for_ssim(xa, kind, s_adv[ok], seed=seed * 31 + j, bounds=ctx.adapter.bounds)
+            with torch.no_grad():
+                pred = class_argmax(ctx.adapter(res.images))
+            stats = self.new_stats().rows(pred, ya)
+            key = f"noise/{e_i}/{kind}"
+            for name, value in stats.items():
+                out[f"{key}/{name}"] = _scatter(value, rows, b)
+            out[f"{key}/ssim"] = _scatter(res.ssim, rows, b)
+            out[f"{key}/sigma"] = _scatter(res.sigma, rows, b)
+            out[f"{key}/reached"] = _scatter(res.reached.double(), rows, b)
+        return out
+
+    def _targeted(
+        self,
+        ctx: AuditContext,
+        batch: Batch,
+        clean: CleanOutcome,
+        spec: AttackSpec,
+        kind: str,
+        seed: int,
+    ) -> dict[str, torch.Tensor]:
+        b = len(batch)
+        key = f"targeted/{spec.name}/{kind}"
+        if kind == "other" and b < 2:
+            logger.info("skipping target 'other' on a batch of one image")
+            return {f"{key}/included": torch.zeros(b, dtype=torch.float64)}
+        tgt = make_target(kind, batch.target, num_classes=self.k, seed=seed)
+        attack = create_attack(spec.name, seed=ctx.seed, **dict(spec.params))
+        attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
+        t0 = time.perf_counter()
+        res = attack(ctx.adapter, batch.x, tgt)
+        spent = time.perf_counter() - t0
+        stats = self.new_stats().rows(res.pred_adv, batch.target)
+        out = {f"{key}/{n}": v for n, v in stats.items()}
+        per_sample = {
+            "included": torch.ones(b),
+            "success": res.success.double(),
+            "linf": res.linf,
+            "l2": res.l2,
+            "steps": res.steps.double(),
+            "target_iou": res.extra["target_iou"],
+            "target_pixel_accuracy": pixel_agreement(res.pred_adv, tgt),
+            "ssim": _image_ssim(batch.x, res.x_adv, ctx.adapter.bounds.width),
+            "time_s": torch.full((b,), spent / b),
+        }
+        out.update({f"{key}/{n}": v.detach().double().cpu() for n, v in per_sample.items()})
+        if spec is self.settings.targeted[0] and kind == self.settings.targets[0]:
+            self._keep("targeted", batch, clean.pred, res, tgt, f"{spec.name} → {kind}")
+            self._save(f"{spec.name}_target_{kind}", batch, res, tgt)
+        return out
+
+    def on_attack(
+        self, ctx: AuditContext, batch: Batch, clean_pred: torch.Tensor, res: AttackResult,
+        a_i: int, e_i: int,
+    ) -> None:  # fmt: skip
+        """Keep overlays and arrays of the first attack at the largest budget."""
+        if a_i != 0 or e_i != len(ctx.budgets) - 1:
+            return
+        spec, e = ctx.specs[0], ctx.budgets[-1]
+        self._keep("untargeted", batch, clean_pred, res, None, f"{spec.name} ε={fmt_eps(e)}")
+        self._save(f"{spec.name}_eps_{fmt_eps(e).replace('/', '_')}", batch, res, None)
+
+    def _keep(
+        self,
+        kind: str,
+        batch: Batch,
+        clean_pred: torch.Tensor,
+        res: AttackResult,
+        target: torch.Tensor | None,
+        label: str,
+    ) -> None:
+        store = self.examples[kind]
+        ids = batch.ids or [f"sample {i}" for i in range(len(batch))]
+        for i in range(len(batch)):
+            if len(store) >= self.settings.n_examples:
+                return
+            store.append(
+                SegmentationExample(
+                    image=_np(batch.x[i]),
+                    adversarial=_np(res.x_adv[i]),
+                    mask=_np(batch.target[i]),
+                    clean_pred=_np(clean_pred[i]),
+                    adv_pred=_np(res.pred_adv[i]),
+                    title=f"{str(ids[i]).rsplit('/', 1)[-1]}\n{label}",
+                    target=None if target is None else _np(target[i]),
+                )
+            )
+
+    def _save(
+        self, name: str, batch: Batch, res: AttackResult, target: torch.Tensor | None
+    ) -> None:
+        store = self.saved.setdefault(name, {})
+        room = _SAVE_LIMIT - sum(a.shape[0] for a in store.get("x_adv", []))
+        if room <= 0:
+            return
+        parts = {"x": batch.x, "x_adv": res.x_adv, "mask": batch.target, "pred_adv": res.pred_adv}
+        if target is not None:
+            parts["target"] = target
+        for key, t in parts.items():
+            store.setdefault(key, []).append(_np(t[:room]))
+
+    # ------------------------------------------------------------------ summary
+    def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
+        """The ``"segmentation"`` part of ``metrics.json``."""
+        from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
+
+        return summarise_segmentation(self, ctx, records)
+
+
+def _tags(name: str) -> tuple[str, ...]:
+    from medrobust.attacks.presets import ATTACKS
+
+    return ATTACKS.get(name).tags
+
+
+def _scatter(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    v = values.detach().double().cpu()
+    out = torch.full((n, *v.shape[1:]), math.nan, dtype=torch.float64)
+    out[rows.cpu()] = v
+    return out
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _image_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
+    try:
+        return ssim(x, y, data_range=data_range, spatial_dims=x.ndim - 2).double().cpu()
+    except ValueError:  # too small for an SSIM window
+        return torch.full((x.shape[0],), math.nan, dtype=torch.float64)
+
+
+def mean_of(t: torch.Tensor | None) -> float | None:
+    """Mean of the finite values, None if there are none."""
+    if t is None:
+        return None
+    v = t.double().flatten()
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else None
+
+
+def rate(hits: int, n: int) -> tuple[float | None, list[float]]:
+    """A rate with its Wilson 95% interval."""
+    lo, hi = wilson_interval(hits, n)
+    return (hits / n if n else None), [lo, hi]
+
+
+def stats_of(task: SegmentationTask, rows: Mapping[str, torch.Tensor], keep: torch.Tensor) -> Any:
+    """:meth:`SegmentationStats.compute` of the per-sample ``rows`` where ``keep``."""
+    stats = task.new_stats()
+    if bool(keep.any()):
+        stats.add_rows({k: v[keep] for k, v in rows.items() if k in _STAT_KEYS})
+    return stats.compute()

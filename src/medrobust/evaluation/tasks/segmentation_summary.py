@@ -1,0 +1,188 @@
+"""The ``"segmentation"`` part of ``metrics.json``, built from the per-sample records.
+
+Every figure is recomputed from per-sample rows (Dice, IoU and HD95 per class, pixel counts), so
+a resumed audit reports exactly what an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medrobust._utils.format import fmt_eps
+from medrobust.evaluation.records import CellRecord, Records
+from medrobust.evaluation.tasks.segmentation import (
+    SUCCESS_DICE,
+    SegmentationTask,
+    mean_of,
+    rate,
+    stats_of,
+)
+
+if TYPE_CHECKING:
+    from medrobust.evaluation.audit import AuditContext
+
+__all__ = ["summarise_segmentation"]
+
+
+def summarise_segmentation(
+    task: SegmentationTask, ctx: AuditContext, records: Records
+) -> dict[str, Any]:
+    """``{"segmentation": {...}}``: clean metrics, untargeted rows per attack and budget, the
+    worst case per budget, targeted rows per attack and target kind, and noise baselines."""
+    s = task.settings
+    everyone = torch.ones(records.n, dtype=torch.bool)
+    seg = {
+        "num_classes": task.k,
+        "class_names": task.class_names,
+        "include_background": s.include_background,
+        "success_dice": SUCCESS_DICE,
+        "clean": stats_of(task, records.clean, everyone),
+        "n_eligible": int(records.eligible.sum()),
+        "untargeted": [
+            _untargeted_row(task, ctx, records, a_i, e_i)
+            for a_i in range(len(ctx.specs))
+            for e_i in range(len(ctx.budgets))
+        ],
+        "worst_case": [_worst_row(ctx, records, e_i) for e_i in range(len(ctx.budgets))],
+        "targeted": [
+            row
+            for spec in s.targeted
+            for kind in s.targets
+            if (row := _targeted_row(task, records, spec.name, kind, spec.to_dict())) is not None
+        ],
+        "noise": _noise_rows(task, ctx, records),
+    }
+    return {"segmentation": seg}
+
+
+def _merged_rows(records: Records, cell: CellRecord) -> dict[str, torch.Tensor]:
+    """Per-sample rows under attack: the attacked samples' rows, the clean rows elsewhere."""
+    out = {}
+    attacked = cell.attacked
+    for key, clean in records.clean.items():
+        adv = cell.extra.get(key)
+        if adv is None or clean.shape != adv.shape:  # nothing attacked: the clean rows
+            out[key] = clean
+            continue
+        mask = attacked.view(-1, *([1] * (clean.ndim - 1)))
+        out[key] = torch.where(mask, adv.to(clean.dtype), clean)
+    return out
+
+
+def _untargeted_row(
+    task: SegmentationTask, ctx: AuditContext, records: Records, a_i: int, e_i: int
+) -> dict[str, Any]:
+    spec, e = ctx.specs[a_i], ctx.budgets[e_i]
+    cell = records.cells[a_i][e_i]
+    everyone = torch.ones(records.n, dtype=torch.bool)
+    st = stats_of(task, _merged_rows(records, cell), everyone)
+    n_broken = int((cell.broken & records.eligible).sum())
+    n_att = int(cell.attacked.sum())
+    success, _ = rate(n_broken, n_att)
+    return {
+        "attack": spec.name,
+        "params": dict(spec.params),
+        "eps": e,
+        "eps_display": fmt_eps(e),
+        "n": records.n,
+        "n_attacked": n_att,
+        "n_broken": n_broken,
+        "success_rate": success,
+        "mean_dice": st["mean_dice"],
+        "dice": st["dice"],
+        "mean_iou": st["mean_iou"],
+        "iou": st["iou"],
+        "mean_hd95": st.get("mean_hd95"),
+        "pixel_accuracy": st["pixel_accuracy"],
+        "mean_linf": mean_of(cell.extra.get("linf_all")),
+        "mean_l2": mean_of(cell.extra.get("l2_all")),
+        "mean_ssim": mean_of(cell.extra.get("ssim_all")),
+        "time_s": cell.time_s,
+    }
+
+
+def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
+    """The worst case per sample across the attack list at one budget: the lowest mean Dice
+    any attack reached, and the share of samples still segmented above the threshold."""
+    by = records.worst_broken_by[e_i]
+    broken = torch.zeros(records.n, dtype=torch.bool)
+    for row in records.cells:
+        broken |= row[e_i].broken
+    robust = records.eligible & ~broken
+    robust_rate, ci = rate(int(robust.sum()), records.n)
+    return {
+        "eps": ctx.budgets[e_i],
+        "eps_display": fmt_eps(ctx.budgets[e_i]),
+        "mean_worst_dice": mean_of(records.worst_score[e_i]),
+        "robust_rate": robust_rate,
+        "ci95": ci,
+        "lowered_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
+    }
+
+
+def _targeted_row(
+    task: SegmentationTask, records: Records, name: str, kind: str, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    key = f"targeted/{name}/{kind}"
+    inc = records.extra.get(f"{key}/included")
+    if inc is None or not bool((inc == 1).any()):
+        return None
+    keep = inc == 1
+    rows = {k.rsplit("/", 1)[-1]: v for k, v in records.extra.items() if k.startswith(key + "/")}
+    st = stats_of(task, rows, keep)
+    n = int(keep.sum())
+    params = {k: v for k, v in params.items() if k != "name"}
+    return {
+        "attack": name,
+        "params": params,
+        "target": kind,
+        "n": n,
+        "success_rate": float(rows["success"][keep].sum()) / n,
+        "mean_target_iou": mean_of(rows["target_iou"][keep]),
+        "mean_target_pixel_accuracy": mean_of(rows["target_pixel_accuracy"][keep]),
+        "mean_steps": mean_of(rows["steps"][keep]),
+        "mean_dice": st["mean_dice"],
+        "dice": st["dice"],
+        "mean_iou": st["mean_iou"],
+        "iou": st["iou"],
+        "mean_hd95": st.get("mean_hd95"),
+        "pixel_accuracy": st["pixel_accuracy"],
+        "mean_linf": mean_of(rows["linf"][keep]),
+        "mean_l2": mean_of(rows["l2"][keep]),
+        "mean_ssim": mean_of(rows["ssim"][keep]),
+        "time_s": float(rows["time_s"][keep].sum()),
+    }
+
+
+def _noise_rows(
+    task: SegmentationTask, ctx: AuditContext, records: Records
+) -> list[dict[str, Any]]:
+    kinds = task.settings.noise
+    if not ctx.specs or not kinds:
+        return []
+    out = []
+    for e_i, e in enumerate(ctx.budgets):
+        inc = records.extra.get(f"noise/{e_i}/included")
+        if inc is None or not bool((inc == 1).any()):
+            continue
+        keep = inc == 1
+        cell = records.cells[0][e_i]
+        row: dict[str, Any] = {
+            "attack": ctx.specs[0].name,
+            "eps": e,
+            "eps_display": fmt_eps(e),
+            "n": int(keep.sum()),
+            "mean_ssim_adversarial": mean_of(cell.extra.get("ssim_all", inc)[keep]),
+            "dice_adversarial": stats_of(task, cell.extra, keep)["mean_dice"],
+        }
+        for kind in kinds:
+            key = f"noise/{e_i}/{kind}/"
+            rows = {k[len(key) :]: v for k, v in records.extra.items() if k.startswith(key)}
+            row[f"dice_{kind}"] = stats_of(task, rows, keep)["mean_dice"]
+            row[f"ssim_{kind}"] = mean_of(rows["ssim"][keep])
+            row[f"sigma_{kind}"] = mean_of(rows["sigma"][keep])
+            row[f"matched_{kind}"] = float(rows["reached"][keep].sum()) / int(keep.sum())
+        out.append(row)
+    return out

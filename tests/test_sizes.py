@@ -50,7 +50,6 @@ KNOWN_OVERSIZE: frozenset[str] = frozenset(
         "function: medrobust/reporting/html.py::render_report",
         "function: medrobust/reporting/sections/explanation.py::explanation_section",
         "function: medrobust/reporting/sections/segmentation.py::report_sections",
-        "parameters: medrobust/attacks/adaptive.py::WeightSweepAttack.__init__",
         "parameters: medrobust/attacks/objectives/explanation.py::GradCamObjective.__init__",
         "parameters: medrobust/evaluation/api.py::audit",
         "parameters: medrobust/evaluation/explanation.py::evaluate_explanations",

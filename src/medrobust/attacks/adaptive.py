@@ -21,7 +21,6 @@ from medrobust.attacks.objectives.detector import (
     check_number,
 )
 from medrobust.attacks.presets import register_attack
-from medrobust.types import Norm
 
 __all__ = ["WeightSweepAttack", "pgd_adaptive"]
 
@@ -51,15 +50,10 @@ class WeightSweepAttack(GradientAttack):
         margin: See :class:`DetectorEvasion`.
         loss: See :class:`DetectorEvasion`.
         confidence: See :class:`DetectorEvasion`.
-        norm: ``"linf"`` or ``"l2"``.
-        eps: Radius of the ball.
         steps: Gradient steps per weight.
-        step_size: Absolute step size; default ``2.5 * eps / steps``.
-        random_start: Start from a random point of the ball.
-        restarts: Random restarts per weight.
-        early_stop: Stop per sample as soon as the attack succeeds.
-        seed: Seed of the private generator.
-        name: Name in the result's config.
+        **kwargs: The other settings of :class:`~medrobust.attacks.GradientAttack` (``norm``,
+            ``eps``, ``step_size``, ``random_start``, ``restarts``, ``early_stop``, ``seed``,
+            ``name``).
 
     Raises:
         ValueError: For a missing detector, an empty weight list or invalid settings.
@@ -76,33 +70,17 @@ class WeightSweepAttack(GradientAttack):
         margin: float = 0.1,
         loss: str = "margin",
         confidence: float = 1.0,
-        norm: Norm | str = Norm.LINF,
-        eps: float = 8 / 255,
         steps: int = 50,
-        step_size: float | None = None,
-        random_start: bool = True,
-        restarts: int = 1,
-        early_stop: bool = True,
-        seed: int = 0,
-        name: str = "pgd-adaptive",
+        **kwargs: Any,
     ) -> None:
         base = DetectorEvasion(detector, margin=margin, loss=loss, confidence=confidence)
         weights = [check_number("weight", w) for w in _weights(weight)]
-        objective = base.with_weight(weights[0])
-        engine: dict[str, Any] = {
-            "norm": norm,
-            "eps": eps,
-            "steps": steps,
-            "step_size": step_size,
-            "random_start": random_start,
-            "restarts": restarts,
-            "early_stop": early_stop,
-            "seed": seed,
-            "name": name,
-        }
-        super().__init__(objective=objective, **engine)
+        kwargs.setdefault("name", "pgd-adaptive")
+        super().__init__(objective=base.with_weight(weights[0]), steps=steps, **kwargs)
         self.weights = weights
-        self._rounds = [GradientAttack(objective=base.with_weight(w), **engine) for w in weights]
+        self._rounds = [
+            GradientAttack(objective=base.with_weight(w), steps=steps, **kwargs) for w in weights
+        ]
 
     def params(self) -> dict[str, Any]:
         """The engine settings and the weights."""

@@ -32,8 +32,8 @@ from medrobust.attacks.minimal import CarliniWagnerL2, DeepFool
 from medrobust.attacks.objectives.base import Objective
 from medrobust.attacks.objectives.classification import DLR, CrossEntropy, Margin
 from medrobust.attacks.square import SquareAttack
-from medrobust.attacks.tags import check_tags
-from medrobust.registry import Registry, check_keywords
+from medrobust.attacks.tags import ATTACKS, AttackRegistry
+from medrobust.registry import check_keywords
 
 __all__ = [
     "ATTACKS",
@@ -96,13 +96,21 @@ CLASSIFICATION_LOSSES = ObjectiveChoice(
 )
 
 
-def _parameters(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+def _parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of ``cls``'s constructor; a constructor that forwards
+    ``**kwargs`` to its base class also takes the base constructor's parameters."""
     kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return {
-        n: p
-        for n, p in inspect.signature(fn).parameters.items()
-        if p.kind in kinds and n not in _INTERNAL
-    }
+    out: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        for n, p in params.items():
+            if p.kind in kinds and n not in _INTERNAL:
+                out.setdefault(n, p)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return out
 
 
 def preset_keywords(
@@ -170,24 +178,6 @@ def build_attack(
     accepted = [*engine_params, *obj_params]
     check_keywords(f"with the objective {cls.name!r}, attack", name, accepted, kw)
     return make(objective=cls(**obj_kw), name=name, **kw)
-
-
-class AttackRegistry(Registry[Attack]):
-    """The attack registry: registration refuses tags outside :mod:`medrobust.attacks.tags`
-    (exactly one kind and one task)."""
-
-    def register(
-        self, name: str, *, summary: str = "", tags: tuple[str, ...] = ()
-    ) -> Callable[[Callable[..., Attack]], Callable[..., Attack]]:
-        """Decorator that registers ``factory`` under ``name`` after checking its tags.
-
-        Raises:
-            ValueError: For tags outside the vocabulary, or a name already registered.
-        """
-        return super().register(name, summary=summary, tags=check_tags(name, tags))
-
-
-ATTACKS: AttackRegistry = AttackRegistry("attack")
 
 
 def register_attack(

@@ -28,18 +28,26 @@ Extras (optional, any number): ``gradient`` (uses input gradients), ``targeted``
 ``untargeted`` (drives toward given targets / away from the labels), ``linf-only`` (refuses the
 L2 norm), ``adaptive`` (aware of a defence in front of the model).
 
+The attack registry :data:`ATTACKS` lives here because it enforces the vocabulary: registering an
+attack without exactly one kind and one task, or with a tag outside the vocabulary, fails.
+
 The evaluation chooses its sanity checks with :func:`attack_kind` and :func:`attack_task`, never
 by attack name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+from medrobust.attacks.engine import Attack
+from medrobust.registry import Registry
 
 __all__ = [
+    "ATTACKS",
     "EXTRAS",
     "KINDS",
     "TASKS",
+    "AttackRegistry",
     "attack_kind",
     "attack_tags",
     "attack_task",
@@ -86,14 +94,31 @@ def check_tags(name: str, tags: Iterable[str]) -> tuple[str, ...]:
     return tags
 
 
+class AttackRegistry(Registry[Attack]):
+    """The attack registry: registration refuses tags outside the vocabulary (exactly one kind
+    and one task)."""
+
+    def register(
+        self, name: str, *, summary: str = "", tags: tuple[str, ...] = ()
+    ) -> Callable[[Callable[..., Attack]], Callable[..., Attack]]:
+        """Decorator that registers ``factory`` under ``name`` after checking its tags.
+
+        Raises:
+            ValueError: For tags outside the vocabulary, or a name already registered.
+        """
+        return super().register(name, summary=summary, tags=check_tags(name, tags))
+
+
+#: Every attack preset, by name (``create_attack``/``list_attacks`` read it).
+ATTACKS: AttackRegistry = AttackRegistry("attack")
+
+
 def attack_tags(name: str) -> tuple[str, ...]:
     """All tags of the registered attack ``name``.
 
     Raises:
         UnknownNameError: For an unknown attack (with suggestions).
     """
-    from medrobust.attacks.presets import ATTACKS
-
     return ATTACKS.get(name).tags
 
 

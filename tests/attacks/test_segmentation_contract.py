@@ -165,5 +165,7 @@ def test_rejects_classifier_and_labels(name: str) -> None:
         attack(model, x, bad)  # type: ignore[operator]
     with pytest.raises(ValueError, match="integer class indices"):
         attack(model, x, torch.zeros(3, 16, 16))  # type: ignore[operator]
+    with pytest.raises(TypeError, match=r"masks must be a torch\.Tensor, got list"):
+        attack(model, x, [[0]])  # type: ignore[operator]
     with pytest.raises(ValueError, match=r"needs masks of shape \(3, 16, 16\)"):
         attack(model, x, torch.zeros(3, 8, 8, dtype=torch.long))  # type: ignore[operator]

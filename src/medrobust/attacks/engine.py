@@ -206,7 +206,8 @@ class Attack(ABC):
 
         Raises:
             ValueError: For inputs that do not match the model (see ``ModelAdapter.check_input``)
-                or the objective.
+                or the objective (see ``Objective.check_target``).
+            TypeError: For labels that are not a tensor.
         """
         adapter = as_adapter(model)
         if adapter.task.value not in self.tasks:
@@ -215,8 +216,6 @@ class Attack(ABC):
                 f"task is {adapter.task.value!r}"
             )
         adapter.check_input(images)
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         self.objective.check_target(adapter, images, labels)
         threat = self.threat(adapter, region)
         region_t = threat.check_region(images)

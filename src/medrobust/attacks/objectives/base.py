@@ -64,8 +64,11 @@ class Objective(ABC):
         """Validate what the caller passed as labels (default: class labels ``(B,)`` in range).
 
         Raises:
+            TypeError: If ``labels`` is not a tensor.
             ValueError: For labels that do not fit the model and the batch.
         """
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         model.check_labels(labels.to(images.device), images.shape[0])
 
     def prepare(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Target:

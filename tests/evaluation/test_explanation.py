@@ -20,7 +20,7 @@ from medrobust.reporting.sections.explanation import (
     metric_curves,
     overlay_figure,
 )
-from tests.explain.conftest import Trained
+from tests.explain.conftest import Trained, trained_cnn  # noqa: F401 (fixture)
 
 EPS = [2 / 255, 8 / 255]
 
@@ -91,16 +91,27 @@ def test_maps_and_examples(result) -> None:  # type: ignore[no-untyped-def]
     assert maps["clean"].shape == (n, 1, 32, 32) and maps["clean"].dtype == np.float16
     assert maps["index"].tolist() == sorted(maps["index"].tolist())
     assert maps["id"][0].startswith("img")
-    for name in ("gradcam-kept", "gradcam-flip"):
+    rec = result.records
+    for a_i, name in enumerate(("gradcam-kept", "gradcam-flip")):
+        # every eligible sample is attacked at the smallest budget; at the larger one only
+        # those the attack did not already break there (the rest are carried over)
+        assert maps[f"{name}__eps0"].shape == (n, 1, 32, 32)
         for j in range(2):
-            assert maps[f"{name}__eps{j}"].shape == (n, 1, 32, 32)
-            assert maps[f"{name}__eps{j}__pred"].shape == (n,)
+            index = maps[f"{name}__eps{j}__index"]
+            m = int(index.shape[0])
+            assert maps[f"{name}__eps{j}"].shape == (m, 1, 32, 32)
+            assert maps[f"{name}__eps{j}__pred"].shape == (m,)
+            fresh = rec.cells[a_i][j].attacked & rec.eligible
+            if j:
+                fresh &= ~rec.cells[a_i][j - 1].broken
+            assert sorted(index.tolist()) == fresh.nonzero().flatten().tolist()
     # maps are sum-normalised
     np.testing.assert_allclose(maps["clean"].astype(np.float64).sum(axis=(1, 2, 3)), 1.0, atol=5e-3)
     assert len(result.examples) == 3
     ex = result.examples[0]
     assert ex.image.shape == (1, 32, 32) and ex.mask is not None and ex.mask.shape == (32, 32)
-    assert len(ex.attacked) == 4
+    assert len(ex.attacked) == 4  # each attack at each budget (carried when broken earlier)
+    assert all(not rec.get("carried") or rec["success"] for rec in ex.attacked)
     blob = result.maps_npz()
     with np.load(io.BytesIO(blob)) as z:
         assert set(z.files) == set(maps)
@@ -189,9 +200,10 @@ def test_bad_batches(trained_cnn: Trained) -> None:
     x, y = trained_cnn.images[:2], trained_cnn.labels[:2]
     with pytest.raises(ValueError, match=r"masks must have shape \(2, 32, 32\)"):
         evaluate_explanations(trained_cnn.model, [(x, y, torch.zeros(2, 16, 16))], steps=1)
-    with pytest.raises(TypeError, match="batches must be dicts"):
+    # the one batch reader of every audit: the same ValueError for every task
+    with pytest.raises(ValueError, match="each batch must be a dict with 'image' and 'label'"):
         evaluate_explanations(trained_cnn.model, [x], steps=1)
-    with pytest.raises(ValueError, match=r"lacks the key\(s\) \['label'\]"):
+    with pytest.raises(ValueError, match="a batch dict needs 'image' and 'label' keys"):
         evaluate_explanations(trained_cnn.model, [{"image": x}], steps=1)
     with pytest.raises(ValueError, match="no samples"):
         evaluate_explanations(trained_cnn.model, [], steps=1)

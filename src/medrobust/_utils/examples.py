@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ExampleImages", "SegmentationExample"]
+__all__ = ["ExampleImages", "ExplanationExample", "SegmentationExample"]
 
 
 def _as_image_array(value: Any, name: str) -> np.ndarray:
@@ -117,3 +117,29 @@ class SegmentationExample:
     adv_pred: np.ndarray
     title: str = ""
     target: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class ExplanationExample:
+    """One attacked sample for the overlay figure.
+
+    Attributes:
+        image: The clean input, channel first ``(C, *spatial)``.
+        mask: Binary lesion mask ``(*spatial)``, or None.
+        label: True class.
+        clean_pred: Predicted class of the clean input (the explained class).
+        id: Identifier of the sample ("" when unknown).
+        clean_map: Clean Grad-CAM map ``(*spatial)`` (sum-normalised).
+        attacked: One record per (attack, budget): ``attack``, ``eps``, ``map`` (array),
+            ``adv_pred``, ``success``, ``topk_intersection``.
+        index: Position of the sample in the data set (-1 when unknown).
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    label: int
+    clean_pred: int
+    id: str
+    clean_map: np.ndarray
+    attacked: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    index: int = -1

@@ -268,6 +268,7 @@ def run_audit(
             if ctx.max_samples is not None:
                 batch = batch.take(ctx.max_samples - records.n)
             batch = batch.to(ctx.device)
+            batch.index = torch.arange(records.n, records.n + len(batch))
             ctx.task.check(ctx.adapter, batch)
             if ctx.progress:
                 ctx.progress(ProgressEvent("clean", b_idx, n_batches, records.n))

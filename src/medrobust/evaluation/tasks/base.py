@@ -46,12 +46,14 @@ class Batch:
             ``(B, *spatial)``.
         ids: Sample identifiers, if the loader gives them.
         aux: Further per-sample tensors a task reads (e.g. a lesion mask for explanations).
+        index: ``(B,)`` positions of the samples in the data set (set by the audit loop).
     """
 
     x: torch.Tensor
     target: torch.Tensor
     ids: list[str] | None = None
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -63,11 +65,16 @@ class Batch:
             self.target[:n],
             self.ids[:n] if self.ids is not None else None,
             {k: v[:n] for k, v in self.aux.items()},
+            self.index[:n] if self.index is not None else None,
         )
 
     def select(self, idx: torch.Tensor) -> Batch:
-        """The samples at ``idx`` (ids dropped)."""
-        return Batch(self.x[idx], self.target[idx], None, {k: v[idx] for k, v in self.aux.items()})
+        """The samples at ``idx``."""
+        ids = [self.ids[int(i)] for i in idx] if self.ids is not None else None
+        index = self.index[idx.to(self.index.device)] if self.index is not None else None
+        return Batch(
+            self.x[idx], self.target[idx], ids, {k: v[idx] for k, v in self.aux.items()}, index
+        )
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -75,6 +82,7 @@ class Batch:
             self.target.to(device),
             self.ids,
             {k: v.to(device) for k, v in self.aux.items()},
+            self.index,
         )
 
 

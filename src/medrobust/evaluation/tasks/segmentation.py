@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ from medrobust.attacks.presets import create_attack
 from medrobust.attacks.result import AttackResult
 from medrobust.attacks.targets import make_target
 from medrobust.evaluation.noise import noise_for_ssim
-from medrobust.evaluation.records import Records, wilson_interval
+from medrobust.evaluation.records import Records
 from medrobust.evaluation.tasks.base import (
     AttackOutcome,
     AuditTask,
@@ -50,6 +50,7 @@ from medrobust.evaluation.tasks.base import (
     CleanOutcome,
     read_pair,
 )
+from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
 from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.segmentation import check_volume_size
@@ -66,7 +67,6 @@ logger = logging.getLogger(__name__)
 #: default ``success_dice``).
 SUCCESS_DICE = 0.5
 _SAVE_LIMIT = 16
-_STAT_KEYS = ("dice", "iou", "hd95", "correct", "pixels", "hd95_undefined")
 
 
 @dataclass
@@ -116,6 +116,7 @@ class SegmentationTask(AuditTask):
 
     name = "segmentation"
     attack_task = "segmentation"
+    success_dice = SUCCESS_DICE
     eligible_noun = "well-segmented samples"
     probe_name = "PGD-seg-50"
 
@@ -330,8 +331,6 @@ class SegmentationTask(AuditTask):
     # ------------------------------------------------------------------ summary
     def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
         """The ``"segmentation"`` part of ``metrics.json``."""
-        from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
-
         return summarise_segmentation(self, ctx, records)
 
 
@@ -357,26 +356,3 @@ def _image_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Te
         return ssim(x, y, data_range=data_range, spatial_dims=x.ndim - 2).double().cpu()
     except ValueError:  # too small for an SSIM window
         return torch.full((x.shape[0],), math.nan, dtype=torch.float64)
-
-
-def mean_of(t: torch.Tensor | None) -> float | None:
-    """Mean of the finite values, None if there are none."""
-    if t is None:
-        return None
-    v = t.double().flatten()
-    v = v[torch.isfinite(v)]
-    return float(v.mean()) if v.numel() else None
-
-
-def rate(hits: int, n: int) -> tuple[float | None, list[float]]:
-    """A rate with its Wilson 95% interval."""
-    lo, hi = wilson_interval(hits, n)
-    return (hits / n if n else None), [lo, hi]
-
-
-def stats_of(task: SegmentationTask, rows: Mapping[str, torch.Tensor], keep: torch.Tensor) -> Any:
-    """:meth:`SegmentationStats.compute` of the per-sample ``rows`` where ``keep``."""
-    stats = task.new_stats()
-    if bool(keep.any()):
-        stats.add_rows({k: v[keep] for k, v in rows.items() if k in _STAT_KEYS})
-    return stats.compute()

@@ -6,22 +6,19 @@ a resumed audit reports exactly what an uninterrupted one does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from medrobust._utils.format import fmt_eps
-from medrobust.evaluation.records import CellRecord, Records
-from medrobust.evaluation.tasks.segmentation import (
-    SUCCESS_DICE,
-    SegmentationTask,
-    mean_of,
-    rate,
-    stats_of,
-)
+from medrobust.evaluation.records import CellRecord, Records, wilson_interval
 
 if TYPE_CHECKING:
     from medrobust.evaluation.audit import AuditContext
+    from medrobust.evaluation.tasks.segmentation import SegmentationTask
+
+_STAT_KEYS = ("dice", "iou", "hd95", "correct", "pixels", "hd95_undefined")
 
 __all__ = ["summarise_segmentation"]
 
@@ -37,7 +34,7 @@ def summarise_segmentation(
         "num_classes": task.k,
         "class_names": task.class_names,
         "include_background": s.include_background,
-        "success_dice": SUCCESS_DICE,
+        "success_dice": task.success_dice,
         "clean": stats_of(task, records.clean, everyone),
         "n_eligible": int(records.eligible.sum()),
         "untargeted": [
@@ -186,3 +183,26 @@ def _noise_rows(
             row[f"matched_{kind}"] = float(rows["reached"][keep].sum()) / int(keep.sum())
         out.append(row)
     return out
+
+
+def mean_of(t: torch.Tensor | None) -> float | None:
+    """Mean of the finite values, None if there are none."""
+    if t is None:
+        return None
+    v = t.double().flatten()
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else None
+
+
+def rate(hits: int, n: int) -> tuple[float | None, list[float]]:
+    """A rate with its Wilson 95% interval."""
+    lo, hi = wilson_interval(hits, n)
+    return (hits / n if n else None), [lo, hi]
+
+
+def stats_of(task: SegmentationTask, rows: Mapping[str, torch.Tensor], keep: torch.Tensor) -> Any:
+    """:meth:`SegmentationStats.compute` of the per-sample ``rows`` where ``keep``."""
+    stats = task.new_stats()
+    if bool(keep.any()):
+        stats.add_rows({k: v[keep] for k, v in rows.items() if k in _STAT_KEYS})
+    return stats.compute()

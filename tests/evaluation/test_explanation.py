@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from medrobust.reporting.sections.explanation import (
     metric_curves,
     overlay_figure,
 )
-from tests.explain.conftest import Trained, trained_cnn  # noqa: F401 (fixture)
+from tests.explain.conftest import Trained
 
 EPS = [2 / 255, 8 / 255]
 
@@ -207,3 +208,67 @@ def test_bad_batches(trained_cnn: Trained) -> None:
         evaluate_explanations(trained_cnn.model, [{"image": x}], steps=1)
     with pytest.raises(ValueError, match="no samples"):
         evaluate_explanations(trained_cnn.model, [], steps=1)
+
+
+class _Killed(Exception):
+    pass
+
+
+def _dies_after(batches: list[dict[str, object]], n: int) -> object:
+    class Loader:
+        def __len__(self) -> int:
+            return len(batches)
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for i, b in enumerate(batches):
+                if i == n:
+                    raise _Killed
+                yield b
+
+    return Loader()
+
+
+def _numbers(m: object) -> object:
+    if isinstance(m, dict):
+        return {k: _numbers(v) for k, v in m.items() if k not in ("created", "timing", "time_s")}
+    if isinstance(m, list):
+        return [_numbers(v) for v in m]
+    return m
+
+
+SPINE = {"eps": [2 / 255, 8 / 255], "steps": 3, "n_examples": 1, "probe_samples": 2}
+
+
+def test_explanation_audit_resumes_with_identical_metrics(
+    trained_cnn: Trained,
+    tmp_path: Path,
+) -> None:
+    data = _dict_batches(trained_cnn, 12, batch=4)
+    whole = evaluate_explanations(trained_cnn.model, data, **SPINE)
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(_Killed):
+        evaluate_explanations(trained_cnn.model, _dies_after(data, 2), checkpoint=ckpt, **SPINE)
+    resumed = evaluate_explanations(trained_cnn.model, data, checkpoint=ckpt, **SPINE)
+    assert resumed.records is not None and resumed.records.batches_done == 3
+    assert _numbers(resumed.document) == _numbers(whole.document)
+
+
+def test_explanation_worst_case_and_checks(trained_cnn: Trained) -> None:
+    res = evaluate_explanations(trained_cnn.model, _dict_batches(trained_cnn, 8), **SPINE)
+    rec, doc = res.records, res.document
+    assert rec is not None
+    for e_i, row in enumerate(res.metrics["worst_case"]):
+        broken = torch.zeros(rec.n, dtype=torch.bool)
+        for cells in rec.cells:
+            broken |= cells[e_i].broken
+        assert row["broken_rate"] == pytest.approx(float(broken[rec.eligible].float().mean()))
+        # the worst score is the lowest top-k intersection any attack reached, label kept
+        scores = torch.stack([cells[e_i].score for cells in rec.cells])
+        attacked = torch.stack([cells[e_i].attacked for cells in rec.cells])
+        expected = torch.where(attacked, scores, torch.inf).amin(dim=0).clamp(max=1.0)
+        assert torch.equal(rec.worst_score[e_i][rec.eligible], expected[rec.eligible])
+    assert bool((rec.worst_score[1] <= rec.worst_score[0] + 1e-12).all())
+    assert doc["task"] == "explanation"
+    assert {"schema_version", "medrobust_version", "model", "data", "threat_model"} <= set(doc)
+    codes = {c["code"] for c in doc["checks"]}
+    assert {"MR101", "MR104", "MR105", "MR106"} <= codes

@@ -3,7 +3,9 @@ named suites, noise baselines and the detector risk.
 
 * :func:`evaluate`: audit a model, dispatching on its task (classifier or segmenter).
 * :func:`audit`: the loop with any :class:`~medrobust.evaluation.tasks.base.AuditTask`.
-* :func:`evaluate_segmentation`, :func:`evaluate_explanations`: the other tasks' audits.
+* :func:`evaluate_segmentation`, :func:`evaluate_explanations`, :func:`evaluate_detector`: the
+  other tasks' audits on the same loop; :func:`assess_detector`: detection metrics and the
+  system risk from a classification audit.
 
 Writing the run folder (report, metrics, adversarial examples) belongs to the layers above:
 ``medrobust.evaluate(...)`` returns a result with ``write``.
@@ -12,6 +14,7 @@ Writing the run folder (report, metrics, adversarial examples) belongs to the la
 from medrobust.evaluation.api import EvaluationResult, audit
 from medrobust.evaluation.audit import AttackSpec, ProgressEvent
 from medrobust.evaluation.checks import CHECKS
+from medrobust.evaluation.detection import evaluate_detector
 from medrobust.evaluation.entry import evaluate
 from medrobust.evaluation.explanation import ExplanationResult, evaluate_explanations
 from medrobust.evaluation.risk import assess_detector
@@ -27,6 +30,7 @@ __all__ = [
     "assess_detector",
     "audit",
     "evaluate",
+    "evaluate_detector",
     "evaluate_explanations",
     "evaluate_segmentation",
 ]

@@ -195,7 +195,7 @@ def _probe_unbounded(ctx: AuditContext, loader: Iterable[Any]) -> dict[str, Any]
     eps = width if ctx.norm is Norm.LINF else width * math.sqrt(batch.x[0].numel())
     attack = ctx.task.probe_attack(eps, ctx.norm, ctx.seed)
     res = ctx.task.run_attack(attack, ctx.adapter, batch)
-    survived = int((~ctx.task.outcome(ctx.adapter, batch, res).broken).sum())
+    survived = int((~ctx.task.probe_broken(ctx.adapter, batch, res)).sum())
     n = len(batch)
     if survived:
         return check_row("MR101", "fail", f"{survived} of {n} samples survived "

@@ -222,6 +222,13 @@ class AuditTask(abc.ABC):
     ) -> torch.Tensor:
         """``(B,)`` bool: random noise ``x_noisy`` broke the sample (check MR104)."""
 
+    def probe_broken(
+        self, adapter: ModelAdapter, batch: Batch, result: AttackResult
+    ) -> torch.Tensor:
+        """``(B,)`` bool: the unbounded probe broke the sample (check MR101); by default the
+        task's own success test."""
+        return self.outcome(adapter, batch, result).broken
+
     @abc.abstractmethod
     def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
         """A scalar loss whose input gradient the attacks follow (check MR105)."""

@@ -17,11 +17,11 @@ from medrobust.cli._common import (
     Out,
     Overwrite,
     budgets,
-    console,
     default_out,
     names,
     params,
     print_report,
+    progress,
 )
 
 __all__ = ["explain"]
@@ -61,8 +61,6 @@ def explain(
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM maps of a saved model, clean and under explanation attacks, with a report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from medrobust.pipelines.explain import ExplainSettings, run_explain
 
     attack_names = names(attacks)
@@ -85,19 +83,12 @@ def explain(
         n_examples=n_examples,
         save_maps=save_maps,
     )
-    columns = ("[bold]explaining", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("explain", total=None)
-
-        def on_batch(index: int, total: int | None) -> None:
-            """Advance the bar after batch ``index`` of ``total``."""
-            bar.update(task, completed=index + 1, total=total)
-
+    with progress() as reporter:
         report = run_explain(
             checkpoint,
             out or default_out("explain"),
             settings,
             overwrite=overwrite,
-            progress=on_batch,
+            progress=reporter.evaluate,
         )
     print_report(report)

@@ -88,7 +88,7 @@ def run_explain(
     settings: ExplainSettings | None = None,
     *,
     overwrite: bool = False,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Callable[[Any], None] | None = None,
     **overrides: Any,
 ) -> Path:
     """Explain a saved model on a data set split, clean and under attack, into a run folder.
@@ -98,7 +98,8 @@ def run_explain(
         out: The run folder (created if needed).
         settings: The settings (default: :class:`ExplainSettings`).
         overwrite: Replace a completed run in ``out``.
-        progress: Called after each batch as ``progress(batch_index, n_batches)``.
+        progress: Receives the audit's progress events (a
+            :class:`~medrobust.evaluation.ProgressEvent` per step).
         **overrides: Fields of :class:`ExplainSettings` replacing those of ``settings``
             (``steps=2``, ``data_params={"n": 8}`` ...).
 

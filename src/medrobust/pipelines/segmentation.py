@@ -9,7 +9,6 @@ The run folder holds ``train/`` (checkpoints and history), ``report.html``, ``me
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,13 +17,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medrobust.evaluation.segmentation import SegmentationEvaluation
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
 from medrobust.pipelines.reporter import Reporter
-from medrobust.pipelines.results import evaluate_segmentation
-
-logger = logging.getLogger(__name__)
+from medrobust.pipelines.results import SegmentationAudit, evaluate_segmentation
 
 __all__ = [
     "demo_settings",
@@ -102,7 +98,7 @@ def run_segmentation_demo(
     reporter: Reporter | None = None,
     quick: bool = False,
     overwrite: bool = False,
-) -> tuple[SegmentationEvaluation, Path]:
+) -> tuple[SegmentationAudit, Path]:
     """Train a UNet on the phantom's lesion masks and audit it (``medrobust demo --task
     segmentation``).
 
@@ -220,7 +216,7 @@ def evaluate_segmenter(
     title: str | None = None,
     progress: Any = None,
     roi_size: int | Sequence[int] | None = None,
-) -> SegmentationEvaluation:
+) -> SegmentationAudit:
     """Audit a segmenter with settings as in :func:`demo_settings` (``"evaluation"`` entry).
 
     Args:
@@ -308,7 +304,7 @@ def evaluate_segmentation_model(
     roi_size: int | Sequence[int] | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
-) -> tuple[SegmentationEvaluation, Path]:
+) -> tuple[SegmentationAudit, Path]:
     """Audit a saved segmenter on the configured data set and write the run folder (what
     ``medrobust evaluate`` does for segmentation models).
 
@@ -408,7 +404,7 @@ def evaluate_segmentation_checkpoint(
     roi_size: int | Sequence[int] | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
-) -> tuple[SegmentationEvaluation, Path]:
+) -> tuple[SegmentationAudit, Path]:
     """Audit a saved segmenter with every segmentation option (``medrobust
     evaluate-segmentation``).
 

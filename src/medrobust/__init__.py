@@ -20,7 +20,12 @@ from medrobust._version import __version__
 
 _LAZY = {
     "evaluate": "medrobust.pipelines.results",
+    "evaluate_segmentation": "medrobust.pipelines.results",
+    "evaluate_explanations": "medrobust.evaluation",
+    "evaluate_detector": "medrobust.evaluation",
+    "assess_detector": "medrobust.evaluation",
     "audit": "medrobust.evaluation",
+    "grad_cam": "medrobust.explain",
     "EvaluationResult": "medrobust.evaluation",
     "create_attack": "medrobust.attacks",
     "list_attacks": "medrobust.attacks",
@@ -50,11 +55,17 @@ __all__ = [
     "Task",
     "ThreatModel",
     "__version__",
+    "assess_detector",
+    "audit",
     "create_attack",
     "create_dataset",
     "create_detector",
     "create_model",
     "evaluate",
+    "evaluate_detector",
+    "evaluate_explanations",
+    "evaluate_segmentation",
+    "grad_cam",
     "list_attacks",
     "list_datasets",
     "list_detectors",
@@ -68,7 +79,14 @@ if TYPE_CHECKING:
     from medrobust.attacks import AttackResult, ThreatModel, create_attack, list_attacks
     from medrobust.data import create_dataset, list_datasets
     from medrobust.detectors import create_detector, list_detectors, load_detector
-    from medrobust.evaluation import EvaluationResult, evaluate
+    from medrobust.evaluation import (
+        EvaluationResult,
+        assess_detector,
+        audit,
+        evaluate_detector,
+        evaluate_explanations,
+    )
+    from medrobust.explain import grad_cam
     from medrobust.models import (
         ModelAdapter,
         create_model,
@@ -76,6 +94,7 @@ if TYPE_CHECKING:
         load_checkpoint,
         save_checkpoint,
     )
+    from medrobust.pipelines.results import evaluate, evaluate_segmentation
     from medrobust.types import Bounds, Norm, Task
 
 

@@ -279,3 +279,16 @@ def test_segmentation_audit_shares_the_header_and_checks() -> None:
     assert {"MR101", "MR104", "MR105", "MR106"} <= codes
     assert "MR107" not in codes  # a classification check
     assert all(c["status"] in ("pass", "warn", "fail") for c in seg["checks"])
+
+
+def test_medrobust_evaluate_dispatches_on_the_task(tmp_path: Path) -> None:
+    import medrobust
+
+    model = tiny()
+    res = medrobust.evaluate(model, loader(model), eps=[2 / 255], targeted=[], noise=[])
+    assert res.metrics["task"] == "segmentation"
+    assert res.metrics["attacks"] == [{"name": "pgd-seg", "params": {}}]  # the segmenter default
+    out = res.write(tmp_path / "run")
+    assert (out / "metrics.json").exists() and (out / "report.html").exists()
+    with pytest.raises(ValueError, match="not a segmentation attack"):
+        medrobust.evaluate(model, loader(model), attacks=["fgsm"])

@@ -66,7 +66,6 @@ FACADE_LAYER = max(LAYERS.values()) + 1
 #: import of a module that does not exist.
 KNOWN_VIOLATIONS: frozenset[str] = frozenset(
     {
-        "cycle: medrobust.evaluation.tasks.segmentation, medrobust.evaluation.tasks.segmentation_summary",  # noqa: E501
     }
 )
 

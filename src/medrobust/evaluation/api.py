@@ -20,7 +20,6 @@ from medrobust._version import __version__
 from medrobust.evaluation.audit import (
     AttackSpec,
     AuditContext,
-    Mode,
     ProgressEvent,
     make_context,
     run_audit,
@@ -135,24 +134,30 @@ def audit(
     attacks: Sequence[str | Mapping[str, Any] | AttackSpec],
     eps: Any,
     *,
-    norm: str | Norm = Norm.LINF,
-    mode: Mode = "individual",
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    max_samples: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
-    model_info: Mapping[str, Any] | None = None,
-    data_info: Mapping[str, Any] | None = None,
-    title: str | None = None,
     **options: Any,
 ) -> EvaluationResult:
     """Audit ``model`` on ``loader`` with the task plug-in ``task``: per-sample records, the
     worst case per sample across ``attacks`` at each budget of ``eps``, the sanity checks and
     one ``metrics.json`` document (header + the task's section + checks + examples + timing).
 
-    ``options``: ``n_examples``, ``keep_adversarial``, ``checks``, ``probe_samples``,
-    ``noise_draws`` (see :func:`evaluate`).
+    Args:
+        task: The task plug-in (:mod:`medrobust.evaluation.tasks`).
+        model: A :class:`ModelAdapter`, or a bare module with inputs in ``[0, 1]``.
+        loader: Batches, in a fixed order if ``checkpoint`` is used.
+        attacks: Attack names or specs of the task's attacks, in list order.
+        eps: Budgets (numbers or fractions such as ``"2/255"``).
+        checkpoint: A file where records are saved after each batch; an existing checkpoint of
+            the same configuration is resumed.
+        progress: Callback receiving :class:`ProgressEvent` updates.
+        **options: ``norm`` (``"linf"``), ``mode`` (``"individual"``), ``seed`` (0),
+            ``device``, ``max_samples``, ``n_examples`` (6), ``keep_adversarial`` (256),
+            ``checks`` (True), ``probe_samples`` (16), ``noise_draws`` (4), and for the header
+            ``model_info``, ``data_info``, ``title``.
+
+    Returns:
+        An :class:`EvaluationResult`.
 
     Raises:
         ValueError: For bad settings (before any compute), an empty loader or a batch that does
@@ -160,10 +165,10 @@ def audit(
     """
     t_start = time.perf_counter()
     adapter = model if isinstance(model, ModelAdapter) else as_adapter(model)
-    ctx = make_context(
-        task, adapter, attacks, eps, norm=norm, mode=mode, seed=seed, device=device,
-        max_samples=max_samples, progress=progress, **options,
-    )  # fmt: skip
+    header = {k: options.pop(k, None) for k in ("model_info", "data_info", "title")}
+    settings = {"norm": Norm.LINF, "mode": "individual", "seed": 0, "device": None,
+                "max_samples": None, **options}  # fmt: skip
+    ctx = make_context(task, adapter, attacks, eps, progress=progress, **settings)
     records, kept, pool = run_audit(ctx, loader, checkpoint)
     checks = run_checks(ctx, records, loader) if ctx.checks else []
     if progress:
@@ -173,7 +178,7 @@ def audit(
         if isinstance(task, ClassificationTask)
         else []
     )
-    metrics = metrics_header(ctx, records, model_info=model_info, data_info=data_info, title=title)
+    metrics = metrics_header(ctx, records, **header)
     if task.name == "classification":
         del metrics["task"]  # schema version 1 of a classification audit has no task key
     section = task.summarise(ctx, records)

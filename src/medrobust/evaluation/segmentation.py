@@ -160,7 +160,6 @@ def evaluate_segmentation(
     spacing: float | Sequence[float] | None = None,
     max_voxels: int | None = DEFAULT_MAX_VOXELS,
     n_examples: int = 4,
-    title: str | None = None,
     **kwargs: Any,
 ) -> SegmentationEvaluation:
     """Audit a segmentation model: clean metrics, untargeted attacks per budget with the worst
@@ -191,10 +190,9 @@ def evaluate_segmentation(
         spacing: Voxel size for the Hausdorff distance.
         max_voxels: Batch size limit without sliding windows (None: no check).
         n_examples: Samples shown in the overlay figures.
-        title: Report title.
         **kwargs: As :func:`medrobust.evaluation.audit`: ``norm``, ``mode``, ``seed``,
             ``device``, ``max_samples``, ``checks``, ``probe_samples``, ``noise_draws``,
-            ``checkpoint`` (resume), ``progress``, ``model_info``, ``data_info``.
+            ``checkpoint`` (resume), ``progress``, ``model_info``, ``data_info``, ``title``.
 
     Returns:
         A :class:`SegmentationEvaluation`.
@@ -233,9 +231,11 @@ def evaluate_segmentation(
     names = adapter.class_names or [str(i) for i in range(adapter.num_classes)]
     task = SegmentationTask(settings, adapter.num_classes, names)
     card = dict(kwargs.get("model_info") or {})
-    title = title or f"Segmentation robustness audit: {card.get('architecture', 'model')}"
-    kwargs.setdefault("n_examples", 0)  # the task keeps its own overlays
-    result = audit(task, adapter, loader, untargeted_specs, eps, title=title, **kwargs)
+    kwargs["title"] = (
+        kwargs.get("title") or f"Segmentation robustness audit: {card.get('architecture', 'model')}"
+    )
+    kwargs["n_examples"] = 0  # the task keeps its own overlays
+    result = audit(task, adapter, loader, untargeted_specs, eps, **kwargs)
     adversarial = {
         name: {key: np.concatenate(parts) for key, parts in arrays.items()}
         for name, arrays in task.saved.items()

@@ -150,6 +150,13 @@ def robustness_curves(metrics: Mapping[str, Any]) -> Figure:
         rotation=45 if len(ticks) > 7 else 0,
         ha="right" if len(ticks) > 7 else "center",
     )
+    _style_axes(ax, metrics)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    return fig
+
+
+def _style_axes(ax: Any, metrics: Mapping[str, Any]) -> None:
+    """Axis labels (norm and input range), percent y axis, grid and spines of the curves."""
     tm = metrics.get("threat_model") or {}
     raw_norm = str(tm.get("norm") or "")
     norm = _NORM_LABEL.get(raw_norm.lower(), _plain(raw_norm))
@@ -165,8 +172,6 @@ def robustness_curves(metrics: Mapping[str, Any]) -> Figure:
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
-    return fig
 
 
 def _display_array(arr: np.ndarray) -> tuple[np.ndarray, str]:

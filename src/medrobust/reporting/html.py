@@ -29,7 +29,6 @@ import datetime as _dt
 import functools
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,18 @@ import jinja2
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
+from medrobust.reporting.context import (
+    RESERVED_ANCHORS,
+    _fmt_scalar,
+    _is_num,
+    attack_context,
+    check_context,
+    eps_display_table,
+    eps_text,
+    example_rows,
+    slug,
+    worst_case_context,
+)
 from medrobust.reporting.figures import example_grid, robustness_curves, to_base64_png
 from medrobust.reporting.io import ExampleImages, write_text_atomic
 
@@ -105,22 +116,6 @@ class ReportSection:
 # --------------------------------------------------------------------------------------------
 # escaped value rendering
 # --------------------------------------------------------------------------------------------
-def _fmt_scalar(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        return f"{value:.4g}"
-    return str(value)
-
-
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
@@ -227,10 +222,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _pct(value: Any) -> str:
     return f"{100 * float(value):.1f}%" if _is_num(value) else "—"
 
@@ -256,11 +247,6 @@ def _seconds(value: Any) -> str:
         return f"{int(minutes)} min {sec:.0f} s"
     hours, minutes = divmod(minutes, 60)
     return f"{int(hours)} h {int(minutes)} min"
-
-
-def _slug(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug or "section"
 
 
 def _format_created(value: Any) -> str:
@@ -356,7 +342,7 @@ def _prepare_sections(
                 f"extra section {sec.title!r} has {len(sec.figures)} figures but "
                 f"{len(sec.captions)} captions"
             )
-        anchor = _slug(sec.anchor or sec.title)
+        anchor = slug(sec.anchor or sec.title)
         base, n = anchor, 2
         while anchor in used:
             anchor, n = f"{base}-{n}", n + 1
@@ -376,30 +362,6 @@ def _prepare_sections(
             }
         )
     return out
-
-
-def _eps_display_table(metrics: Mapping[str, Any]) -> list[tuple[float, str]]:
-    tm = metrics.get("threat_model") or {}
-    eps = list(tm.get("eps") or [])
-    disp = list(tm.get("eps_display") or [])
-    if disp:  # lengths are checked by _validate
-        return [(float(e), str(d)) for e, d in zip(eps, disp, strict=True)]
-    return [(float(e), f"{float(e):.4g}") for e in eps]
-
-
-def _eps_text(value: Any, table: Sequence[tuple[float, str]]) -> str:
-    if not _is_num(value):
-        return _fmt_scalar(value)
-    for eps, label in table:
-        if math.isclose(eps, float(value), rel_tol=1e-9, abs_tol=1e-12):
-            return label
-    return f"{float(value):.4g}"
-
-
-def _class_name(names: Sequence[str], index: Any) -> str:
-    if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(names):
-        return f"{names[index]} ({index})"
-    return _fmt_scalar(index)
 
 
 @functools.lru_cache(maxsize=1)
@@ -451,103 +413,21 @@ def render_report(
     for i, ex in enumerate(ex_list):
         if not isinstance(ex, ExampleImages):
             raise TypeError(f"examples[{i}] must be an ExampleImages, got {type(ex).__name__}")
-
-    used_anchors = {
-        "summary",
-        "model",
-        "data",
-        "threat-model",
-        "clean",
-        "curves",
-        "attacks",
-        "worst-case",
-        "examples",
-        "checks",
-        "checks-explained",
-        "timing",
-        "other",
-    }
-    sections = _prepare_sections(list(extra_sections), dpi, used_anchors)
+    sections = _prepare_sections(list(extra_sections), dpi, set(RESERVED_ANCHORS))
     covered = {s.key for s in extra_sections if s.key}
-
-    eps_table = _eps_display_table(metrics)
+    eps_table = eps_display_table(metrics)
     data = metrics.get("data") or {}
     class_names = [str(c) for c in (data.get("class_names") or [])]
-
-    results = list(metrics.get("results") or [])
-    by_attack: dict[str, list[Mapping[str, Any]]] = {}
-    for rec in results:
-        by_attack.setdefault(str(rec.get("attack", "?")), []).append(rec)
-    attack_params = {
-        str(a.get("name", "?")): a.get("params") or {} for a in (metrics.get("attacks") or [])
-    }
-    attack_tables = [
-        {
-            "name": name,
-            "anchor": f"attack-{_slug(name)}",
-            "params": attack_params.get(name, {}),
-            "rows": sorted(recs, key=lambda r: float(r["eps"])),
-        }
-        for name, recs in by_attack.items()
-    ]
-    listed_only = [
-        {"name": name, "params": params}
-        for name, params in attack_params.items()
-        if name not in by_attack
-    ]
-
-    worst = sorted(metrics.get("worst_case") or [], key=lambda r: float(r["eps"]))
-    breakers: dict[str, None] = {}
-    for rec in worst:
-        for name in rec.get("broken_by") or {}:
-            breakers.setdefault(str(name), None)
-
-    checks = list(metrics.get("checks") or [])
-    counts = {s: sum(1 for c in checks if c.get("status") == s) for s in _STATUS}
-    docs = dict(check_docs or {})
-    explained: dict[str, dict[str, str]] = {}
-    check_rows = []
-    for c in checks:
-        code = str(c.get("code", "?"))
-        anchor = f"check-{_slug(code)}"
-        check_rows.append({**c, "code": code, "anchor": anchor})
-        if code not in explained:
-            text = docs.get(code) or c.get("help") or ""
-            explained[code] = {
-                "title": str(c.get("title", "")),
-                "text": str(text),
-                "anchor": anchor,
-            }
-
     curves_uri = None
-    if results:
+    if metrics.get("results"):
         curves_uri = "data:image/png;base64," + to_base64_png(robustness_curves(metrics), dpi=dpi)
-    grid_uri = None
-    magnification_note = ""
+    grid_uri, grid_note = None, ""
     if ex_list:
-        grid_uri = "data:image/png;base64," + to_base64_png(
-            example_grid(ex_list, magnify=magnify), dpi=dpi
-        )
+        grid = example_grid(ex_list, magnify=magnify)
+        grid_uri = "data:image/png;base64," + to_base64_png(grid, dpi=dpi)
         if any(ex.clean.ndim == 4 for ex in ex_list):
-            magnification_note = "For 3-D volumes the middle slice of the last axis is shown."
-
-    example_rows = [
-        {
-            "index": rec.get("index"),
-            "id": rec.get("id"),
-            "label": _class_name(class_names, rec.get("label")),
-            "clean_pred": _class_name(class_names, rec.get("clean_pred")),
-            "adv_pred": _class_name(class_names, rec.get("adv_pred")),
-            "changed": rec.get("adv_pred") != rec.get("label"),
-            "attack": rec.get("attack"),
-            "eps": _eps_text(rec.get("eps"), eps_table),
-            "file": rec.get("file"),
-        }
-        for rec in (metrics.get("examples") or [])
-    ]
-
-    other = {k: v for k, v in metrics.items() if k not in KNOWN_SECTIONS and k not in covered}
-
+            grid_note = "For 3-D volumes the middle slice of the last axis is shown."
+    worst, breakers = worst_case_context(metrics)
     context = {
         "m": metrics,
         "title": str(metrics.get("title") or "Robustness audit"),
@@ -561,20 +441,17 @@ def render_report(
         "eps_rows": eps_table,
         "clean": metrics.get("clean") or None,
         "curves_uri": curves_uri,
-        "attack_tables": attack_tables,
-        "listed_only": listed_only,
+        **attack_context(metrics),
         "worst": worst,
-        "breakers": list(breakers),
-        "eps_text": lambda v: _eps_text(v, eps_table),
+        "breakers": breakers,
+        "eps_text": lambda v: eps_text(v, eps_table),
         "grid_uri": grid_uri,
-        "grid_note": magnification_note,
-        "example_rows": example_rows,
+        "grid_note": grid_note,
+        "example_rows": example_rows(metrics, class_names, eps_table),
         "sections": sections,
-        "checks": check_rows,
-        "counts": counts,
-        "explained": explained,
+        **check_context(metrics, check_docs, _STATUS),
         "timing": metrics.get("timing") or None,
-        "other": other,
+        "other": {k: v for k, v in metrics.items() if k not in KNOWN_SECTIONS and k not in covered},
     }
     return _environment().get_template("report.html").render(**context)
 

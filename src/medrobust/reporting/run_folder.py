@@ -32,6 +32,7 @@ class AuditOutput(Protocol):
     adversarial: dict[str, dict[str, Any]]
     config: dict[str, Any]
 
+
 METRICS = "metrics.json"
 
 

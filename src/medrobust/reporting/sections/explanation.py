@@ -219,20 +219,68 @@ def explanation_section(
     """
     from markupsafe import Markup, escape
 
-    from medrobust.reporting.html import ReportSection, html_table
+    from medrobust.reporting.html import html_table
 
     results = list(metrics.get("results") or [])
     if not results:
         raise ValueError("metrics has no explanation results")
+    noise_rows = _noise_rows(metrics)
+    worst_rows = _worst_rows(metrics)
+    body = Markup("").join(
+        [
+            _intro(metrics),
+            Markup("<h3>Attacks per budget</h3>"),
+            html_table(_attack_rows(results)),
+            Markup("<h3>Worst case per sample across the attacks</h3>") if worst_rows else "",
+            html_table(worst_rows) if worst_rows else Markup(""),
+            Markup("<h3>Random noise of the same budget</h3>") if noise_rows else Markup(""),
+            html_table(noise_rows) if noise_rows else Markup(""),
+            Markup('<p class="note">{}</p>').format(escape(_NOTE)),
+        ]
+    )
+    figures: list[Figure] = [metric_curves(metrics)]
+    captions = ["Attack success and map metrics against the budget (dashed: random noise)."]
+    if examples:
+        figures.append(overlay_figure(examples, class_names))
+        largest = fmt_eps(max(float(e) for e in metrics.get("eps") or [0.0]))
+        captions.append(
+            f"Clean and attacked Grad-CAM maps at ε = {largest} over the image; green: lesion."
+        )
+    from medrobust.reporting.html import ReportSection
+
+    return ReportSection(
+        title=title,
+        body=body,
+        figures=figures,
+        captions=captions,
+        key="explanations",
+        anchor="explanations",
+    )
+
+
+_NOTE = (
+    "top-k ∩: share of the clean map's top-k pixels still in the attacked map's top-k "
+    "(1 = unchanged); Spearman: rank correlation of the maps; SSIM: structural similarity of the "
+    "min-max scaled maps; CoM shift: distance between the maps' centres of mass; lesion hit: "
+    "share of the map's mass inside the lesion mask; worst case: a sample counts as broken when "
+    "any attack of the list reached its goal at that budget, and the worst top-k ∩ is the lowest "
+    "any attack reached with the label kept."
+)
+
+
+def _intro(metrics: Mapping[str, Any]) -> Any:
+    from markupsafe import Markup
+
     attacks = {a["name"]: a.get("label") for a in metrics.get("attacks") or []}
     thr = metrics.get("thresholds") or {}
-    intro = Markup(
+    return Markup(
         "<p>Grad-CAM maps at layer <code>{layer}</code> of {n} correctly classified samples "
         "(of {total}; {undef} with an all-zero clean map were skipped) were attacked. "
         "<b>Label-kept</b> attacks ({kept}) succeed when the map moved (top-k intersection "
         "with the clean map, k = {k}, below {thr}) while the predicted class stayed the same: "
         "the case a reader cannot notice. <b>Label-changing</b> attacks ({changed}) succeed when "
-        "the class changed and the map moved. Random noise of the same budget is the baseline. "
+        "the class changed and the map moved. A sample broken at a smaller budget is carried to "
+        "the larger ones, not attacked again. Random noise of the same budget is the baseline. "
         "Green outlines show the lesion.</p>"
     ).format(
         layer=metrics.get("layer"),
@@ -244,7 +292,10 @@ def explanation_section(
         k=metrics.get("k"),
         thr=thr.get("topk_threshold"),
     )
-    rows = [
+
+
+def _attack_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
         {
             "attack": r["attack"],
             "ε": r["eps_display"],
@@ -261,7 +312,24 @@ def explanation_section(
         }
         for r in sorted(results, key=lambda r: (r["attack"], r["eps"]))
     ]
-    noise_rows = [
+
+
+def _worst_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "ε": r["eps_display"],
+            "n": r["n"],
+            "broken %": _pct(r["broken_rate"]),
+            "95% CI": f"{_pct(r['ci95'][0])}–{_pct(r['ci95'][1])}",
+            "worst top-k ∩ (label kept)": _round(r["worst_topk_intersection"]),
+            "broken by": ", ".join(f"{k}: {v}" for k, v in (r.get("broken_by") or {}).items()),
+        }
+        for r in metrics.get("worst_case") or []
+    ]
+
+
+def _noise_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
         {
             "ε": r["eps_display"],
             "n": r["n"],
@@ -275,37 +343,3 @@ def explanation_section(
         }
         for r in metrics.get("noise") or []
     ]
-    body = Markup("").join(
-        [
-            intro,
-            Markup("<h3>Attacks per budget</h3>"),
-            html_table(rows),
-            Markup("<h3>Random noise of the same budget</h3>") if noise_rows else Markup(""),
-            html_table(noise_rows) if noise_rows else Markup(""),
-            Markup('<p class="note">{}</p>').format(
-                escape(
-                    "top-k ∩: share of the clean map's top-k pixels still in the attacked map's "
-                    "top-k (1 = unchanged); Spearman: rank correlation of the maps; SSIM: "
-                    "structural similarity of the min-max scaled maps; CoM shift: distance "
-                    "between the maps' centres of mass; lesion hit: share of the map's mass "
-                    "inside the lesion mask."
-                )
-            ),
-        ]
-    )
-    figures: list[Figure] = [metric_curves(metrics)]
-    captions = ["Attack success and map metrics against the budget (dashed: random noise)."]
-    if examples:
-        figures.append(overlay_figure(examples, class_names))
-        largest = fmt_eps(max(float(e) for e in metrics.get("eps") or [0.0]))
-        captions.append(
-            f"Clean and attacked Grad-CAM maps at ε = {largest} over the image; green: lesion."
-        )
-    return ReportSection(
-        title=title,
-        body=body,
-        figures=figures,
-        captions=captions,
-        key="explanations",
-        anchor="explanations",
-    )

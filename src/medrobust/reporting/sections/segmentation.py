@@ -29,8 +29,6 @@ def _f(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):.3f}"
 
 
-
-
 _COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#7F7F7F")
 
 
@@ -207,44 +205,11 @@ def report_sections(
     Returns:
         A list of :class:`~medrobust.reporting.ReportSection`.
     """
-    from markupsafe import Markup
-
-    from medrobust.reporting.html import ReportSection, html_table
+    from medrobust.reporting.html import ReportSection
 
     seg = metrics["segmentation"]
     k = int(seg["num_classes"])
-    clean = seg["clean"]
-    body = Markup("<h3>Clean segmentation</h3>") + Markup(
-        "<p class='note'>Dice, IoU and HD95 per class with MONAI's semantics: a class absent "
-        "from a ground-truth mask is left out of its means; HD95 (in voxels) is undefined where "
-        "the prediction or the truth of a class is empty. Pixel accuracy {}, on {} samples.</p>"
-    ).format(_f(clean.get("pixel_accuracy")), clean.get("n"))
-    body += html_table(_class_table(clean))
     unt = seg["untargeted"]
-    if unt:
-        body += Markup("<h3>Untargeted attacks</h3>")
-        body += html_table(
-            [
-                {
-                    "attack": r["attack"],
-                    "ε": r["eps_display"],
-                    "mean Dice": r["mean_dice"],
-                    "mean IoU": r["mean_iou"],
-                    "mean HD95": r["mean_hd95"],
-                    "pixel accuracy": r["pixel_accuracy"],
-                    "success rate": r["success_rate"],
-                    "mean L∞": r["mean_linf"],
-                    "mean L2": r["mean_l2"],
-                    "mean SSIM": r["mean_ssim"],
-                    "time (s)": r["time_s"],
-                }
-                for r in unt
-            ]
-        )
-        body += Markup(
-            "<p class='note'>Success: the sample's mean foreground Dice fell below the attack's "
-            "<code>success_dice</code> (0.5 unless set).</p>"
-        )
     figures: list[Any] = []
     captions: list[str] = []
     if unt:
@@ -257,63 +222,144 @@ def report_sections(
             "first untargeted attack) and the magnified perturbation; for volumes a "
             "representative slice."
         )
+    body = _main_body(seg)
     sections = [
         ReportSection("Segmentation under attack", body, figures, captions, key="segmentation")
     ]
-    tgt = seg["targeted"]
-    if tgt:
-        tbody = html_table(
-            [
-                {
-                    "attack": r["attack"],
-                    "target": r["target"],
-                    "success rate": r["success_rate"],
-                    "target IoU": r["mean_target_iou"],
-                    "pixel accuracy vs target": r["mean_target_pixel_accuracy"],
-                    "Dice vs truth": r["mean_dice"],
-                    "mean L∞": r["mean_linf"],
-                    "mean L2": r["mean_l2"],
-                    "mean SSIM": r["mean_ssim"],
-                    "mean steps": r["mean_steps"],
-                    "time (s)": r["time_s"],
-                }
-                for r in tgt
-            ]
-        )
-        tbody += Markup(
-            "<p class='note'>Targeted attacks push the prediction toward a target mask: "
-            "<code>background</code> erases every structure, <code>other</code> is another "
-            "image's mask. Success: at most 1% of the pixels that had to change still disagree "
-            "with the target. ASMA and DAG are minimal-perturbation attacks: their L2 and L∞ "
-            "are results, not budgets.</p>"
-        )
+    if seg["targeted"]:
         tfig = [overlay_figure(examples["targeted"], k)] if examples.get("targeted") else []
-        tcap = ["Targeted attack examples: the target mask is shown beside the predictions."] * len(
-            tfig
-        )
-        sections.append(ReportSection("Targeted segmentation attacks", tbody, tfig, tcap))
-    noise_rows = seg["noise"]
-    if noise_rows:
-        kinds = [c[5:] for c in noise_rows[0] if c.startswith("dice_") and c != "dice_adversarial"]
-        table = []
-        for r in noise_rows:
-            row = {
-                "attack": r["attack"],
-                "ε": r["eps_display"],
-                "SSIM": r["mean_ssim_adversarial"],
-                "Dice adversarial": r["dice_adversarial"],
-            }
-            for kind in kinds:
-                row[f"Dice {kind}"] = r[f"dice_{kind}"]
-                row[f"SSIM {kind}"] = r[f"ssim_{kind}"]
-            table.append(row)
-        nbody = html_table(table) + Markup(
-            "<p class='note'>Each noise kind (Gaussian, Rician for MRI, speckle for ultrasound) is "
-            "scaled per sample by bisection until its SSIM to the clean image matches that of the "
-            "sample's adversarial example: at equal perceptibility, noise barely moves the Dice "
-            "while the adversarial perturbation does (Paschali et al., 2018).</p>"
-        )
+        tcap = ["Targeted attack examples: the target mask is shown beside the predictions."]
         sections.append(
-            ReportSection("Noise versus adversarial perturbations at matched SSIM", nbody)
+            ReportSection(
+                "Targeted segmentation attacks", _targeted_body(seg), tfig, tcap[: len(tfig)]
+            )
+        )
+    if seg["noise"]:
+        sections.append(
+            ReportSection(
+                "Noise versus adversarial perturbations at matched SSIM", _noise_body(seg)
+            )
         )
     return sections
+
+
+def _main_body(seg: Mapping[str, Any]) -> Any:
+    """Clean metrics per class, the untargeted attacks and the worst case per sample."""
+    from markupsafe import Markup
+
+    from medrobust.reporting.html import html_table
+
+    clean = seg["clean"]
+    body = Markup("<h3>Clean segmentation</h3>") + Markup(
+        "<p class='note'>Dice, IoU and HD95 per class with MONAI's semantics: a class absent "
+        "from a ground-truth mask is left out of its means; HD95 (in voxels) is undefined where "
+        "the prediction or the truth of a class is empty. Pixel accuracy {}, on {} samples.</p>"
+    ).format(_f(clean.get("pixel_accuracy")), clean.get("n"))
+    body += html_table(_class_table(clean))
+    unt = seg["untargeted"]
+    if unt:
+        body += Markup("<h3>Untargeted attacks</h3>")
+        body += html_table([_untargeted_row(r) for r in unt])
+        body += Markup(
+            "<p class='note'>Success: the sample's mean foreground Dice fell below {} (the "
+            "attacks' <code>success_dice</code>). Samples already below it on clean data are not "
+            "attacked (their clean values enter the means); a sample broken at a smaller budget "
+            "is carried to the larger ones.</p>"
+        ).format(seg.get("success_dice", 0.5))
+    worst = seg.get("worst_case") or []
+    if worst:
+        body += Markup("<h3>Worst case per sample across the attacks</h3>")
+        body += html_table([_worst_row(r) for r in worst])
+        body += Markup(
+            "<p class='note'>Worst Dice: per sample, the lowest mean foreground Dice any attack "
+            "of the list reached at that budget, averaged; robust: the share of all samples whose "
+            "Dice stayed above the success threshold under every attack, with its 95% Wilson "
+            "interval.</p>"
+        )
+    return body
+
+
+def _untargeted_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "attack": r["attack"],
+        "ε": r["eps_display"],
+        "mean Dice": r["mean_dice"],
+        "mean IoU": r["mean_iou"],
+        "mean HD95": r["mean_hd95"],
+        "pixel accuracy": r["pixel_accuracy"],
+        "success rate": r["success_rate"],
+        "mean L∞": r["mean_linf"],
+        "mean L2": r["mean_l2"],
+        "mean SSIM": r["mean_ssim"],
+        "time (s)": r["time_s"],
+    }
+
+
+def _worst_row(r: Mapping[str, Any]) -> dict[str, Any]:
+    lo, hi = r["ci95"]
+    return {
+        "ε": r["eps_display"],
+        "worst Dice": r["mean_worst_dice"],
+        "robust": r["robust_rate"],
+        "95% CI": f"{_f(lo)}–{_f(hi)}",
+        "lowest Dice reached by": ", ".join(f"{k}: {v}" for k, v in r["lowered_by"].items()),
+    }
+
+
+def _targeted_body(seg: Mapping[str, Any]) -> Any:
+    from markupsafe import Markup
+
+    from medrobust.reporting.html import html_table
+
+    tbody = html_table(
+        [
+            {
+                "attack": r["attack"],
+                "target": r["target"],
+                "success rate": r["success_rate"],
+                "target IoU": r["mean_target_iou"],
+                "pixel accuracy vs target": r["mean_target_pixel_accuracy"],
+                "Dice vs truth": r["mean_dice"],
+                "mean L∞": r["mean_linf"],
+                "mean L2": r["mean_l2"],
+                "mean SSIM": r["mean_ssim"],
+                "mean steps": r["mean_steps"],
+                "time (s)": r["time_s"],
+            }
+            for r in seg["targeted"]
+        ]
+    )
+    return tbody + Markup(
+        "<p class='note'>Targeted attacks push the prediction toward a target mask: "
+        "<code>background</code> erases every structure, <code>other</code> is another "
+        "image's mask. Success: at most 1% of the pixels that had to change still disagree "
+        "with the target. ASMA and DAG are minimal-perturbation attacks: their L2 and L∞ "
+        "are results, not budgets.</p>"
+    )
+
+
+def _noise_body(seg: Mapping[str, Any]) -> Any:
+    from markupsafe import Markup
+
+    from medrobust.reporting.html import html_table
+
+    noise_rows = seg["noise"]
+    kinds = [c[5:] for c in noise_rows[0] if c.startswith("dice_") and c != "dice_adversarial"]
+    table = []
+    for r in noise_rows:
+        row = {
+            "attack": r["attack"],
+            "ε": r["eps_display"],
+            "SSIM": r["mean_ssim_adversarial"],
+            "Dice adversarial": r["dice_adversarial"],
+        }
+        for kind in kinds:
+            row[f"Dice {kind}"] = r[f"dice_{kind}"]
+            row[f"SSIM {kind}"] = r[f"ssim_{kind}"]
+        table.append(row)
+    return html_table(table) + Markup(
+        "<p class='note'>Each noise kind (Gaussian, Rician for MRI, speckle for ultrasound) is "
+        "scaled per sample by bisection until its SSIM to the clean image matches that of the "
+        "sample's adversarial example: at equal perceptibility, noise barely moves the Dice "
+        "while the adversarial perturbation does (Paschali et al., 2018).</p>"
+    )

@@ -64,10 +64,7 @@ FACADE_LAYER = max(LAYERS.values()) + 1
 #: import cycle (sorted), ``"unlayered: A"`` for a module outside :data:`LAYERS` and
 #: ``"dynamic: A"`` for a dynamic import of a computed name and ``"missing: A -> B"`` for an
 #: import of a module that does not exist.
-KNOWN_VIOLATIONS: frozenset[str] = frozenset(
-    {
-    }
-)
+KNOWN_VIOLATIONS: frozenset[str] = frozenset({})
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,17 @@ class CellRecord:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> CellRecord:
-        extra = dict(s.get("extra", {}))
-        return cls(*(s[name] for name in _CELL_FIELDS), time_s=float(s["time_s"]), extra=extra)
+        return cls(
+            broken=s["broken"],
+            attacked=s["attacked"],
+            score=s["score"],
+            linf=s["linf"],
+            l2=s["l2"],
+            ssim=s["ssim"],
+            psnr=s["psnr"],
+            time_s=float(s["time_s"]),
+            extra=dict(s.get("extra", {})),
+        )
 
 
 @dataclass

@@ -68,12 +68,12 @@ class SegmentationEvaluation:
         """
         seg = self.metrics["segmentation"]
         if attack is None:
-            return seg["clean"]["mean_dice"]  # type: ignore[no-any-return]
+            return seg["clean"]["mean_dice"]
         budgets = self.metrics["threat_model"]["eps"]
         e = budgets[-1] if eps is None else eps
         for row in seg["untargeted"]:
             if row["attack"] == attack and math.isclose(row["eps"], e, rel_tol=1e-9):
-                return row["mean_dice"]  # type: ignore[no-any-return]
+                return row["mean_dice"]
         raise KeyError(f"no result for attack={attack!r}, eps={e!r}; budgets: {budgets}")
 
     def worst_dice(self, eps: float | None = None) -> float | None:
@@ -87,7 +87,7 @@ class SegmentationEvaluation:
         e = budgets[-1] if eps is None else eps
         for row in self.metrics["segmentation"]["worst_case"]:
             if math.isclose(row["eps"], e, rel_tol=1e-9):
-                return row["mean_worst_dice"]  # type: ignore[no-any-return]
+                return row["mean_worst_dice"]
         raise KeyError(f"no worst case at eps={e!r}; budgets: {budgets}")
 
     def summary(self) -> str:

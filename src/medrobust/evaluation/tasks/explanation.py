@@ -214,7 +214,7 @@ class ExplanationTask(AuditTask):
         self, adapter: ModelAdapter, batch: Batch, x_noisy: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         self._layer(adapter, batch.x)
-        tgt = self.probe.prepare(adapter, batch.x, batch.target)
+        tgt = cast("dict[str, torch.Tensor]", self.probe.prepare(adapter, batch.x, batch.target))
         meas = self.probe.measure(adapter, x_noisy, tgt)
         return self._measures(meas, batch.aux.get("mask"))
 

@@ -21,6 +21,7 @@ from medrobust.reporting.sections.explanation import (
     metric_curves,
     overlay_figure,
 )
+from tests.evaluation.interrupt import Killed, dies_after, numbers
 from tests.explain.conftest import Trained
 
 EPS = [2 / 255, 8 / 255]
@@ -210,32 +211,6 @@ def test_bad_batches(trained_cnn: Trained) -> None:
         evaluate_explanations(trained_cnn.model, [], steps=1)
 
 
-class _Killed(Exception):
-    pass
-
-
-def _dies_after(batches: list[dict[str, object]], n: int) -> object:
-    class Loader:
-        def __len__(self) -> int:
-            return len(batches)
-
-        def __iter__(self):  # type: ignore[no-untyped-def]
-            for i, b in enumerate(batches):
-                if i == n:
-                    raise _Killed
-                yield b
-
-    return Loader()
-
-
-def _numbers(m: object) -> object:
-    if isinstance(m, dict):
-        return {k: _numbers(v) for k, v in m.items() if k not in ("created", "timing", "time_s")}
-    if isinstance(m, list):
-        return [_numbers(v) for v in m]
-    return m
-
-
 SPINE = {"eps": [2 / 255, 8 / 255], "steps": 3, "n_examples": 1, "probe_samples": 2}
 
 
@@ -246,11 +221,11 @@ def test_explanation_audit_resumes_with_identical_metrics(
     data = _dict_batches(trained_cnn, 12, batch=4)
     whole = evaluate_explanations(trained_cnn.model, data, **SPINE)
     ckpt = tmp_path / "state.pt"
-    with pytest.raises(_Killed):
-        evaluate_explanations(trained_cnn.model, _dies_after(data, 2), checkpoint=ckpt, **SPINE)
+    with pytest.raises(Killed):
+        evaluate_explanations(trained_cnn.model, dies_after(data, 2), checkpoint=ckpt, **SPINE)
     resumed = evaluate_explanations(trained_cnn.model, data, checkpoint=ckpt, **SPINE)
     assert resumed.records is not None and resumed.records.batches_done == 3
-    assert _numbers(resumed.document) == _numbers(whole.document)
+    assert numbers(resumed.document) == numbers(whole.document)
 
 
 def test_explanation_worst_case_and_checks(trained_cnn: Trained) -> None:

@@ -12,6 +12,7 @@ from medrobust.models import ModelAdapter, create_model
 from medrobust.models.segmentation import sliding_window
 from medrobust.pipelines.results import evaluate_segmentation
 from medrobust.reporting.sections.segmentation import overlay_figure
+from tests.evaluation.interrupt import Killed, dies_after, numbers
 
 
 def tiny(spatial_dims: int = 2) -> ModelAdapter:
@@ -186,20 +187,6 @@ def test_bad_inputs() -> None:
         evaluate_segmentation(tiny(3), big, max_voxels=4096)
 
 
-def _numbers(m: dict[str, object]) -> dict[str, object]:
-    """The metrics without wall-clock fields."""
-    skip = {"created", "timing", "time_s"}
-
-    def strip(v: object) -> object:
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if k not in skip}
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return v
-
-    return strip(m)  # type: ignore[return-value]
-
-
 SPINE = {
     "attacks": [{"name": "pgd-seg", "steps": 3}, {"name": "apgd-seg", "steps": 3}],
     "eps": [2 / 255, 16 / 255],
@@ -210,37 +197,19 @@ SPINE = {
 }
 
 
-class _Killed(Exception):
-    pass
-
-
-def _dies_after(batches: list[dict[str, object]], n: int) -> object:
-    class Loader:
-        def __len__(self) -> int:
-            return len(batches)
-
-        def __iter__(self):  # type: ignore[no-untyped-def]
-            for i, b in enumerate(batches):
-                if i == n:
-                    raise _Killed
-                yield b
-
-    return Loader()
-
-
 def test_segmentation_audit_resumes_with_identical_metrics(tmp_path: Path) -> None:
     model = tiny()
     data = loader(model, n=6)
     data = [*data, {"image": data[0]["image"], "mask": data[0]["mask"]}]
     whole = evaluate_segmentation(model, data, **SPINE)  # type: ignore[arg-type]
     ckpt = tmp_path / "state.pt"
-    with pytest.raises(_Killed):
-        evaluate_segmentation(model, _dies_after(data, 2), checkpoint=ckpt, **SPINE)  # type: ignore[arg-type]
+    with pytest.raises(Killed):
+        evaluate_segmentation(model, dies_after(data, 2), checkpoint=ckpt, **SPINE)  # type: ignore[arg-type]
     assert ckpt.exists()
     resumed = evaluate_segmentation(model, data, checkpoint=ckpt, **SPINE)  # type: ignore[arg-type]
     assert resumed.records is not None and whole.records is not None
     assert resumed.records.batches_done == len(data)
-    assert _numbers(resumed.metrics) == _numbers(whole.metrics)
+    assert numbers(resumed.metrics) == numbers(whole.metrics)
     # a checkpoint of another configuration is refused, not silently mixed
     with pytest.raises(ValueError, match="different configuration"):
         evaluate_segmentation(model, data, checkpoint=ckpt, **{**SPINE, "eps": [4 / 255]})  # type: ignore[arg-type]

@@ -20,11 +20,12 @@ from medrobust.attacks.objectives import (
     list_objectives,
 )
 from medrobust.attacks.presets import ATTACKS, create_attack, list_attacks
-from medrobust.attacks.result import AttackResult, perturbation_norms
+from medrobust.attacks.result import AttackResult
 from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.square import SquareAttack
 from medrobust.attacks.tags import EXTRAS, KINDS, TASKS, attack_kind, attack_tags, attack_task
 from medrobust.attacks.threat import ThreatModel
+from medrobust.metrics.perturbation import perturbation_norms
 
 for _module in _pkgutil.walk_packages(__path__, f"{__name__}."):
     _importlib.import_module(_module.name)

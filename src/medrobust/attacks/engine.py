@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target, index_target
-from medrobust.attacks.result import AttackResult, perturbation_norms
+from medrobust.attacks.result import AttackResult
 from medrobust.attacks.threat import ThreatModel
+from medrobust.metrics.perturbation import perturbation_norms
 from medrobust.models.adapter import ModelAdapter, as_adapter
 from medrobust.types import Norm
 
@@ -284,7 +285,8 @@ class Attack(ABC):
 
     def _result(self, images: torch.Tensor, tracker: BestTracker) -> AttackResult:
         x_adv = tracker.x
-        linf, l2 = perturbation_norms(images, x_adv)
+        norms = perturbation_norms(images, x_adv)
+        linf, l2 = norms["linf"], norms["l2"]
         if tracker.pred is None:  # pragma: no cover - engines always evaluate at least once
             raise RuntimeError(f"attack {self.name!r} evaluated no iterate")
         return AttackResult(

@@ -43,17 +43,3 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
-
-
-def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample L-infinity and L2 norms of ``x_adv - x``.
-
-    Shape:
-        - x, x_adv: ``(B, *)``.
-        - Output: two ``(B,)`` tensors.
-    """
-    d = (x_adv - x).detach().flatten(1)
-    if d.shape[1] == 0:
-        z = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
-        return z, z.clone()
-    return d.abs().amax(dim=1), d.norm(p=2, dim=1)

@@ -45,6 +45,7 @@ from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.base import Detector, NotFittedError
 from medrobust.evaluation.api import EvaluationResult
 from medrobust.evaluation.audit import AttackSpec
+from medrobust.evaluation.tasks.base import read_pair
 from medrobust.metrics import roc_auc
 from medrobust.models.adapter import ModelAdapter
 
@@ -187,18 +188,10 @@ class RiskAssessment:
 
 # ------------------------------------------------------------------------------- assessment
 def _batches(loader: Iterable[Any]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` of each batch, read by the one batch reader of the audits."""
     for batch in loader:
-        if isinstance(batch, Mapping):
-            if "image" not in batch or "label" not in batch:
-                raise ValueError(f"a batch dict needs 'image' and 'label', got {sorted(batch)}")
-            yield batch["image"], batch["label"]
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            yield batch[0], batch[1]
-        else:
-            raise ValueError(
-                "batches must be dicts with 'image' and 'label' or (images, labels) tuples, got "
-                f"{type(batch).__name__}"
-            )
+        x, y, _ = read_pair(batch, "label")
+        yield x, torch.as_tensor(y)
 
 
 def _run_attack(

@@ -14,7 +14,6 @@ it is complete. ``medrobust explain`` runs this job.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -132,6 +131,13 @@ def run_explain(
     ds = create_dataset(s.data, split=s.split, **params)
     loader = DataLoader(ds, batch_size=s.batch_size, shuffle=False, num_workers=0)
     class_names = list(getattr(ds, "class_names", []) or card.class_names or [])
+    data_info = {
+        "name": s.data,
+        "params": s.data_params,
+        "split": s.split,
+        "class_names": class_names,
+        "image_shape": list(ds[0]["image"].shape),
+    }
     result = evaluate_explanations(
         model,
         loader,
@@ -148,14 +154,11 @@ def run_explain(
         keep_maps=s.save_maps,
         class_names=class_names,
         progress=progress,
+        model_info=card.to_dict(),
+        data_info=data_info,
+        title=f"Explanations under attack: {card.architecture} on {s.data}",
     )
-    header = {
-        "model": {"name": card.architecture, "card": card.to_dict()},
-        "image_shape": list(ds[0]["image"].shape),
-        "class_names": class_names,
-        "bounds": [model.bounds.low, model.bounds.high],
-    }
-    return _write_run(run_dir, s, result, header, checkpoint)
+    return _write_run(run_dir, s, result, checkpoint)
 
 
 def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -169,34 +172,6 @@ def _check_run_dir(run_dir: Path, overwrite: bool) -> None:
         )
 
 
-def _metrics(s: ExplainSettings, ex: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
-    """The ``metrics.json`` content of an explanation run."""
-    from medrobust._version import __version__
-
-    return {
-        "schema_version": 1,
-        "medrobust_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "title": f"Explanations under attack: {header['model']['name']} on {s.data}",
-        "model": header["model"],
-        "data": {
-            "name": s.data,
-            "params": s.data_params,
-            "split": s.split,
-            "n": ex["n_samples"],
-            "class_names": header["class_names"],
-            "image_shape": header["image_shape"],
-        },
-        "threat_model": {
-            "norm": ex["norm"],
-            "eps": ex["eps"],
-            "eps_display": ex["eps_display"],
-            "bounds": header["bounds"],
-        },
-        "explanations": ex,
-    }
-
-
 def _config(s: ExplainSettings, layer: str, checkpoint: str | Path) -> dict[str, Any]:
     """The ``config.yaml`` content of an explanation run (the resolved settings)."""
     explain = {**asdict(s), "attacks": list(s.attacks), "eps": list(s.eps), "layer": layer}
@@ -208,37 +183,12 @@ def _config(s: ExplainSettings, layer: str, checkpoint: str | Path) -> dict[str,
     }
 
 
-def _write_run(
-    run_dir: Path, s: ExplainSettings, result: Any, header: dict[str, Any], checkpoint: str | Path
-) -> Path:
-    """Write config.yaml, maps.npz, report.html and (last) metrics.json; return the report."""
-    import yaml
+def _write_run(run_dir: Path, s: ExplainSettings, result: Any, checkpoint: str | Path) -> Path:
+    """Write config.yaml, maps.npz, report.html and (last) metrics.json through the one
+    run-folder writer; return the report."""
+    from medrobust.pipelines.results import write_explanations
 
-    from medrobust._utils.io import (
-        to_jsonable,
-        write_bytes_atomic,
-        write_json_atomic,
-        write_text_atomic,
-    )
-    from medrobust.reporting import render_report
-    from medrobust.reporting.sections.explanation import explanation_section
-
-    ex = result.metrics
-    metrics = _metrics(s, ex, header)
-    config = _config(s, ex["layer"], checkpoint)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        run_dir / "config.yaml",
-        yaml.safe_dump(to_jsonable(config), sort_keys=False, allow_unicode=True),
-    )
-    if s.save_maps and result.maps:
-        write_bytes_atomic(run_dir / "maps.npz", result.maps_npz())
-    html = render_report(
-        metrics,
-        [],
-        extra_sections=[explanation_section(result.metrics, result.examples, result.class_names)],
-    )
-    report = write_text_atomic(run_dir / "report.html", html)
-    write_json_atomic(run_dir / _METRICS, metrics)
+    config = _config(s, result.metrics["layer"], checkpoint)
+    write_explanations(result, run_dir, config=config, save_maps=s.save_maps, overwrite=True)
     logger.info("explanation run written to %s", run_dir)
-    return report
+    return run_dir / "report.html"

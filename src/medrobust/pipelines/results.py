@@ -16,10 +16,12 @@ from torch import nn
 
 from medrobust.evaluation import CHECKS, EvaluationResult
 from medrobust.evaluation import evaluate as _evaluate
+from medrobust.evaluation.explanation import ExplanationResult
 from medrobust.evaluation.segmentation import SegmentationEvaluation
 from medrobust.evaluation.segmentation import evaluate_segmentation as _evaluate_segmentation
 from medrobust.reporting.html import render_report
 from medrobust.reporting.run_folder import commit_run_folder, npz_bytes, write_run_folder
+from medrobust.reporting.sections.explanation import explanation_section
 from medrobust.reporting.sections.segmentation import report_sections
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "check_docs",
     "evaluate",
     "evaluate_segmentation",
+    "write_explanations",
     "write_result",
     "write_segmentation",
 ]
@@ -92,6 +95,33 @@ def write_segmentation(
         },
         overwrite=overwrite,
     )
+
+
+def write_explanations(
+    result: ExplanationResult,
+    run_dir: str | os.PathLike[str],
+    *,
+    config: Mapping[str, Any],
+    save_maps: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write the run folder of an explanation audit: ``config.yaml``, ``maps.npz``,
+    ``report.html`` and (last) ``metrics.json`` (the audit's document: the shared header,
+    ``"explanations"``, checks and timing), each file atomically.
+
+    Raises:
+        FileExistsError: If ``run_dir`` already holds a ``metrics.json`` and ``overwrite`` is
+            false.
+    """
+    section = explanation_section(result.metrics, result.examples, result.class_names)
+    html = render_report(result.document, [], extra_sections=[section], check_docs=check_docs())
+    files = {"maps.npz": result.maps_npz()} if save_maps and result.maps else {}
+    run = Path(run_dir)
+    commit_run_folder(
+        run, metrics=result.document, report_html=html, config=config, files=files,
+        overwrite=overwrite,
+    )  # fmt: skip
+    return run
 
 
 class SegmentationAudit(SegmentationEvaluation):

@@ -1,4 +1,4 @@
-"""Tests of ``medrobust defend`` (the study itself: tests/defenses/test_defenses_study.py)."""
+"""Tests of ``medrobust defend`` (the study itself: tests/pipelines/test_study.py)."""
 
 from __future__ import annotations
 

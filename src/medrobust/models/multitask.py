@@ -4,7 +4,7 @@ The network of Rasaee & Rivaz (2021), reconstructed: a MONAI ResNet trunk whose 
 pooled ``layer4`` features feed a linear classifier (benign / malignant), and a U-Net-style decoder
 on the stem and ``layer1`` ... ``layer4`` features that predicts a one-channel lesion mask (one
 logit per pixel, sigmoid). Both heads are trained jointly with the ``"multitask"`` recipe
-(:mod:`medrobust.training.multitask`): ``CE + λ · (Dice + BCE)``.
+(:mod:`medrobust.defenses.multitask`): ``CE + λ · (Dice + BCE)``.
 
 Output convention: ``forward`` returns a :class:`MultitaskOutput` named tuple
 ``(classification, segmentation)``. Because it is a tuple whose first entry holds the class

@@ -193,13 +193,24 @@ def make_context(
     """Validate every setting and build every attack before any compute.
 
     Raises:
-        ValueError: For bad budgets, an empty or duplicate attack list, an attack of another
+        ValueError: For bad budgets (an Linf budget above the input range unless
+            ``allow_large_eps=True``), an empty or duplicate attack list, an attack of another
             task, unknown attack parameters, a bad mode or ``max_samples < 1``.
     """
     norm_e = Norm.parse(norm)
     if mode not in ("individual", "cascade"):
         raise ValueError(f"mode must be 'individual' or 'cascade', got {mode!r}")
     budgets = parse_budgets(eps)
+    allow_large = bool(options.pop("allow_large_eps", False))
+    width = adapter.bounds.width
+    if norm_e is Norm.LINF and budgets[-1] > width and not allow_large:
+        raise ValueError(
+            f"eps={budgets[-1]:g} is larger than the input range of the model "
+            f"(bounds [{adapter.bounds.low:g}, {adapter.bounds.high:g}], width {width:g}): every "
+            "input is then reachable and robust accuracy says nothing; pass a budget in the "
+            "model's input space (e.g. 4/255) or allow_large_eps=True (--allow-large-eps) if this "
+            "is deliberate"
+        )
     specs = AttackSpec.parse_list(attacks, allow_empty=not task.requires_attacks)
     task.applicable(specs)
     if max_samples is not None and max_samples < 1:

@@ -90,7 +90,7 @@ class ModelAdapter(nn.Module):
         self.class_names = list(class_names) if class_names is not None else None
         self.register_buffer("_mean", self._channel_param(mean, "mean"), persistent=False)
         self.register_buffer("_std", self._channel_param(std, "std"), persistent=False)
-        if self._std is not None and bool((self._std <= 0).any()):
+        if self._std is not None and not bool((self._std > 0).all()):
             raise ValueError(f"std must be positive, got {std}")
 
     def _channel_param(
@@ -98,7 +98,16 @@ class ModelAdapter(nn.Module):
     ) -> torch.Tensor | None:
         if value is None:
             return None
-        t = torch.as_tensor(value, dtype=torch.float32).flatten()
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError(f"{name} must be a number or a sequence of numbers, got {value!r}")
+        try:
+            t = torch.as_tensor(value, dtype=torch.float32).flatten()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{name} must be a number or a sequence of numbers, got {value!r}"
+            ) from exc
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} must be finite, got {value!r}")
         if t.numel() not in (1, self.in_channels):
             raise ValueError(
                 f"{name} must be a scalar or have {self.in_channels} values (one per channel), "

@@ -33,7 +33,15 @@ if TYPE_CHECKING:
     from medrobust.evaluation.audit import AttackSpec, AuditContext
     from medrobust.evaluation.records import Records
 
-__all__ = ["AttackOutcome", "AuditTask", "Batch", "CleanOutcome", "read_pair"]
+__all__ = [
+    "AttackOutcome",
+    "AuditTask",
+    "Batch",
+    "CleanOutcome",
+    "as_index_tensor",
+    "check_finite_outputs",
+    "read_pair",
+]
 
 
 @dataclass
@@ -139,6 +147,35 @@ def read_pair(batch: Any, second: str) -> tuple[torch.Tensor, torch.Tensor, list
         f"each batch must be a dict with 'image' and '{second}' or a tuple (images, "
         f"{second}s), got {type(batch).__name__}"
     )
+
+
+def as_index_tensor(values: Any, name: str) -> torch.Tensor:
+    """Class indices as int64, refusing floats and booleans instead of truncating them.
+
+    Raises:
+        ValueError: For a floating or boolean tensor (naming ``name`` and the dtype).
+    """
+    t = torch.as_tensor(values)
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be integer class indices, got dtype {t.dtype}")
+    return t.long()
+
+
+def check_finite_outputs(adapter: ModelAdapter, logits: torch.Tensor) -> None:
+    """Refuse a model whose clean outputs are NaN or infinite, before any attack runs.
+
+    Raises:
+        ValueError: Naming the network and the first affected samples of the batch.
+    """
+    bad = ~torch.isfinite(logits.detach()).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        net = type(getattr(adapter, "net", adapter)).__name__
+        raise ValueError(
+            f"the model ({net}) returned NaN or infinite outputs for {int(bad.sum())} of "
+            f"{logits.shape[0]} clean inputs (batch rows {rows}); check its weights, the input "
+            "bounds and the normalisation (mean/std) before auditing it"
+        )
 
 
 class AuditTask(abc.ABC):

@@ -25,6 +25,8 @@ from medrobust.evaluation.tasks.base import (
     AuditTask,
     Batch,
     CleanOutcome,
+    as_index_tensor,
+    check_finite_outputs,
     read_pair,
 )
 from medrobust.metrics import ClassificationStats
@@ -52,7 +54,7 @@ class ClassificationTask(AuditTask):
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "label")
-        return Batch(x, torch.as_tensor(y).long().reshape(-1), ids)
+        return Batch(x, as_index_tensor(y, "labels").reshape(-1), ids)
 
     def check(self, adapter: ModelAdapter, batch: Batch) -> None:
         adapter.check_input(batch.x)
@@ -61,6 +63,7 @@ class ClassificationTask(AuditTask):
     def clean(self, adapter: ModelAdapter, batch: Batch) -> CleanOutcome:
         with torch.no_grad():
             logits = adapter(batch.x)
+        check_finite_outputs(adapter, logits)
         pred = logits.argmax(dim=1)
         correct = pred == batch.target
         return CleanOutcome(

@@ -35,6 +35,8 @@ from medrobust.evaluation.tasks.base import (
     AuditTask,
     Batch,
     CleanOutcome,
+    as_index_tensor,
+    check_finite_outputs,
     read_pair,
 )
 from medrobust.evaluation.tasks.explanation_summary import summarise_explanations
@@ -118,7 +120,7 @@ class ExplanationTask(AuditTask):
         if mask is not None:
             aux["mask"] = torch.as_tensor(mask)
         ids = [str(i) for i in ids] if ids is not None else None
-        return Batch(x, torch.as_tensor(y).long().reshape(-1), ids, aux)
+        return Batch(x, as_index_tensor(y, "labels").reshape(-1), ids, aux)
 
     def check(self, adapter: ModelAdapter, batch: Batch) -> None:
         adapter.check_input(batch.x)
@@ -148,6 +150,7 @@ class ExplanationTask(AuditTask):
         self.spatial = tuple(int(s) for s in x.shape[2:])
         with torch.no_grad():
             logits = adapter(x)
+        check_finite_outputs(adapter, logits)
         pred = logits.argmax(dim=1)
         eligible = pred == y
         b = len(batch)

@@ -48,6 +48,8 @@ from medrobust.evaluation.tasks.base import (
     AuditTask,
     Batch,
     CleanOutcome,
+    as_index_tensor,
+    check_finite_outputs,
     read_pair,
 )
 from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
@@ -146,7 +148,7 @@ class SegmentationTask(AuditTask):
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "mask")
-        return Batch(x, torch.as_tensor(y).long(), ids)
+        return Batch(x, as_index_tensor(y, "masks"), ids)
 
     def check(self, adapter: ModelAdapter, batch: Batch) -> None:
         adapter.check_input(batch.x)
@@ -155,6 +157,7 @@ class SegmentationTask(AuditTask):
     def clean(self, adapter: ModelAdapter, batch: Batch) -> CleanOutcome:
         with torch.no_grad():
             logits = segmentation_logits(adapter, batch.x)
+        check_finite_outputs(adapter, logits)
         check_mask(batch.target, logits.shape, "masks")
         pred = class_argmax(logits)
         score = sample_dice(pred, batch.target, self.k)

@@ -18,7 +18,7 @@ from medrobust.models import (
     load_state_dict_into,
     save_checkpoint,
 )
-from medrobust.models.checkpoint import read_checkpoint
+from medrobust.models.checkpoint import read_checkpoint, state_dict_sha256
 
 
 def _trained_model() -> ModelAdapter:
@@ -74,7 +74,7 @@ def test_file_is_loadable_with_weights_only(saved: tuple[Path, ModelAdapter, Mod
     path, model, _ = saved
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "medrobust-checkpoint" and raw["version"] == 1
-    assert set(raw) == {"format", "version", "card", "state_dict", "extra"}
+    assert set(raw) == {"format", "version", "card", "state_dict", "extra", "extra_sha256"}
     assert set(raw["state_dict"]) == set(model.net.state_dict())
     assert raw["extra"]["epoch"] == 3
     assert torch.equal(raw["extra"]["opt"]["lr"][1], torch.ones(2))
@@ -193,8 +193,11 @@ def test_foreign_files(tmp_path: Path, payload: object, match: str) -> None:
 
 
 def _rewrite(src: Path, dst: Path, **changes: object) -> Path:
+    """Re-save ``src`` with ``changes``, re-stamping the SHA-256 of changed weights."""
     raw = torch.load(src, weights_only=True)
     raw.update(changes)
+    if "state_dict" in changes:
+        raw["card"] = {**raw["card"], "weights_sha256": state_dict_sha256(raw["state_dict"])}
     torch.save(raw, dst)
     return dst
 

@@ -276,6 +276,10 @@ class ModelCard:
         medrobust_version: Version that wrote the card.
         created: ISO-8601 UTC creation time.
         notes: Free text (intended use, limitations).
+        weights_sha256: SHA-256 (64 lowercase hex digits) of the saved weights, stamped by
+            :func:`~medrobust.models.save_checkpoint` and checked when the checkpoint is read;
+            None for a card not (yet) saved with weights. It identifies the weights rather than
+            describing the model, so it takes no part in ``==``.
     """
 
     architecture: str
@@ -294,6 +298,7 @@ class ModelCard:
     medrobust_version: str = field(default_factory=medrobust_version)
     created: str = field(default_factory=_now)
     notes: str | None = None
+    weights_sha256: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.architecture, str) or not self.architecture.strip():
@@ -370,6 +375,11 @@ class ModelCard:
         except ValueError:
             raise ValueError(f"created must be an ISO-8601 time, got {self.created!r}") from None
         self.notes = _opt_str(self.notes, "notes")
+        digest = _opt_str(self.weights_sha256, "weights_sha256")
+        if digest is not None and (len(digest) != 64 or set(digest) - set("0123456789abcdef")):
+            raise ValueError(
+                f"weights_sha256 must be 64 lowercase hexadecimal digits, got {digest!r}"
+            )
 
     @classmethod
     def from_model(cls, model: nn.Module, **fields_: Any) -> ModelCard:
@@ -490,6 +500,7 @@ class ModelCard:
             f"| input | {self.in_channels} channel(s), {self.spatial_dims}-D |",
             f"| input bounds | [{self.bounds[0]:g}, {self.bounds[1]:g}] |",
             f"| normalisation | mean {fmt(self.mean)}, std {fmt(self.std)} |",
+            f"| weights SHA-256 | {fmt(self.weights_sha256)} |",
             "",
             "## Training data",
             "",

@@ -3,9 +3,17 @@
 A medrobust checkpoint is a ``torch.save`` file holding one dictionary::
 
     {"format": "medrobust-checkpoint", "version": 1,
-     "card": ModelCard.to_dict(),          # plain JSON types
+     "card": ModelCard.to_dict(),          # plain JSON types, with "weights_sha256"
      "state_dict": adapter.net.state_dict(),
-     "extra": {...}}                       # tensors and plain values (training state, ...)
+     "extra": {...},                       # tensors and plain values (training state, ...)
+     "extra_sha256": "..."}                # SHA-256 of "extra"
+
+Integrity: the card records the SHA-256 of the weights (:func:`state_dict_sha256`) and the file
+the SHA-256 of ``extra`` (:func:`extra_sha256`); :func:`read_checkpoint` (and so
+:func:`load_checkpoint` and the training resume) recomputes both and raises
+:class:`CheckpointError` on a mismatch, so a flipped bit in a tensor is a clear error, never
+silently wrong weights (``torch.load`` itself does not check the tensor bytes). Checkpoints
+written before the hashes existed still load, with a logged warning.
 
 :func:`load_checkpoint` never unpickles arbitrary objects: it reads the file with
 ``torch.load(..., weights_only=True)``, rebuilds the network by name through the model registry
@@ -15,13 +23,15 @@ the same folder, then ``os.replace``), so an interrupted save never leaves a tru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import pickle
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +48,12 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
+    "extra_sha256",
     "load_checkpoint",
     "load_state_dict_into",
     "read_checkpoint",
     "save_checkpoint",
+    "state_dict_sha256",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +82,104 @@ _CORRUPT_ERRORS = (
 
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, foreign, or does not match the architecture."""
+
+
+# --------------------------------------------------------------------------- integrity
+
+
+def _hash_tensor(h: Any, tensor: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and raw (native byte order) bytes into ``h``."""
+    t = tensor.detach().cpu().contiguous()
+    raw = t.reshape(-1).view(torch.uint8)
+    header = json.dumps([str(t.dtype), list(t.shape), int(raw.numel())])
+    h.update(f"T{len(header)}:{header}".encode())
+    h.update(raw.numpy().data)
+
+
+def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """The SHA-256 of a state dict, independent of key order, device and memory layout.
+
+    The keys are taken in sorted order; for each, its name, the tensor's dtype and shape and the
+    raw bytes of ``t.detach().cpu().contiguous()`` are hashed (each field length-prefixed, so no
+    two different state dicts share an input to the hash).
+
+    Args:
+        state: Names mapped to tensors.
+
+    Returns:
+        64 lowercase hexadecimal digits.
+
+    Raises:
+        TypeError: If a value is not a tensor.
+    """
+    h = hashlib.sha256(b"medrobust-state-dict-v1\n")
+    for key in sorted(state):
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        name = str(key).encode()
+        h.update(b"K%d:" % len(name) + name)
+        _hash_tensor(h, value)
+    return h.hexdigest()
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    """Feed a nested structure of tensors and plain values into ``h`` (dict keys sorted)."""
+    if isinstance(value, torch.Tensor):
+        _hash_tensor(h, value)
+    elif isinstance(value, Mapping):
+        h.update(b"D%d:" % len(value))
+        for key in sorted(value, key=lambda k: (type(k).__name__, repr(k))):
+            _hash_value(h, key)
+            _hash_value(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(b"S%d:" % len(value))
+        for item in value:
+            _hash_value(h, item)
+    else:
+        text = f"{type(value).__name__}:{value!r}".encode()
+        h.update(b"V%d:" % len(text) + text)
+
+
+def extra_sha256(extra: Mapping[str, Any]) -> str:
+    """The SHA-256 of a checkpoint's ``extra`` entry (tensors and plain values, nested).
+
+    Dict keys are taken in sorted order, lists and tuples in order, tensors as in
+    :func:`state_dict_sha256`, plain values by type and ``repr``.
+
+    Args:
+        extra: The mapping saved under ``"extra"``.
+
+    Returns:
+        64 lowercase hexadecimal digits.
+    """
+    h = hashlib.sha256(b"medrobust-extra-v1\n")
+    _hash_value(h, extra)
+    return h.hexdigest()
+
+
+def _verify(file: Path, what: str, recorded: Any, actual: Callable[[], str]) -> None:
+    """Compare a recorded SHA-256 with the recomputed one; warn when none was recorded."""
+    if recorded is None:
+        logger.warning(
+            "checkpoint %s records no SHA-256 of its %s (written by an older medrobust), so "
+            "they cannot be checked for corruption; re-save it to add one",
+            file,
+            what,
+        )
+        return
+    if not isinstance(recorded, str):
+        raise CheckpointError(
+            f"checkpoint {file} is corrupt: the SHA-256 recorded for its {what} is not a "
+            f"string ({type(recorded).__name__})"
+        )
+    digest = actual()
+    if digest != recorded:
+        raise CheckpointError(
+            f"checkpoint {file}: its {what} do not match the SHA-256 recorded when it was saved: "
+            f"the file is corrupt (recorded {recorded[:16]}..., now {digest[:16]}...; a damaged "
+            "disk or an incomplete copy); restore it from a copy or save it again"
+        )
 
 
 # --------------------------------------------------------------------------- saving
@@ -108,7 +218,9 @@ def save_checkpoint(
     Args:
         path: Destination file (conventionally ``*.pt``); parent folders are created.
         model: The adapter whose network weights are saved.
-        card: The model card; its task, classes, channels and dims must match ``model``.
+        card: The model card; its task, classes, channels and dims must match ``model``. The
+            card written is a copy stamped with the SHA-256 of the weights
+            (``weights_sha256``); ``card`` itself is not changed.
         extra: Optional tensors and plain values (e.g. optimiser state) stored under
             ``"extra"``.
         write_card: Also write ``model_card.json`` and ``model_card.md`` beside ``path``.
@@ -142,12 +254,14 @@ def save_checkpoint(
     extra_dict: dict[str, Any] = dict(extra) if extra is not None else {}
     _check_plain(extra_dict, "extra")
     state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    card = replace(card, weights_sha256=state_dict_sha256(state))
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "card": card.to_dict(),
         "state_dict": state,
         "extra": extra_dict,
+        "extra_sha256": extra_sha256(extra_dict),
     }
     target = atomic_torch_save(payload, path)
     if write_card:
@@ -230,10 +344,15 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
         FileNotFoundError: If the file does not exist.
         IsADirectoryError: If ``path`` is a folder.
         CheckpointError: If the file is corrupt, truncated, holds unsafe pickles, is a plain
-            state dict or is not a medrobust checkpoint.
+            state dict or is not a medrobust checkpoint, or its weights or extra entries do not
+            match the SHA-256 recorded when it was saved.
     """
     file = Path(path)
-    payload = _torch_load(file, map_location)
+    return _validate(file, _torch_load(file, map_location))
+
+
+def _validate(file: Path, payload: Any) -> dict[str, Any]:
+    """Check the layout and the recorded SHA-256 of a loaded checkpoint (see read_checkpoint)."""
     if _is_state_dict(payload):
         raise CheckpointError(
             f"{file} holds a plain state_dict ({len(payload)} tensors), not a medrobust "
@@ -274,6 +393,11 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu") ->
     extra = payload.get("extra", {})
     if not isinstance(extra, Mapping):
         raise CheckpointError(f"checkpoint {file} is corrupt: 'extra' must be a dict")
+    card = payload["card"]
+    recorded = card.get("weights_sha256") if isinstance(card, Mapping) else None
+    _verify(file, "weights", recorded, lambda: state_dict_sha256(state))
+    if "extra_sha256" in payload:
+        _verify(file, "extra entries", payload["extra_sha256"], lambda: extra_sha256(extra))
     return {
         "format": CHECKPOINT_FORMAT,
         "version": version,
@@ -326,7 +450,8 @@ def load_checkpoint(
     Raises:
         FileNotFoundError: If the file does not exist.
         IsADirectoryError: If ``path`` is a folder.
-        CheckpointError: If the file is corrupt or truncated, holds unsafe pickles, is a plain
+        CheckpointError: If the file is corrupt or truncated (including weights that do not
+            match the SHA-256 recorded in the card), holds unsafe pickles, is a plain
             state dict or a foreign file, has an invalid card, names an unregistered
             architecture, or its weights do not match the architecture (the message lists the
             missing and unexpected keys).
@@ -403,6 +528,8 @@ def load_state_dict_into(
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
         obj = _torch_load(source, map_location)
+        if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+            obj = _validate(Path(source), obj)  # checks the recorded SHA-256
     if isinstance(obj, Mapping) and not _is_state_dict(obj):
         for key in ("state_dict", "model_state_dict", "model"):
             if _is_state_dict(obj.get(key)):

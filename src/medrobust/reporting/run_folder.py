@@ -2,7 +2,8 @@
 
 Every file is first written to a staging folder inside the run folder and then moved into place;
 ``metrics.json`` is moved last, so a run folder with a ``metrics.json`` is complete, and an
-interrupted write never leaves a complete-looking result behind.
+interrupted write never leaves a complete-looking result behind. The staging folder is named
+``.staging-<pid>``; those of dead writers are removed by the next write.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import yaml
 
 from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
+from medrobust._utils.lock import STAGING_PREFIX, remove_stale_staging
 
 if TYPE_CHECKING:
     from medrobust.reporting.html import ReportSection
@@ -48,7 +50,8 @@ def commit_run_folder(
     """Write a complete run folder: ``config.yaml``, the given files, ``report.html`` and, last,
     ``metrics.json``. Every file is staged inside ``run_dir`` and then moved into place, so an
     interrupted write never leaves a complete-looking result behind; other files already in
-    ``run_dir`` (e.g. ``train/``) are kept.
+    ``run_dir`` (e.g. ``train/``) are kept. Staging folders left by writers that died are
+    removed first (:func:`medrobust._utils.lock.remove_stale_staging`); a live writer's are kept.
 
     Args:
         run_dir: The run folder (created if needed).
@@ -70,7 +73,8 @@ def commit_run_folder(
             f"{run_dir} already contains a completed evaluation ({METRICS}); choose another "
             "output folder or pass overwrite=True (--overwrite)"
         )
-    staging = run_dir / f".staging-{os.getpid()}"
+    remove_stale_staging(run_dir)  # left by writers that died (kill -9, power loss)
+    staging = run_dir / f"{STAGING_PREFIX}{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()

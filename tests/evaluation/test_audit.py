@@ -141,6 +141,14 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     for a, b in zip(full.metrics["results"], resumed.metrics["results"], strict=True):
         assert a["robust_accuracy"] == b["robust_accuracy"]
         assert a["n_broken"] == b["n_broken"]
+    # nothing lost: the worst-case adversarial examples and the report examples are resumed too
+    assert full.adversarial.keys() == resumed.adversarial.keys()
+    for key, arrays in full.adversarial.items():
+        for name, t in arrays.items():
+            assert torch.equal(t, resumed.adversarial[key][name]), (key, name)
+    assert full.metrics["examples"] == resumed.metrics["examples"]
+    for a, b in zip(full.examples, resumed.examples, strict=True):
+        assert (a.adversarial == b.adversarial).all() and a.id == b.id
     with pytest.raises(ValueError, match="different configuration"):
         run(model, loader, checkpoint=ckpt, eps=[0.2])
 

@@ -226,6 +226,12 @@ def test_explanation_audit_resumes_with_identical_metrics(
     resumed = evaluate_explanations(trained_cnn.model, data, checkpoint=ckpt, **SPINE)
     assert resumed.records is not None and resumed.records.batches_done == 3
     assert numbers(resumed.document) == numbers(whole.document)
+    # the maps and the overlay examples are resumed too
+    assert resumed.maps.keys() == whole.maps.keys()
+    for key, arr in whole.maps.items():
+        assert (arr == resumed.maps[key]).all(), key
+    assert [e.id for e in resumed.examples] == [e.id for e in whole.examples]
+    assert [len(e.attacked) for e in resumed.examples] == [len(e.attacked) for e in whole.examples]
 
 
 def test_explanation_worst_case_and_checks(trained_cnn: Trained) -> None:

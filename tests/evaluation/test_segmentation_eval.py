@@ -210,6 +210,13 @@ def test_segmentation_audit_resumes_with_identical_metrics(tmp_path: Path) -> No
     assert resumed.records is not None and whole.records is not None
     assert resumed.records.batches_done == len(data)
     assert numbers(resumed.metrics) == numbers(whole.metrics)
+    # the overlays and saved adversarial arrays are resumed too
+    assert resumed.adversarial.keys() == whole.adversarial.keys()
+    for name, arrays in whole.adversarial.items():
+        for key, arr in arrays.items():
+            assert (arr == resumed.adversarial[name][key]).all(), (name, key)
+    for kind in ("untargeted", "targeted"):
+        assert [e.title for e in resumed.examples[kind]] == [e.title for e in whole.examples[kind]]
     # a checkpoint of another configuration is refused, not silently mixed
     with pytest.raises(ValueError, match="different configuration"):
         evaluate_segmentation(model, data, checkpoint=ckpt, **{**SPINE, "eps": [4 / 255]})  # type: ignore[arg-type]

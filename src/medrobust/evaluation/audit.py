@@ -32,6 +32,7 @@ from medrobust._utils.io import atomic_torch_save
 from medrobust._utils.validate import parse_budgets
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import ATTACKS
+from medrobust.evaluation.artifacts import from_state, to_state
 from medrobust.evaluation.records import CellRecord, Records
 from medrobust.evaluation.tasks.base import AuditTask, Batch, CleanOutcome
 from medrobust.metrics import psnr, ssim
@@ -260,14 +261,19 @@ def run_audit(
             of another configuration.
     """
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    records = load_state(ckpt, ctx.config) if ckpt is not None else None
-    if records is None:
-        records = Records(len(ctx.specs), len(ctx.budgets))
+    loaded = load_state(ckpt, ctx.config) if ckpt is not None else None
     kept: dict[int, dict[str, list[torch.Tensor]]] = {
         i: {"x_adv": [], "index": [], "label": [], "adv_pred": [], "attack": []}
         for i in range(len(ctx.budgets))
     }
     pool: list[dict[str, Any]] = []
+    if loaded is None:
+        records = Records(len(ctx.specs), len(ctx.budgets))
+    else:
+        records, artifacts = loaded
+        kept = artifacts.get("kept", kept)
+        pool = artifacts.get("pool", pool)
+        ctx.task.restore_artifacts(artifacts.get("task", {}))
     n_batches = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
     with eval_mode(ctx.adapter):
         for b_idx, raw in enumerate(loader):
@@ -286,7 +292,8 @@ def run_audit(
             _process_batch(ctx, batch, records, kept, pool, b_idx, n_batches)
             records.batches_done = b_idx + 1
             if ckpt is not None:
-                save_state(ckpt, ctx.config, records)
+                artifacts = {"kept": kept, "pool": pool, "task": ctx.task.artifacts()}
+                save_state(ckpt, ctx.config, records, artifacts)
     if records.n == 0:
         raise ValueError(
             "the data loader yielded no samples: the data set is empty (check the data path, "
@@ -530,18 +537,23 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_state(path: Path, config: Mapping[str, Any], records: Records) -> None:
-    """Checkpoint the records atomically (loadable with ``weights_only=True``)."""
+def save_state(
+    path: Path, config: Mapping[str, Any], records: Records, artifacts: Mapping[str, Any]
+) -> None:
+    """Checkpoint the records and the report artifacts atomically (loadable with
+    ``weights_only=True``)."""
     state = {
         "format": "medrobust-eval-state",
         "config_hash": config_hash(config),
         "records": records.state(),
+        "artifacts": to_state(dict(artifacts)),
     }
     atomic_torch_save(state, path)
 
 
-def load_state(path: Path, config: Mapping[str, Any]) -> Records | None:
-    """The records of an earlier run of the same configuration, or None if ``path`` is absent.
+def load_state(path: Path, config: Mapping[str, Any]) -> tuple[Records, dict[str, Any]] | None:
+    """The records and report artifacts of an earlier run of the same configuration, or None
+    if ``path`` is absent.
 
     Raises:
         ValueError: For a corrupt file, a foreign file or another configuration's checkpoint.
@@ -563,5 +575,6 @@ def load_state(path: Path, config: Mapping[str, Any]) -> Records | None:
             "budgets, model or seed changed); delete it or use another checkpoint path"
         )
     records = Records.from_state(state["records"])
+    artifacts = from_state(state.get("artifacts") or {"__dict__": []})
     logger.info("resuming evaluation from %s: %d batches done", path, records.batches_done)
-    return records
+    return records, artifacts

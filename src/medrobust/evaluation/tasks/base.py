@@ -259,6 +259,15 @@ class AuditTask(abc.ABC):
     ) -> torch.Tensor:
         """``(B,)`` bool: random noise ``x_noisy`` broke the sample (check MR104)."""
 
+    def artifacts(self) -> dict[str, Any]:
+        """What the task keeps for its report beside the records (examples, maps), saved in
+        the per-batch checkpoint; the default keeps nothing."""
+        return {}
+
+    def restore_artifacts(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`artifacts` from a checkpoint; the default has nothing to restore."""
+        return None
+
     def probe_broken(
         self, adapter: ModelAdapter, batch: Batch, result: AttackResult
     ) -> torch.Tensor:

@@ -15,7 +15,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -110,6 +110,23 @@ class ExplanationTask(AuditTask):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.settings.describe()}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {
+            "examples": self.examples,
+            "maps": self.maps,
+            "layer": self.probe.layer,
+            "has_masks": self.has_masks,
+            "spatial": list(self.spatial) if self.spatial else None,
+        }
+
+    def restore_artifacts(self, state: Mapping[str, Any]) -> None:
+        self.examples = list(state.get("examples", self.examples))
+        self.maps = dict(state.get("maps", self.maps))
+        self.probe.layer = state.get("layer") or self.probe.layer
+        self.has_masks = bool(state.get("has_masks", self.has_masks))
+        spatial = state.get("spatial")
+        self.spatial = tuple(spatial) if spatial else self.spatial
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "label")

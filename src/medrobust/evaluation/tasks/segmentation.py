@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,13 @@ class SegmentationTask(AuditTask):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.settings.describe()}
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"examples": self.examples, "saved": self.saved}
+
+    def restore_artifacts(self, state: Mapping[str, Any]) -> None:
+        self.examples = dict(state.get("examples", self.examples))
+        self.saved = dict(state.get("saved", self.saved))
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "mask")

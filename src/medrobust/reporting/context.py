@@ -19,6 +19,7 @@ __all__ = [
     "eps_display_table",
     "eps_text",
     "example_rows",
+    "headline",
     "slug",
     "worst_case_context",
 ]
@@ -162,3 +163,51 @@ def example_rows(
         }
         for rec in (metrics.get("examples") or [])
     ]
+
+
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.1f}%" if _is_num(value) else "—"
+
+
+def _task_headline(metrics: Mapping[str, Any]) -> tuple[str, Any, Any, str, str, list[Any]]:
+    """``(clean title, clean value, n, worst title, worst key, worst rows)`` by task."""
+    task = str(metrics.get("task") or "classification")
+    if task == "segmentation" and isinstance(metrics.get("segmentation"), Mapping):
+        seg = metrics["segmentation"]
+        clean = seg.get("clean") or {}
+        rows = seg.get("worst_case") or []
+        return ("Clean mean Dice", clean.get("mean_dice"), clean.get("n"),
+                "Worst-case mean Dice", "mean_worst_dice", rows)  # fmt: skip
+    if task == "explanation" and isinstance(metrics.get("explanations"), Mapping):
+        ex = metrics["explanations"]
+        n_att, n = ex.get("n_attacked"), ex.get("n_samples")
+        share = n_att / n if _is_num(n_att) and _is_num(n) and n else None
+        worst = ex.get("worst_case") or []
+        return ("Samples with an attacked map", share, n,
+                "Explanations broken (worst case)", "broken_rate", worst)  # fmt: skip
+    clean = metrics.get("clean") or {}
+    if task == "detection":
+        return ("Clean accuracy", clean.get("accuracy"), clean.get("n"),
+                "System risk (wrong and undetected)", "system_risk",
+                metrics.get("system_risk") or [])  # fmt: skip
+    worst = metrics.get("worst_case") or []
+    return ("Clean accuracy", clean.get("accuracy"), clean.get("n"),
+            "Worst-case robust accuracy", "robust_accuracy", worst)  # fmt: skip
+
+
+def headline(metrics: Mapping[str, Any], table: Sequence[tuple[float, str]]) -> dict[str, Any]:
+    """The two headline cards of the summary, filled for the audit's task: the clean figure
+    and the worst case per budget (robust accuracy, worst Dice, broken explanations or system
+    risk)."""
+    clean_title, clean_value, n, worst_title, key, rows = _task_headline(metrics)
+    ordered = sorted(
+        (r for r in rows if isinstance(r, Mapping) and _is_num(r.get("eps"))),
+        key=lambda r: float(r["eps"]),
+    )
+    return {
+        "clean_title": clean_title,
+        "clean_value": _percent(clean_value),
+        "clean_n": n,
+        "worst_title": worst_title,
+        "worst_rows": [(eps_text(r["eps"], table), _percent(r.get(key))) for r in ordered],
+    }

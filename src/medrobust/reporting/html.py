@@ -47,6 +47,7 @@ from medrobust.reporting.context import (
     eps_display_table,
     eps_text,
     example_rows,
+    headline,
     slug,
     worst_case_context,
 )
@@ -444,6 +445,7 @@ def render_report(
         **attack_context(metrics),
         "worst": worst,
         "breakers": breakers,
+        "headline": headline(metrics, eps_table),
         "eps_text": lambda v: eps_text(v, eps_table),
         "grid_uri": grid_uri,
         "grid_note": grid_note,

@@ -212,3 +212,49 @@ def test_write_report(
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert html.count("data:image/png;base64,") == 2
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]
+
+
+def test_headline_cards_are_filled_for_every_task() -> None:
+    """The summary's two headline cards read the task's own figures, never a bare dash."""
+    from medrobust.reporting.context import headline
+
+    table = [(1 / 255, "1/255"), (4 / 255, "4/255")]
+    seg = {
+        "task": "segmentation",
+        "segmentation": {
+            "clean": {"mean_dice": 0.8, "n": 12},
+            "worst_case": [{"eps": 4 / 255, "mean_worst_dice": 0.5}],
+        },
+    }
+    expl = {
+        "task": "explanation",
+        "explanations": {
+            "n_attacked": 6,
+            "n_samples": 8,
+            "worst_case": [{"eps": 1 / 255, "broken_rate": 0.25}],
+        },
+    }
+    study = {
+        "task": "study",
+        "defenses": [{"clean_accuracy": 0.7}, {"clean_accuracy": 0.9}],
+        "risk": [
+            {"eps": 4 / 255, "system_risk": 0.4, "system_risk_adaptive": 0.5},
+            {"eps": 4 / 255, "system_risk": 0.2, "system_risk_adaptive": 0.3},
+        ],
+    }
+    det = {"task": "detection", "clean": {"accuracy": 1.0, "n": 4},
+           "system_risk": [{"eps": 1 / 255, "system_risk": 0.125}]}  # fmt: skip
+    cls = {
+        "clean": {"accuracy": 0.75, "n": 4},
+        "worst_case": [{"eps": 1 / 255, "robust_accuracy": 0.5}],
+    }
+    expected = {
+        "seg": ("Clean mean Dice", "80.0%", [("4/255", "50.0%")]),
+        "expl": ("Samples with an attacked map", "75.0%", [("1/255", "25.0%")]),
+        "study": ("Best clean accuracy", "90.0%", [("4/255", "30.0%")]),
+        "det": ("Clean accuracy", "100.0%", [("1/255", "12.5%")]),
+        "cls": ("Clean accuracy", "75.0%", [("1/255", "50.0%")]),
+    }
+    for name, metrics in {"seg": seg, "expl": expl, "study": study, "det": det, "cls": cls}.items():
+        h = headline(metrics, table)
+        assert (h["clean_title"], h["clean_value"], h["worst_rows"]) == expected[name], name

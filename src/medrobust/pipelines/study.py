@@ -53,7 +53,7 @@ from medrobust.evaluation import EvaluationResult, evaluate
 from medrobust.evaluation.risk import RiskAssessment, assess_detector
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models import ModelAdapter, create_model
-from medrobust.pipelines.results import write_result
+from medrobust.pipelines.results import check_docs, write_result
 from medrobust.reporting.html import render_report
 from medrobust.reporting.sections.risk import defense_section, risk_sections
 from medrobust.reporting.sections.study import study_sections
@@ -415,7 +415,8 @@ def _study_model(job: _Job, recipe: str, fraction: float) -> dict[str, Any]:
             extra_sections=[defense_section([training]), *risk_sections(ev.metrics)],
             config_extra={"training": train_cfg.to_dict(), "detector": det.describe()},
         )
-    return {"row": row, **assessment.to_metrics()}
+    checks = [{**c, "message": f"{key}: {c['message']}"} for c in ev.metrics["checks"]]
+    return {"row": row, "checks": checks, **assessment.to_metrics()}
 
 
 def run_study(
@@ -465,7 +466,8 @@ def run_study(
     _cost_ratios(rows)
     metrics = _study_metrics(cfg, rows, per_model, job.skipped, time.perf_counter() - t_start)
     report = out / "report.html"
-    write_text_atomic(report, render_report(metrics, extra_sections=study_sections(metrics)))
+    html = render_report(metrics, extra_sections=study_sections(metrics), check_docs=check_docs())
+    write_text_atomic(report, html)
     write_text_atomic(
         out / "config.yaml", yaml.safe_dump(to_jsonable(cfg.to_dict()), sort_keys=False)
     )
@@ -516,6 +518,7 @@ def _study_metrics(
         "medrobust_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "title": "Defence study: classification or detection?",
+        "task": "study",
         "data": {
             "name": cfg.data,
             "params": dict(cfg.data_params),
@@ -531,6 +534,7 @@ def _study_metrics(
         "defenses": rows,
         "detection": detection,
         "risk": risk,
+        "checks": [c for m in per_model.values() for c in m.get("checks", [])],
         "timing": {"total_s": total_s, "torch_threads": torch.get_num_threads()},
     }
 

@@ -21,6 +21,7 @@ from medrobust.evaluation import EvaluationResult
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit, RunConfig
+from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import evaluate
 
@@ -47,6 +48,7 @@ def data_info(config: RunConfig, ds: Any, split: str) -> dict[str, Any]:
     }
 
 
+@holds_run_lock("out_dir")
 def train_model(
     config: RunConfig,
     out_dir: Path,
@@ -114,6 +116,7 @@ def train_model(
     return best, card, result
 
 
+@holds_run_lock("out_dir")
 def evaluate_model(
     model: ModelAdapter,
     card: Any,
@@ -197,6 +200,7 @@ def evaluate_model(
     return result, out_dir / "report.html"
 
 
+@holds_run_lock("out_dir")
 def run_audit(
     config: RunConfig,
     out_dir: str | Path,
@@ -252,6 +256,7 @@ class AuditOutcome:
     report: Path
 
 
+@holds_run_lock("out_dir")
 def evaluate_checkpoint(
     checkpoint: str | Path,
     settings: CheckpointAudit,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medrobust.pipelines.locking import holds_run_lock
+
 __all__ = ["DetectorAudit", "DetectorFit", "DetectorScore", "fit_detector", "score_detector"]
 
 
@@ -106,6 +108,7 @@ def _data_params(card: Any, data: str, params: dict[str, Any]) -> dict[str, Any]
     return params
 
 
+@holds_run_lock("out")
 def fit_detector(
     checkpoint: str | Path,
     out: Path,
@@ -159,6 +162,7 @@ def fit_detector(
     return info
 
 
+@holds_run_lock("out_dir")
 def score_detector(
     checkpoint: str | Path,
     detector_dir: Path,

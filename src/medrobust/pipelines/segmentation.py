@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
+from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import SegmentationAudit, evaluate_segmentation
 
@@ -92,6 +93,7 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
     }
 
 
+@holds_run_lock("out_dir")
 def run_segmentation_demo(
     out_dir: str | Path,
     *,
@@ -292,6 +294,7 @@ def split_attacks(
     return untargeted, targeted
 
 
+@holds_run_lock("out_dir")
 def evaluate_segmentation_model(
     model: ModelAdapter,
     card: Any,
@@ -394,6 +397,7 @@ def evaluate_segmentation_model(
     return result, out / "report.html"
 
 
+@holds_run_lock("out_dir")
 def evaluate_segmentation_checkpoint(
     checkpoint: str | Path,
     settings: CheckpointAudit,

@@ -53,6 +53,7 @@ from medrobust.evaluation import EvaluationResult, evaluate
 from medrobust.evaluation.risk import RiskAssessment, assess_detector
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models import ModelAdapter, create_model
+from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.results import check_docs, write_result
 from medrobust.reporting.html import render_report
 from medrobust.reporting.sections.risk import defense_section, risk_sections
@@ -419,6 +420,7 @@ def _study_model(job: _Job, recipe: str, fraction: float) -> dict[str, Any]:
     return {"row": row, "checks": checks, **assessment.to_metrics()}
 
 
+@holds_run_lock("out_dir")
 def run_study(
     config: StudyConfig | None = None,
     out_dir: str | os.PathLike[str] = "runs/defend",

@@ -1,0 +1,71 @@
+"""One run per folder: every job holds its run folder's lock for its whole life."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medrobust._utils.lock import RunLockedError
+from medrobust.pipelines.locking import holds_run_lock, run_folder_lock
+
+_HOLDER = """
+import sys, time
+from medrobust.pipelines.locking import run_folder_lock
+with run_folder_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def _hold(folder: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_job_into_a_busy_folder_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    from medrobust.pipelines.audit import run_audit
+    from medrobust.pipelines.config import RunConfig
+
+    out = tmp_path / "run"
+    holder = _hold(out)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(RunLockedError, match=str(holder.pid)):
+            run_audit(RunConfig(), out)
+        assert time.perf_counter() - t0 < 10  # refused before any training
+        assert not (out / "train").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_folder_lock(out):  # the dead holder's lock is taken over
+        pass
+
+
+def test_nested_jobs_on_one_folder_hold_the_lock_once(tmp_path: Path) -> None:
+    calls = []
+
+    @holds_run_lock("out")
+    def inner(out: Path) -> None:
+        calls.append("inner")
+
+    @holds_run_lock("out")
+    def outer(out: Path) -> None:
+        inner(out)
+        calls.append("outer")
+
+    outer(tmp_path / "run")
+    assert calls == ["inner", "outer"]
+
+
+def test_a_file_is_not_a_run_folder(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"), run_folder_lock(f):
+        pass

@@ -12,13 +12,18 @@ detect fit|score      :mod:`medrobust.cli.detect`
 ====================  =====================================================================
 
 Commands only parse options, call a pipeline (:mod:`medrobust.pipelines`) and print; they import
-their pipelines inside the command functions, so ``medrobust --help`` imports no torch. Every
-command exits non-zero with a one-line error (what was expected, what came) on bad input.
+their pipelines inside the command functions, so ``medrobust --help`` imports no torch.
+
+Every outcome has one exit status and at most one line on stderr (the error boundary,
+:mod:`medrobust.cli._errors`): 0 success; 1 an unexpected failure, with the path of a log
+holding the traceback; 2 a usage error (typer's usage message) or bad input (what was expected,
+what came); 130 interrupted, with what was saved and how to continue.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import typer
 
@@ -45,11 +50,14 @@ app.command("defend")(defend.defend)
 app.add_typer(detect.app, name="detect")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point of the ``medrobust`` console script.
 
     Args:
         argv: The arguments (None: ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: Always, with the exit status (0, 1, 2 or 130).
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_app(app, argv)

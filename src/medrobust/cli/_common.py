@@ -1,5 +1,6 @@
-"""What every ``medrobust`` command shares: consoles, the error handling of the entry point,
-rich progress, option parsing helpers and the option types used by several commands.
+"""What every ``medrobust`` command shares: consoles, the error boundary of the entry point
+(:mod:`medrobust.cli._errors`, re-exported), rich progress, option parsing helpers and the
+option types used by several commands.
 
 This module imports no torch (``medrobust --help`` stays fast); commands import their pipelines
 inside the command functions.
@@ -8,8 +9,7 @@ inside the command functions.
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+from medrobust.cli._errors import EXIT_BAD_INPUT, CliError, run_app, started
 
 if TYPE_CHECKING:
     from medrobust.pipelines.reporter import Reporter
@@ -32,60 +34,13 @@ __all__ = [
     "progress",
     "run_app",
     "say",
+    "started",
 ]
 
 #: Progress, messages and errors (stderr).
 console = Console(stderr=True)
 #: Results (stdout).
 out_console = Console()
-
-EXIT_BAD_INPUT = 2
-
-#: Errors shown as one line with exit status :data:`EXIT_BAD_INPUT`.
-KNOWN_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    FileNotFoundError,
-    FileExistsError,
-    FloatingPointError,
-)
-
-
-class CliError(Exception):
-    """An error to show as one line and exit with :data:`EXIT_BAD_INPUT`."""
-
-
-def run_app(app: Callable[..., Any], argv: list[str] | None) -> None:
-    """Run the typer application, turning known errors into one line and an exit status.
-
-    Bad input (:class:`CliError` and :data:`KNOWN_ERRORS`) exits with 2, an interrupt with 130
-    (with a hint to resume), click usage errors with click's status.
-
-    Args:
-        app: The typer application.
-        argv: The arguments (None: ``sys.argv[1:]``).
-    """
-    try:
-        app(args=argv, standalone_mode=False)
-    except (CliError, *KNOWN_ERRORS) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        console.print(f"[red]error:[/red] {msg}")
-        sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted[/yellow]: run the same command with --resume to continue"
-        )
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and aborts
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 def say(text: str) -> None:
@@ -144,7 +99,11 @@ def budgets(text: str) -> list[float]:
 @contextmanager
 def progress() -> Iterator[Reporter]:
     """A rich progress display with a training bar and an evaluation bar, as a pipeline
-    :class:`~medrobust.pipelines.reporter.Reporter`."""
+    :class:`~medrobust.pipelines.reporter.Reporter`.
+
+    The display starts with its first bar, so a command that fails before any progress prints
+    nothing but its error line.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -164,13 +123,17 @@ def progress() -> Iterator[Reporter]:
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as prog:
-        bars = _Bars(prog)
+    prog = Progress(*columns, console=console, transient=False)
+    bars = _Bars(prog)
+    try:
         yield Reporter(
             train=bars.on_train,
             evaluate=bars.on_eval,
             message=lambda text: prog.console.print(f"[dim]{text}[/dim]"),
         )
+    finally:
+        if bars.tasks:
+            prog.stop()
 
 
 class _Bars:
@@ -181,11 +144,17 @@ class _Bars:
         self.prog = prog
         self.tasks: dict[str, Any] = {}
 
+    def add(self, name: str, description: str, total: int | None) -> None:
+        """Add the bar ``name`` (starting the display with the first bar)."""
+        if not self.tasks:
+            self.prog.start()
+        self.tasks[name] = self.prog.add_task(description, total=total, info="")
+
     def on_train(self, ev: Any) -> None:
         """Show a training event (start, step, epoch end)."""
         prog, tasks = self.prog, self.tasks
         if ev.kind == "start":
-            tasks["train"] = prog.add_task("training", total=ev.epochs, info="")
+            self.add("train", "training", ev.epochs)
             prog.update(tasks["train"], completed=ev.epoch)
         elif ev.kind == "step" and "train" in tasks:
             loss = f"loss {ev.loss:.3f}" if ev.loss is not None else ""
@@ -207,7 +176,7 @@ class _Bars:
 
         prog, tasks = self.prog, self.tasks
         if "eval" not in tasks:
-            tasks["eval"] = prog.add_task("evaluating", total=ev.n_batches, info="")
+            self.add("eval", "evaluating", ev.n_batches)
         if ev.stage == "attack":
             prog.update(
                 tasks["eval"],

@@ -35,6 +35,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     progress,
+    started,
 )
 
 __all__ = ["demo", "evaluate", "train"]
@@ -65,6 +66,10 @@ LabelledFraction = Annotated[
     ),
 ]
 Mode = Annotated[str, typer.Option(help="individual or cascade.")]
+
+# What an interrupted run keeps (the interrupt line of the error boundary).
+_TRAINED = "the training checkpoint of the last finished epoch (train/last.pt)"
+_EVALUATED = "the evaluation records of the finished batches"
 
 
 def print_summary(result: Any, report: Path) -> None:
@@ -104,10 +109,11 @@ def demo(
     """Train a model on the embedded breast-ultrasound phantom and audit it end to end."""
     if task not in ("classification", "segmentation"):
         raise CliError(f"--task must be 'classification' or 'segmentation', got {task!r}")
+    if task == "segmentation" and config:
+        raise CliError("--config applies to the classification demo only")
     run_dir = out or default_out("demo")
     if task == "segmentation":
-        if config:
-            raise CliError("--config applies to the classification demo only")
+        started(run_dir)
         from medrobust.pipelines.segmentation import run_segmentation_demo
 
         with progress() as reporter:
@@ -117,6 +123,9 @@ def demo(
         out_console.print(seg.summary())
         print_report(report)
         return
+    started(
+        run_dir, saved=f"{_TRAINED} and {_EVALUATED}", resume="--resume", marker="train/last.pt"
+    )
     from medrobust.pipelines.audit import run_audit
     from medrobust.pipelines.config import RunConfig, demo_config
 
@@ -146,6 +155,9 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Start over in a folder holding a run.")] = False,
 ) -> None:
     """Train a model with validation, best-checkpoint selection and resume."""
+    run_dir = started(
+        out or default_out("train"), saved=_TRAINED, resume="--resume", marker="train/last.pt"
+    )
     from dataclasses import replace
 
     from medrobust.pipelines.audit import train_model
@@ -172,7 +184,7 @@ def train(
         cfg.train = replace(cfg.train, **changes)
     with progress() as reporter:
         _, _, result = train_model(
-            cfg, out or default_out("train"), reporter=reporter, resume=resume, overwrite=overwrite
+            cfg, run_dir, reporter=reporter, resume=resume, overwrite=overwrite
         )
     out_console.print(
         f"best epoch {result.best_epoch}: {result.monitor} = {result.best_score}\n"
@@ -201,6 +213,12 @@ def evaluate(
     A segmentation model gets the segmentation audit (Dice under attack, targeted attacks,
     noise); ``evaluate-segmentation`` exposes its extra options.
     """
+    run_dir = started(
+        out or default_out("evaluate"),
+        saved=_EVALUATED,
+        resume="",
+        marker=".evaluation-state.pt",
+    )
     from medrobust.pipelines.audit import evaluate_checkpoint
     from medrobust.pipelines.config import CheckpointAudit
 
@@ -221,7 +239,7 @@ def evaluate(
         outcome = evaluate_checkpoint(
             checkpoint,
             settings,
-            out or default_out("evaluate"),
+            run_dir,
             reporter=reporter,
             overwrite=overwrite,
         )

@@ -29,6 +29,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     say,
+    started,
 )
 
 __all__ = ["defend", "study_config"]
@@ -167,6 +168,12 @@ def defend(
     from medrobust.pipelines.study import run_study
 
     cfg = study_config(locals())
+    started(
+        out,
+        saved="the training checkpoint of each model's last finished epoch",
+        resume="--resume",
+        marker="models/*/train/last.pt",
+    )
     set_threads(threads)
     result = run_study(cfg, out, overwrite=overwrite, resume=resume, progress=say)
     out_console.print(study_table(result.metrics))

@@ -25,6 +25,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     say,
+    started,
 )
 
 __all__ = ["app", "fit", "risk_table", "score"]
@@ -85,6 +86,7 @@ def fit(
     overwrite: Annotated[bool, typer.Option(help="Replace a detector in --out.")] = False,
 ) -> None:
     """Fit a detector on clean images (no labels, no adversarial examples for UAD)."""
+    started(out)
     from medrobust.pipelines.detect import DetectorFit, fit_detector
     from medrobust.pipelines.reporter import set_threads
 
@@ -130,6 +132,7 @@ def score(
 ) -> None:
     """Audit a detector-guarded model: detection AUROC and TPR at 5% FPR per attack and
     budget, and the system risk with and without the detector, adaptive attack included."""
+    run_dir = started(out or default_out("detect"))
     from medrobust.pipelines.detect import DetectorAudit, score_detector
     from medrobust.pipelines.reporter import set_threads
 
@@ -153,7 +156,7 @@ def score(
         checkpoint,
         detector_dir,
         settings,
-        out or default_out("detect"),
+        run_dir,
         overwrite=overwrite,
         progress=say,
     )

@@ -22,6 +22,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     progress,
+    started,
 )
 
 __all__ = ["explain"]
@@ -61,6 +62,7 @@ def explain(
     overwrite: Overwrite = False,
 ) -> None:
     """Grad-CAM maps of a saved model, clean and under explanation attacks, with a report."""
+    run_dir = started(out or default_out("explain"))
     from medrobust.pipelines.explain import ExplainSettings, run_explain
 
     attack_names = names(attacks)
@@ -86,7 +88,7 @@ def explain(
     with progress() as reporter:
         report = run_explain(
             checkpoint,
-            out or default_out("explain"),
+            run_dir,
             settings,
             overwrite=overwrite,
             progress=reporter.evaluate,

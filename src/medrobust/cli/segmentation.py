@@ -25,6 +25,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     progress,
+    started,
 )
 
 __all__ = ["evaluate_segmentation", "roi"]
@@ -81,6 +82,7 @@ def evaluate_segmentation(
     overwrite: Overwrite = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
+    run_dir = started(out or default_out("evaluate-segmentation"))
     from medrobust.pipelines.config import CheckpointAudit
     from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
 
@@ -99,7 +101,7 @@ def evaluate_segmentation(
         result, report = evaluate_segmentation_checkpoint(
             checkpoint,
             settings,
-            out or default_out("evaluate-segmentation"),
+            run_dir,
             reporter=reporter,
             overwrite=overwrite,
             roi_size=roi(roi_size),

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from medrobust._utils.validate import parse_eps
+from medrobust._utils.validate import parse_budgets
 from medrobust.training.config import TrainConfig
 from medrobust.types import Norm
 
@@ -120,9 +120,13 @@ class EvaluationSection:
         _check_keys("evaluation", d, allowed)
         kw = dict(d)
         if "eps" in kw:
-            eps = kw["eps"]
-            kw["eps"] = [parse_eps(e) for e in (eps if isinstance(eps, list) else [eps])]
+            try:
+                kw["eps"] = parse_budgets(kw["eps"])
+            except ValueError as exc:
+                raise ValueError(f"evaluation.eps: {exc}") from None
+        _check_types(kw)
         out = cls(**kw)
+        _check_names(out)
         out.norm = Norm.parse(out.norm).value
         if out.mode not in ("individual", "cascade"):
             raise ValueError(f"evaluation.mode must be 'individual' or 'cascade', got {out.mode!r}")
@@ -131,6 +135,51 @@ class EvaluationSection:
         if out.batch_size < 1:
             raise ValueError(f"evaluation.batch_size must be >= 1, got {out.batch_size}")
         return out
+
+
+_INTS = {"batch_size": 1, "seed": 0, "n_examples": 0, "explanations": 0, "max_samples": 1}
+
+
+def _check_types(kw: Mapping[str, Any]) -> None:
+    """Every ``evaluation`` value has the type and range it needs, named in the message.
+
+    Raises:
+        ValueError: Naming the key, what was expected and what came.
+    """
+    for key, low in _INTS.items():
+        if key not in kw or (key == "max_samples" and kw[key] is None):
+            continue
+        value = kw[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"evaluation.{key} must be an integer >= {low}, got {type(value).__name__} "
+                f"{value!r}"
+            )
+    if "checks" in kw and not isinstance(kw["checks"], bool):
+        raise ValueError(f"evaluation.checks must be true or false, got {kw['checks']!r}")
+
+
+def _check_names(ev: EvaluationSection) -> None:
+    """The suite and the attacks are registered names (checked before any training).
+
+    Raises:
+        ValueError: Naming the key and, for a misspelt name, the closest registered one.
+    """
+    from medrobust.evaluation import AttackSpec
+    from medrobust.evaluation.suites import list_suites
+
+    if ev.suite is not None and not ev.attacks and ev.suite not in list_suites():
+        close = difflib.get_close_matches(str(ev.suite), list_suites(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"evaluation.suite: unknown suite {ev.suite!r}{hint}; choose one of "
+            f"{', '.join(list_suites())}"
+        )
+    for i, spec in enumerate(ev.attacks):
+        try:
+            AttackSpec.parse(spec)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"evaluation.attacks[{i}]: {exc}") from None
 
 
 @dataclass

@@ -223,5 +223,9 @@ Threads = Annotated[
 ]
 Out = Annotated[Path | None, typer.Option(help="Run folder (default runs/<command>-<time>).")]
 Overwrite = Annotated[bool, typer.Option(help="Replace results already in --out.")]
+AllowLargeEps = Annotated[
+    bool,
+    typer.Option(help="Accept an Linf budget above the model's input range (refused by default)."),
+]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")]
 Config = Annotated[Path | None, typer.Option(help="YAML run configuration.")]

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from medrobust.cli._common import (
+    AllowLargeEps,
     AttackNames,
     Checkpoint,
     CliError,
@@ -207,6 +208,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
     out: Out = None,
     overwrite: Overwrite = False,
+    allow_large_eps: AllowLargeEps = False,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out).
 
@@ -234,6 +236,7 @@ def evaluate(
         max_samples=max_samples,
         batch_size=batch_size,
         seed=seed,
+        allow_large_eps=allow_large_eps,
     )
     with progress() as reporter:
         outcome = evaluate_checkpoint(

@@ -82,7 +82,12 @@ def evaluate_segmentation(
     overwrite: Overwrite = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
-    run_dir = started(out or default_out("evaluate-segmentation"))
+    run_dir = started(
+        out or default_out("evaluate-segmentation"),
+        saved="the evaluation records of the finished batches",
+        resume="",
+        marker=".evaluation-state.pt",
+    )
     from medrobust.pipelines.config import CheckpointAudit
     from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
 

@@ -161,6 +161,7 @@ def evaluate_model(
         max_samples=ev.max_samples,
         n_examples=ev.n_examples,
         checks=ev.checks,
+        allow_large_eps=ev.allow_large_eps,
         checkpoint=state,
         progress=rep.evaluate,
         model_info=card_dict,

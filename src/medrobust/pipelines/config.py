@@ -96,6 +96,8 @@ class EvaluationSection:
     #: Also attack the Grad-CAM explanations (label kept / changed) on this many samples;
     #: 0 turns the explanation section off.
     explanations: int = 0
+    #: Accept an Linf budget above the model's input range (refused by default).
+    allow_large_eps: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
@@ -116,6 +118,7 @@ class EvaluationSection:
             "seed",
             "n_examples",
             "checks",
+            "allow_large_eps",
         }
         _check_keys("evaluation", d, allowed)
         kw = dict(d)
@@ -155,8 +158,9 @@ def _check_types(kw: Mapping[str, Any]) -> None:
                 f"evaluation.{key} must be an integer >= {low}, got {type(value).__name__} "
                 f"{value!r}"
             )
-    if "checks" in kw and not isinstance(kw["checks"], bool):
-        raise ValueError(f"evaluation.checks must be true or false, got {kw['checks']!r}")
+    for key in ("checks", "allow_large_eps"):
+        if key in kw and not isinstance(kw[key], bool):
+            raise ValueError(f"evaluation.{key} must be true or false, got {kw[key]!r}")
 
 
 def _check_names(ev: EvaluationSection) -> None:
@@ -253,6 +257,7 @@ class RunConfig:
                 "n_examples": ev.n_examples,
                 "checks": ev.checks,
                 "explanations": ev.explanations,
+                "allow_large_eps": ev.allow_large_eps,
             },
         }
 
@@ -273,6 +278,7 @@ class CheckpointAudit:
         max_samples: Audit at most this many samples (None: all).
         batch_size: Evaluation batch size.
         seed: Attack seed.
+        allow_large_eps: Accept an Linf budget above the model's input range.
     """
 
     data: str = "bus-phantom"
@@ -286,6 +292,7 @@ class CheckpointAudit:
     max_samples: int | None = None
     batch_size: int = 100
     seed: int = 0
+    allow_large_eps: bool = False
 
     def run_config(self, *, segmentation: bool = False) -> RunConfig:
         """The run configuration of this audit.
@@ -305,6 +312,7 @@ class CheckpointAudit:
             "max_samples": self.max_samples,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "allow_large_eps": self.allow_large_eps,
         }
         if not segmentation:
             ev["mode"] = self.mode

@@ -258,6 +258,8 @@ def evaluate_segmenter(
             seed=int(settings.get("seed", 0)),
             max_samples=settings.get("max_samples"),
             n_examples=int(settings.get("n_examples", 4)),
+            allow_large_eps=bool(settings.get("allow_large_eps", False)),
+            checkpoint=settings.get("checkpoint"),
             progress=progress,
             model_info=model_info,
             data_info=data_info,
@@ -374,6 +376,8 @@ def evaluate_segmentation_model(
         "max_samples": ev.max_samples,
         "n_examples": ev.n_examples,
         "batch_size": ev.batch_size,
+        "allow_large_eps": ev.allow_large_eps,
+        "checkpoint": Path(out_dir) / ".evaluation-state.pt",
     }
     loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
     result = evaluate_segmenter(
@@ -394,6 +398,7 @@ def evaluate_segmentation_model(
         **dict(config_extra or {}),
     }
     result.write(out, overwrite=overwrite, config_extra=extra)
+    (out / ".evaluation-state.pt").unlink(missing_ok=True)
     return result, out / "report.html"
 
 

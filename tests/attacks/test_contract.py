@@ -73,6 +73,7 @@ def test_contract(name: str, spatial_dims: int, norm: str) -> None:
     else:
         assert float(d.norm(dim=1).max()) <= eps + 1e-5
     torch.testing.assert_close(res.linf, d.abs().amax(1))
+    assert res.l0.dtype == torch.int64 and torch.equal(res.l0, (d != 0).sum(1))
     # success means the adversarial prediction differs from the label, and it is recomputable
     model.eval()
     with torch.no_grad():

@@ -52,6 +52,7 @@ def test_contract(name: str, norm: str, guarded: tuple) -> None:  # type: ignore
         assert t.shape == (x.shape[0],)
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     d = (res.x_adv - x).flatten(1)
+    assert res.l0.dtype == torch.int64 and torch.equal(res.l0, (d != 0).sum(1))
     size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
     assert float(size.max()) <= eps + 1e-5
     with torch.no_grad():

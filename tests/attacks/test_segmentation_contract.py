@@ -98,6 +98,7 @@ def test_contract(name: str, spatial_dims: int, norm: str) -> None:
     d = (res.x_adv - x).flatten(1)
     torch.testing.assert_close(res.linf, d.abs().amax(1))
     torch.testing.assert_close(res.l2, d.norm(dim=1))
+    assert res.l0.dtype == torch.int64 and torch.equal(res.l0, (d != 0).sum(1))
     if name in BOUNDED:
         eps = res.config["eps"]
         size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)

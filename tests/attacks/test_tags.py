@@ -41,6 +41,7 @@ def test_kinds_of_the_classification_presets() -> None:
         "pgd",
         "apgd-ce",
         "apgd-dlr",
+        "jsma",
     }
     assert set(list_attacks(tag="minimal")) == {"cw", "deepfool", "asma", "dag"}
     assert list_attacks(tag="black-box") == ["square"]

@@ -295,6 +295,7 @@ class Attack(ABC):
             loss=tracker.loss.clone(),
             linf=linf,
             l2=l2,
+            l0=norms["l0"],
             steps=tracker.steps.clone(),
             pred_adv=tracker.pred,
             config=self.config(),

@@ -19,6 +19,8 @@ class AttackResult:
         loss: ``(B,)`` objective value at ``x_adv`` (higher means a stronger attack).
         linf: ``(B,)`` L-infinity norm of ``x_adv - x``.
         l2: ``(B,)`` L2 norm of ``x_adv - x`` over all non-batch dimensions.
+        l0: ``(B,)`` int64 count of the elements of ``x_adv`` that differ from ``x`` (channels
+            counted separately), for every attack (the budget of L0 attacks such as JSMA).
         steps: ``(B,)`` int64 iterations (gradient steps or queries) spent on each sample.
         pred_adv: Predictions at ``x_adv``: ``(B,)`` for classification, ``(B, *spatial)`` for
             segmentation.
@@ -31,6 +33,7 @@ class AttackResult:
     loss: torch.Tensor
     linf: torch.Tensor
     l2: torch.Tensor
+    l0: torch.Tensor
     steps: torch.Tensor
     pred_adv: torch.Tensor
     config: dict[str, Any]

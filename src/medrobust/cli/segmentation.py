@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from medrobust.cli._common import (
+    AllowLargeEps,
     Checkpoint,
     DataParam,
     Eps,
@@ -80,6 +81,7 @@ def evaluate_segmentation(
     seed: Annotated[int, typer.Option(help="Seed of attacks, targets and noise.")] = 0,
     out: Out = None,
     overwrite: Overwrite = False,
+    allow_large_eps: AllowLargeEps = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
     run_dir = started(
@@ -101,6 +103,7 @@ def evaluate_segmentation(
         max_samples=max_samples,
         batch_size=batch_size,
         seed=seed,
+        allow_large_eps=allow_large_eps,
     )
     with progress() as reporter:
         result, report = evaluate_segmentation_checkpoint(

@@ -51,3 +51,19 @@ def test_check_fraction() -> None:
             check_fraction("fpr", bad)
     with pytest.raises(TypeError, match="fpr must be a number"):
         check_fraction("fpr", True)
+
+
+def test_a_detector_refuses_inputs_of_another_shape_than_it_was_fitted_on() -> None:
+    import pytest
+    import torch
+
+    from medrobust.detectors import create_detector
+    from medrobust.models import create_model
+
+    model = create_model("small-cnn", num_classes=2, in_channels=1, width=4, seed=0).eval()
+    det = create_detector("uad", fpr=0.1).fit(
+        model, torch.rand(32, 1, 16, 16), calibration=torch.rand(16, 1, 16, 16)
+    )
+    assert det.score(torch.rand(2, 1, 16, 16)).shape == (2,)
+    with pytest.raises(ValueError, match=r"fitted on inputs of shape \(1, 16, 16\).*\(1, 24, 24\)"):
+        det.score(torch.rand(2, 1, 24, 24))

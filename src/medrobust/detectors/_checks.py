@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_budget", "check_int", "check_layers"]
+__all__ = ["check_budget", "check_fitted_shape", "check_int", "check_layers"]
 
 
 def check_layers(layers: Sequence[str] | None) -> list[str] | None:
@@ -49,3 +49,19 @@ def check_budget(name: str, value: Any) -> float:
     ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_fitted_shape(name: str, fitted: Sequence[int], images: Any) -> None:
+    """Refuse inputs of another shape than the detector was fitted on (its feature statistics
+    and threshold hold for that shape only).
+
+    Raises:
+        ValueError: Naming the detector, the fitted shape and the shape that came.
+    """
+    got = list(getattr(images, "shape", ())[1:])
+    if fitted and got != list(fitted):
+        raise ValueError(
+            f"detector {name!r} was fitted on inputs of shape {tuple(fitted)} (C, *spatial), got "
+            f"{tuple(got)}: its statistics and threshold do not apply; fit it on inputs of this "
+            "shape"
+        )

@@ -35,7 +35,7 @@ import torch
 
 from medrobust._version import __version__
 from medrobust.attacks.engine import eval_mode
-from medrobust.detectors._checks import check_budget, check_int, check_layers
+from medrobust.detectors._checks import check_budget, check_fitted_shape, check_int, check_layers
 from medrobust.detectors.calibration import (
     calibration_split,
     check_fraction,
@@ -476,6 +476,7 @@ class Detector(abc.ABC):
         if not isinstance(images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
         model.check_input(images)
+        check_fitted_shape(self.name, self._input_shape, images)
         out = []
         with torch.no_grad(), eval_mode(model):
             for x in iter_images(images, self.batch_size):

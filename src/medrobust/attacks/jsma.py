@@ -136,7 +136,8 @@ class JSMA(Attack):
     when ``floor(gamma * n / 2)`` pairs have changed (``n = C * prod(spatial)``: so the L0 of
     the result never exceeds ``gamma * n``), or when no pair of its domain meets the
     conditions. The search is vectorised over the batch; gradients are those of the logits
-    (JSMA-Z in Carlini & Wagner's naming, the paper's choice).
+    (JSMA-Z in Carlini & Wagner's naming; with softmax outputs the other classes' gradient
+    would be exactly minus the target's).
 
     Binary models: two logits are defined only up to a common per-sample shift (the adapter
     turns a single-logit head ``z`` into ``[0, z]``, whose first logit has zero gradient, so
@@ -163,9 +164,11 @@ class JSMA(Attack):
         targeted: Drive toward the classes given as labels instead of away from the labels.
         eps: Optional budget in ``norm`` (None: only ``theta`` and the bounds limit changes).
         norm: Norm of that budget.
-        max_candidates: Elements per sample in the pair search (the most salient by
-            ``alpha_i - beta_i``, see :func:`select_pairs`); None searches all pairs, whose cost
-            grows with ``n ** 2`` (3-D volumes).
+        max_candidates: Cap on the elements per sample the pair search may consider (those
+            with the largest ``alpha_i - beta_i``, see :func:`select_pairs`). The search is
+            exact when it proves its best pair within the cap, always when ``n`` is at most
+            the cap (1024: a 32x32 image); None never caps it, at a cost of up to ``n ** 2``
+            per step (large 3-D volumes).
         seed: Unused (the attack is deterministic); kept for the common interface.
         name: Name in the result's config.
 

@@ -77,7 +77,7 @@ def test_report_shows_the_numbers(full_report: str) -> None:
     for value in ("87.5%", "84.4%", "90.6%", "0.932"):
         assert f'<td class="num">{value}</td>' in text
     # per-attack rows: pgd at 8/255 and fgsm at 1/255
-    pgd_row = ["6.2%", "92.9%", "56 / 64", "0.03137", "1.17", "0.9557", "44.99", "12.50 s"]
+    pgd_row = ["6.2%", "92.9%", "56 / 64", "0.03137", "1.17", "4096", "0.9557", "44.99", "12.50 s"]
     assert "<td>8/255</td> " + " ".join(f'<td class="num">{v}</td>' for v in pgd_row) in text
     assert '<td>1/255</td> <td class="num">81.2%</td>' in text
     # worst case with "broken by" columns

@@ -406,6 +406,7 @@ def _attack_cell(
         cell.broken[h] = True
         cell.linf[h] = res.linf[ok].float().cpu()
         cell.l2[h] = res.l2[ok].float().cpu()
+        cell.l0[h] = res.l0[ok].float().cpu()
         cell.ssim[h], cell.psnr[h] = _image_quality(ctx, sub.x[ok], res.x_adv[ok])
         better = score.to(worst.score.device) < worst.score[idx]
         upd = idx[better]

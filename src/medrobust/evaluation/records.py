@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-_CELL_FIELDS = ("broken", "attacked", "score", "linf", "l2", "ssim", "psnr")
+_CELL_FIELDS = ("broken", "attacked", "score", "linf", "l2", "l0", "ssim", "psnr")
 
 
 @dataclass
@@ -26,7 +26,8 @@ class CellRecord:
         attacked: ``(N,)`` bool, the sample was attacked (or its adversarial example carried over
             from a smaller budget).
         score: ``(N,)`` float64, the task's score after the attack (NaN where not attacked).
-        linf, l2, ssim, psnr: ``(N,)`` float, measured on broken samples (NaN elsewhere).
+        linf, l2, l0, ssim, psnr: ``(N,)`` float, measured on broken samples (NaN elsewhere);
+            ``l0`` counts the changed input values.
         time_s: Seconds spent in the attack.
     """
 
@@ -35,6 +36,7 @@ class CellRecord:
     score: torch.Tensor
     linf: torch.Tensor
     l2: torch.Tensor
+    l0: torch.Tensor
     ssim: torch.Tensor
     psnr: torch.Tensor
     time_s: float = 0.0
@@ -44,7 +46,9 @@ class CellRecord:
     def empty(cls) -> CellRecord:
         e = torch.empty(0)
         b = torch.empty(0, dtype=torch.bool)
-        return cls(b, b.clone(), torch.empty(0, dtype=torch.float64), e, e.clone(), e.clone(), e)
+        return cls(
+            b, b.clone(), torch.empty(0, dtype=torch.float64), e, e.clone(), e.clone(), e.clone(), e
+        )
 
     @classmethod
     def blank(cls, n: int, *, broken: torch.Tensor, attacked: torch.Tensor) -> CellRecord:
@@ -53,11 +57,11 @@ class CellRecord:
         def nan(dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.full((n,), math.nan, dtype=dtype)
 
-        return cls(broken, attacked, nan(torch.float64), nan(), nan(), nan(), nan())
+        return cls(broken, attacked, nan(torch.float64), nan(), nan(), nan(), nan(), nan())
 
     def carry_from(self, prev: CellRecord, carried: torch.Tensor) -> None:
         """Copy the measurements of the samples ``carried`` over from a smaller budget."""
-        for name in ("score", "linf", "l2", "ssim", "psnr"):
+        for name in ("score", "linf", "l2", "l0", "ssim", "psnr"):
             getattr(self, name)[carried] = getattr(prev, name)[carried]
         for key, value in prev.extra.items():
             if key not in self.extra:
@@ -95,6 +99,7 @@ class CellRecord:
             score=s["score"],
             linf=s["linf"],
             l2=s["l2"],
+            l0=s["l0"],
             ssim=s["ssim"],
             psnr=s["psnr"],
             time_s=float(s["time_s"]),

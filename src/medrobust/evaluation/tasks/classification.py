@@ -153,6 +153,7 @@ def _result_rows(ctx: AuditContext, records: Records, correct: torch.Tensor) -> 
                     "n_broken": n_broken,
                     "mean_linf": nanmean(cell.linf),
                     "mean_l2": nanmean(cell.l2),
+                    "mean_l0": nanmean(cell.l0),
                     "mean_ssim": nanmean(cell.ssim),
                     "mean_psnr": nanmean(cell.psnr),
                     "time_s": cell.time_s,

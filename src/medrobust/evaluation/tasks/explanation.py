@@ -226,6 +226,7 @@ class ExplanationTask(AuditTask):
         extra["success"] = result.success.double().cpu()
         extra["linf_all"] = result.linf.detach().double().cpu()
         extra["l2_all"] = result.l2.detach().double().cpu()
+        extra["l0_all"] = result.l0.detach().double().cpu()
         kept = extra["label_kept"] > 0
         score = torch.where(kept, torch.nan_to_num(extra["topk_intersection"], nan=1.0), 1.0)
         return AttackOutcome(score, result.success.cpu(), extra)

@@ -125,6 +125,7 @@ def _row(
     row["lesion_hit_adv"] = _mean(x.get("lesion_hit_adv"), keep)
     row["linf"] = _mean(x.get("linf_all"), keep)
     row["l2"] = _mean(x.get("l2_all"), keep)
+    row["l0"] = _mean(x.get("l0_all"), keep)
     return row
 
 

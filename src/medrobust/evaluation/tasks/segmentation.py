@@ -185,6 +185,7 @@ class SegmentationTask(AuditTask):
         extra["ssim_all"] = _image_ssim(batch.x, result.x_adv, adapter.bounds.width)
         extra["linf_all"] = result.linf.detach().double().cpu()
         extra["l2_all"] = result.l2.detach().double().cpu()
+        extra["l0_all"] = result.l0.detach().double().cpu()
         score = sample_dice(result.pred_adv, batch.target, self.k)
         return AttackOutcome(score, result.success.to(score.device), extra)
 

@@ -95,6 +95,7 @@ def _untargeted_row(
         "pixel_accuracy": st["pixel_accuracy"],
         "mean_linf": mean_of(cell.extra.get("linf_all")),
         "mean_l2": mean_of(cell.extra.get("l2_all")),
+        "mean_l0": mean_of(cell.extra.get("l0_all")),
         "mean_ssim": mean_of(cell.extra.get("ssim_all")),
         "time_s": cell.time_s,
     }

@@ -290,6 +290,7 @@ def _untargeted_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "success rate": r["success_rate"],
         "mean L∞": r["mean_linf"],
         "mean L2": r["mean_l2"],
+        "mean L0": r.get("mean_l0"),
         "mean SSIM": r["mean_ssim"],
         "time (s)": r["time_s"],
     }

@@ -87,10 +87,13 @@ def test_gradients_flow_through_overlapping_windows(spatial_dims: int) -> None:
     model = create_model(
         "unet", num_classes=2, spatial_dims=spatial_dims, seed=0, **TINY["unet"]
     ).eval()
+    model.double()  # a finite difference in float32 is too noisy for a 5% tolerance
     size = 24 if spatial_dims == 2 else 12
     roi = 16 if spatial_dims == 2 else 8
     sw = sliding_window(model, roi_size=roi, overlap=0.5)
-    x = torch.rand((1, 1) + (size,) * spatial_dims, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)  # seeded: independent of the tests run before it
+    x = torch.rand((1, 1) + (size,) * spatial_dims, generator=gen, dtype=torch.float64)
+    x.requires_grad_(True)
     out = sw(x)
     assert out.shape == (1, 2) + (size,) * spatial_dims
     (g,) = torch.autograd.grad(out[:, 1].sum(), x)

@@ -36,3 +36,17 @@ def test_a_good_configuration_loads() -> None:
     )
     assert cfg.evaluation.eps == sorted([2 / 255, 0.01])
     assert cfg.evaluation.attacks[1] == {"name": "pgd", "steps": 5}
+
+
+def test_train_errors_name_their_section() -> None:
+    with pytest.raises(ValueError, match=r"^train.batch_size must be an int, got str '8'"):
+        RunConfig.from_dict({"train": {"batch_size": "8"}})
+    with pytest.raises(ValueError, match=r"^train: unknown training setting.*'epochz'"):
+        RunConfig.from_dict({"train": {"epochz": 3}})
+
+
+def test_a_binary_config_file_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "run.yaml"
+    bad.write_bytes(b"\xb4\x00\xff binary")
+    with pytest.raises(ValueError, match=rf"config file {bad} is not UTF-8 text"):
+        RunConfig.from_yaml(bad)

@@ -9,6 +9,7 @@ with a "did you mean" hint. The resolved configuration is written beside every r
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,10 +204,17 @@ class RunConfig:
             ValueError: For unknown keys or invalid values (naming the section and key).
         """
         _check_keys("(top level)", d, {"data", "model", "train", "evaluation"})
+        try:
+            train = TrainConfig.from_dict(d.get("train", {}))
+        except (ValueError, TypeError) as exc:
+            text = str(exc)
+            keyed = re.match(r"^[a-z_]+ (must|is|should|has)\b", text)
+            named = f"train.{text}" if keyed else f"train: {text}"
+            raise ValueError(named) from exc
         return cls(
             data=DataSection.from_dict(d.get("data", {})),
             model=ModelSection.from_dict(d.get("model", {})),
-            train=TrainConfig.from_dict(d.get("train", {})),
+            train=train,
             evaluation=EvaluationSection.from_dict(d.get("evaluation", {})),
         )
 
@@ -223,6 +231,10 @@ class RunConfig:
             raise FileNotFoundError(f"config file {p} does not exist")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(
+                f"config file {p} is not UTF-8 text (byte {exc.start}): expected a YAML file"
+            ) from exc
         except yaml.YAMLError as exc:
             raise ValueError(f"config file {p} is not valid YAML: {exc}") from exc
         if data is None:

@@ -53,3 +53,40 @@ def test_a_full_disk_is_one_line_and_exit_2(tiny_disk: Path) -> None:
     assert "no space" in err[0].lower() or "full" in err[0].lower(), err[0]
     assert "Traceback" not in done.stderr
     assert not (out / "metrics.json").exists()
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_read_only_folder_is_refused_before_any_work(read_only_disk: Path) -> None:
+    """Root ignores chmod, but not a read-only file system: the real case, tested as root."""
+    out = read_only_disk / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "medrobust.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    err = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and str(read_only_disk) in err[0], done.stderr
+    assert "read-only" in err[0].lower(), err[0]
+    assert "training" not in done.stdout.lower()  # refused before training started

@@ -205,3 +205,48 @@ def test_download_failure_is_a_connection_error(
     monkeypatch.setattr(medmnist_module.urllib.request, "urlopen", offline)
     with pytest.raises(ConnectionError, match=r"could not download .*pneumoniamnist_64\.npz"):
         MedMNIST("pneumoniamnist", "train", root=tmp_path, size=64, download=True)
+
+
+def test_an_array_declaring_more_than_the_machine_holds_is_refused_before_loading(
+    tmp_path: Path,
+) -> None:
+    """A damaged or hostile file may declare terabytes in its header: refuse it before any
+    allocation, naming the array and its size."""
+    import io
+    import zipfile
+
+    import numpy as np
+    import pytest
+
+    path = tmp_path / "breastmnist.npz"
+    _write(path)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 28, 28)}
+    )
+    forged = header.getvalue()  # magic string and header, no data
+    rebuilt = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(rebuilt, "w") as dst:
+        for name in src.namelist():
+            data = forged if name == "val_images.npy" else src.read(name)
+            dst.writestr(name, data)
+    rebuilt.replace(path)
+    with pytest.raises(ValueError, match=r"val_images declares shape \(1000000000000, 28, 28\)"):
+        MedMNIST("breastmnist", split="val", root=tmp_path)
+
+
+def test_a_decompression_bomb_png_is_a_clear_error(tmp_path: Path) -> None:
+    import pytest
+    from PIL import Image
+
+    from medrobust.data.folders import read_image
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(path)
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 100  # the file is then over twice the limit: a "bomb" to PIL
+    try:
+        with pytest.raises(ValueError, match=r"cannot decode image file .*bomb.png"):
+            read_image(path, channels=1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before

@@ -77,7 +77,7 @@ def read_image(path: str | os.PathLike[str], channels: int) -> npt.NDArray[np.fl
             arr = _to_float(img, channels, path)
     except FileNotFoundError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot decode image file {path}: {err}") from err
     return arr
 

@@ -338,6 +338,43 @@ def _check_flag(flag: object) -> str:
     return key
 
 
+def _memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, if the system says."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_declared_size(data: np.lib.npyio.NpzFile, key: str, path: Path) -> None:
+    """Refuse an array whose header declares more bytes than this machine's memory, before
+    anything is allocated (a hostile or damaged file could declare terabytes).
+
+    Raises:
+        ValueError: Naming the file, the array, its declared shape and size, and the memory.
+    """
+    archive = data.zip
+    if archive is None:  # a closed archive: nothing to check
+        return
+    try:
+        with archive.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"cannot read the header of {key} in {path}: {err}") from err
+    need = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    have = _memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(
+            f"{path}: {key} declares shape {tuple(shape)} of {np.dtype(dtype)}, "
+            f"{need / 2**30:.4g} GiB, more than this machine's memory ({have / 2**30:.3g} GiB); "
+            "the file is damaged or not a MedMNIST file"
+        )
+
+
 def _read_npz(
     path: Path, split: str, info: MedMNISTInfo, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +393,8 @@ def _read_npz(
                 f"{path} has the wrong keys: expected {', '.join(NPZ_KEYS)}; found "
                 f"{', '.join(found) or '(none)'} (missing {', '.join(missing)})"
             )
+        for key in (f"{split}_images", f"{split}_labels"):
+            check_declared_size(data, key, path)
         try:
             images = np.asarray(data[f"{split}_images"])
             labels = np.asarray(data[f"{split}_labels"])

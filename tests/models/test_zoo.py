@@ -241,3 +241,13 @@ def test_adapter_settings_propagate() -> None:
 def test_architecture_of_plain_module_is_none() -> None:
     assert architecture_of(nn.Linear(2, 2)) is None
     assert architecture_of(ModelAdapter(nn.Linear(2, 2), num_classes=2)) is None
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocation() -> None:
+    """Built first on the meta device: the error gives the size it would need."""
+    import pytest
+
+    from medrobust.models import create_model
+
+    with pytest.raises(ValueError, match=r"has [\d,]+ parameters, .* GiB of weights alone"):
+        create_model("small-cnn", num_classes=2, width=200_000)

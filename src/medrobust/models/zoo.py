@@ -34,6 +34,7 @@ predicts per-voxel logits ``(B, K, *spatial)``; the default task is classificati
 from __future__ import annotations
 
 import copy
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -220,8 +221,32 @@ def create_model(
     return adapter
 
 
+def _check_fits_in_memory(name: str, factory_kwargs: dict[str, Any]) -> None:
+    """Refuse an architecture whose weights alone would not fit in this machine's memory,
+    before allocating them: the network is first built on the ``meta`` device (no storage).
+
+    Raises:
+        ValueError: Naming the architecture, its parameter count and the bytes it would need.
+    """
+    try:
+        have = int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        with torch.device("meta"):
+            probe = MODELS.create(name, **factory_kwargs)
+    except Exception:
+        return
+    n = sum(p.numel() for p in probe.parameters())
+    need = sum(p.numel() * p.element_size() for p in probe.parameters())
+    if need > have:
+        raise ValueError(
+            f"model {name!r} with {factory_kwargs} has {n:,} parameters, "
+            f"{need / 2**30:.3g} GiB of weights alone, more than this machine's memory "
+            f"({have / 2**30:.3g} GiB); choose a smaller width or depth"
+        )
+
+
 def _build_network(name: str, factory_kwargs: dict[str, Any], seed: int | None) -> nn.Module:
     """Call the registered factory, seeding its initialisation without touching global state."""
+    _check_fits_in_memory(name, factory_kwargs)
     if seed is None:
         return MODELS.create(name, **factory_kwargs)
     with torch.random.fork_rng(devices=[]):

@@ -111,3 +111,32 @@ def test_two_concurrent_audits_into_one_folder(checkpoint: Path, tmp_path: Path)
     assert str(first.pid) in second.stderr.replace("\n", " ")
     assert first.wait(timeout=300) == 0
     assert (out / "metrics.json").exists()
+
+
+def test_demo_killed_in_the_explanation_phase_resumes_to_the_same_run(tmp_path: Path) -> None:
+    demo = [sys.executable, "-m", "medrobust.cli", "demo", "--quick"]
+    whole = tmp_path / "whole"
+    done = subprocess.run([*demo, "--out", str(whole)], env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [*demo, "--out", str(cut)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    state = cut / ".explanation-state.pt"
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the demo ended before its explanation phase could be killed"
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (cut / "metrics.json").exists()
+    again = subprocess.run(
+        [*demo, "--out", str(cut), "--resume"], env=_env(), capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    a = json.loads((whole / "metrics.json").read_text())
+    b = json.loads((cut / "metrics.json").read_text())
+    for m in (a, b):
+        m["model"]["card"] = {}
+    assert _numbers(a) == _numbers(b)
+    assert not list(cut.glob(".*-state.pt"))  # states are removed once the run is complete

@@ -148,6 +148,7 @@ def evaluate_model(
             rep.say(f"suite {suite.name!r}: skipping {name}: {why}")
     loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
     state = out_dir / ".evaluation-state.pt"
+    expl_state = out_dir / ".explanation-state.pt"
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card or {})
     info = data_info(config, ds, config.data.eval_split)
     result = evaluate(
@@ -185,6 +186,7 @@ def evaluate_model(
             steps=10,
             max_samples=ev.explanations,
             seed=ev.seed,
+            checkpoint=expl_state,
         )
         result.metrics["explanations"] = expl.metrics
         sections.append(explanation_section(expl.metrics, expl.examples, expl.class_names))
@@ -198,6 +200,7 @@ def evaluate_model(
         extra_files=files,
     )
     state.unlink(missing_ok=True)
+    expl_state.unlink(missing_ok=True)
     return result, out_dir / "report.html"
 
 

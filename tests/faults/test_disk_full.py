@@ -17,14 +17,13 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with ``options`` at ``where`` for the test, or skip with the reason."""
+    where.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        pytest.skip("mounting a tmpfs needs root")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
         capture_output=True,
         text=True,
         check=False,
@@ -32,9 +31,19 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
-        yield mount
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path / "tiny", "size=64k")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _tmpfs(tmp_path / "ro", "size=1m,ro")
 
 
 def test_a_full_disk_is_one_line_and_exit_2(tiny_disk: Path) -> None:
@@ -53,26 +62,6 @@ def test_a_full_disk_is_one_line_and_exit_2(tiny_disk: Path) -> None:
     assert "no space" in err[0].lower() or "full" in err[0].lower(), err[0]
     assert "Traceback" not in done.stderr
     assert not (out / "metrics.json").exists()
-
-
-@pytest.fixture
-def read_only_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_read_only_folder_is_refused_before_any_work(read_only_disk: Path) -> None:

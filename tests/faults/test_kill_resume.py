@@ -16,6 +16,7 @@ import pytest
 
 from medrobust.models import save_checkpoint
 from medrobust.models.card import DataInfo, ModelCard
+from tests.evaluation.interrupt import numbers
 from tests.explain.conftest import Trained
 
 pytestmark = pytest.mark.slow
@@ -58,20 +59,11 @@ def _interrupted(ckpt: Path, out: Path, sig: int) -> int:
     return proc.returncode
 
 
-def _numbers(m: object) -> object:
-    if isinstance(m, dict):
-        skip = {"created", "timing", "time_s", "total_s", "attack_s", "wall_time_s"}
-        return {k: _numbers(v) for k, v in m.items() if k not in skip}
-    if isinstance(m, list):
-        return [_numbers(v) for v in m]
-    return m
-
-
 def _same_run(a: Path, b: Path) -> None:
     ma = json.loads((a / "metrics.json").read_text())
     mb = json.loads((b / "metrics.json").read_text())
     ma["model"]["card"], mb["model"]["card"] = {}, {}
-    assert _numbers(ma) == _numbers(mb)
+    assert numbers(ma) == numbers(mb)
     files_a = sorted(p.name for p in (a / "adversarial").iterdir())
     assert files_a  # the attacks broke samples, so there is something to compare
     assert files_a == sorted(p.name for p in (b / "adversarial").iterdir())
@@ -138,5 +130,5 @@ def test_demo_killed_in_the_explanation_phase_resumes_to_the_same_run(tmp_path: 
     b = json.loads((cut / "metrics.json").read_text())
     for m in (a, b):
         m["model"]["card"] = {}
-    assert _numbers(a) == _numbers(b)
+    assert numbers(a) == numbers(b)
     assert not list(cut.glob(".*-state.pt"))  # states are removed once the run is complete

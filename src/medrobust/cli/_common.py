@@ -19,6 +19,17 @@ import typer
 from rich.console import Console
 
 from medrobust.cli._errors import EXIT_BAD_INPUT, CliError, run_app, started
+from medrobust.pipelines.locking import EVALUATION_STATE
+
+#: What an audit keeps in its run folder to continue from after an interrupt.
+EVALUATED = "the evaluation records of the finished batches"
+
+
+def started_audit(folder: Path) -> Path:
+    """:func:`started` for an audit of a saved model: it continues by itself from its per-batch
+    state when the same command runs again."""
+    return started(folder, saved=EVALUATED, resume="", marker=EVALUATION_STATE)
+
 
 if TYPE_CHECKING:
     from medrobust.pipelines.reporter import Reporter
@@ -35,6 +46,7 @@ __all__ = [
     "run_app",
     "say",
     "started",
+    "started_audit",
 ]
 
 #: Progress, messages and errors (stderr).

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from medrobust.cli._common import (
+    EVALUATED,
     AllowLargeEps,
     AttackNames,
     Checkpoint,
@@ -37,6 +38,7 @@ from medrobust.cli._common import (
     print_report,
     progress,
     started,
+    started_audit,
 )
 
 __all__ = ["demo", "evaluate", "train"]
@@ -70,7 +72,6 @@ Mode = Annotated[str, typer.Option(help="individual or cascade.")]
 
 # What an interrupted run keeps (the interrupt line of the error boundary).
 _TRAINED = "the training checkpoint of the last finished epoch (train/last.pt)"
-_EVALUATED = "the evaluation records of the finished batches"
 
 
 def print_summary(result: Any, report: Path) -> None:
@@ -124,9 +125,7 @@ def demo(
         out_console.print(seg.summary())
         print_report(report)
         return
-    started(
-        run_dir, saved=f"{_TRAINED} and {_EVALUATED}", resume="--resume", marker="train/last.pt"
-    )
+    started(run_dir, saved=f"{_TRAINED} and {EVALUATED}", resume="--resume", marker="train/last.pt")
     from medrobust.pipelines.audit import run_audit
     from medrobust.pipelines.config import RunConfig, demo_config
 
@@ -215,12 +214,7 @@ def evaluate(
     A segmentation model gets the segmentation audit (Dice under attack, targeted attacks,
     noise); ``evaluate-segmentation`` exposes its extra options.
     """
-    run_dir = started(
-        out or default_out("evaluate"),
-        saved=_EVALUATED,
-        resume="",
-        marker=".evaluation-state.pt",
-    )
+    run_dir = started_audit(out or default_out("evaluate"))
     from medrobust.pipelines.audit import evaluate_checkpoint
     from medrobust.pipelines.config import CheckpointAudit
 

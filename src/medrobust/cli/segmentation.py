@@ -26,7 +26,7 @@ from medrobust.cli._common import (
     params,
     print_report,
     progress,
-    started,
+    started_audit,
 )
 
 __all__ = ["evaluate_segmentation", "roi"]
@@ -84,12 +84,7 @@ def evaluate_segmentation(
     allow_large_eps: AllowLargeEps = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
-    run_dir = started(
-        out or default_out("evaluate-segmentation"),
-        saved="the evaluation records of the finished batches",
-        resume="",
-        marker=".evaluation-state.pt",
-    )
+    run_dir = started_audit(out or default_out("evaluate-segmentation"))
     from medrobust.pipelines.config import CheckpointAudit
     from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
 

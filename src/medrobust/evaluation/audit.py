@@ -35,7 +35,7 @@ from medrobust.attacks.presets import ATTACKS
 from medrobust.evaluation.artifacts import from_state, to_state
 from medrobust.evaluation.records import CellRecord, Records
 from medrobust.evaluation.tasks.base import AuditTask, Batch, CleanOutcome
-from medrobust.metrics import psnr, ssim
+from medrobust.metrics import psnr, ssim_or_nan
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -429,10 +429,7 @@ def _image_quality(
         return e, e.clone()
     dr = ctx.adapter.bounds.width
     p = psnr(x, x_adv, data_range=dr, cap=100.0).float().cpu()
-    try:
-        s = ssim(x, x_adv, data_range=dr, spatial_dims=ctx.adapter.spatial_dims).float().cpu()
-    except ValueError:
-        s = torch.full((x.shape[0],), math.nan)
+    s = ssim_or_nan(x, x_adv, dr, ctx.adapter.spatial_dims).float().cpu()
     return s, p
 
 

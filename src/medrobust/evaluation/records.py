@@ -171,6 +171,13 @@ class Records:
             return torch.empty(0, dtype=torch.bool)
         return self.logits.argmax(dim=1) == self.labels
 
+    def broken_any(self, e_i: int) -> torch.Tensor:
+        """``(N,)`` bool: some attack of the list broke the sample at budget index ``e_i``."""
+        out = torch.zeros(self.n, dtype=torch.bool)
+        for row in self.cells:
+            out |= row[e_i].broken
+        return out
+
     def add_batch(
         self,
         clean: dict[str, torch.Tensor],
@@ -263,3 +270,19 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def finite_mean(t: torch.Tensor | None, keep: torch.Tensor | None = None) -> float | None:
+    """Mean of the finite values of ``t`` (where ``keep``), in ``t``'s dtype; None if there
+    are none (or no tensor)."""
+    if t is None:
+        return None
+    v = (t if keep is None else t[keep]).flatten()
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else None
+
+
+def rate_with_ci(hits: int, n: int) -> tuple[float | None, list[float]]:
+    """``hits / n`` (None when ``n == 0``) with its Wilson 95% interval."""
+    lo, hi = wilson_interval(hits, n)
+    return (hits / n if n else None), [lo, hi]

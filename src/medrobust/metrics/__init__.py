@@ -22,7 +22,7 @@ from medrobust.metrics.classification import (
     roc_auc,
     sensitivity_specificity,
 )
-from medrobust.metrics.image import psnr, ssim
+from medrobust.metrics.image import psnr, ssim, ssim_or_nan
 from medrobust.metrics.maps import (
     center_of_mass,
     com_shift,
@@ -78,6 +78,7 @@ __all__ = [
     "sensitivity_specificity",
     "spearman",
     "ssim",
+    "ssim_or_nan",
     "target_iou",
     "target_present",
     "topk_intersection",

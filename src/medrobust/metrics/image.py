@@ -15,7 +15,7 @@ from monai.metrics.regression import compute_ssim_and_cs
 
 from medrobust.metrics.perturbation import check_image_pair
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "ssim", "ssim_or_nan"]
 
 
 def _check_data_range(data_range: float) -> float:
@@ -186,3 +186,18 @@ def ssim(
             k2=k2,
         )
     return ssim_map.flatten(1).mean(dim=1).float()
+
+
+def ssim_or_nan(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, spatial_dims: int
+) -> torch.Tensor:
+    """:func:`ssim`, or NaN for every sample where :func:`ssim` refuses the images (e.g. too
+    small for its window): for reporting, where a missing similarity must not stop an audit.
+
+    Shape:
+        - x, y: ``(B, C, *spatial)``; output ``(B,)`` float32.
+    """
+    try:
+        return ssim(x, y, data_range=data_range, spatial_dims=spatial_dims)
+    except ValueError:
+        return torch.full((x.shape[0],), math.nan, dtype=torch.float32, device=x.device)

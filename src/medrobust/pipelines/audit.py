@@ -21,7 +21,7 @@ from medrobust.evaluation import EvaluationResult
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit, RunConfig
-from medrobust.pipelines.locking import holds_run_lock
+from medrobust.pipelines.locking import EVALUATION_STATE, EXPLANATION_STATE, holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import evaluate
 
@@ -147,8 +147,8 @@ def evaluate_model(
         for name, why in skipped.items():
             rep.say(f"suite {suite.name!r}: skipping {name}: {why}")
     loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
-    state = out_dir / ".evaluation-state.pt"
-    expl_state = out_dir / ".explanation-state.pt"
+    state = out_dir / EVALUATION_STATE
+    expl_state = out_dir / EXPLANATION_STATE
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card or {})
     info = data_info(config, ds, config.data.eval_split)
     result = evaluate(

@@ -26,13 +26,26 @@ from typing import Any, TypeVar
 
 from medrobust._utils.lock import RunLock, remove_stale_staging
 
-__all__ = ["REPLACED_PREFIX", "RESULT_FILES", "holds_run_lock", "replacing", "run_folder_lock"]
+__all__ = [
+    "EVALUATION_STATE",
+    "EXPLANATION_STATE",
+    "REPLACED_PREFIX",
+    "RESULT_FILES",
+    "holds_run_lock",
+    "replacing",
+    "run_folder_lock",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger(__name__)
 
 REPLACED_PREFIX = ".replaced-"
+
+#: The per-batch state of an audit in its run folder (removed once the run is complete).
+EVALUATION_STATE = ".evaluation-state.pt"
+#: The per-batch state of the demo's explanation audit.
+EXPLANATION_STATE = ".explanation-state.pt"
 
 #: The results of a finished run, moved aside by an overwrite (their presence marks a run done).
 RESULT_FILES = (

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
-from medrobust.pipelines.locking import holds_run_lock
+from medrobust.pipelines.locking import EVALUATION_STATE, holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import SegmentationAudit, evaluate_segmentation
 
@@ -377,7 +377,7 @@ def evaluate_segmentation_model(
         "n_examples": ev.n_examples,
         "batch_size": ev.batch_size,
         "allow_large_eps": ev.allow_large_eps,
-        "checkpoint": Path(out_dir) / ".evaluation-state.pt",
+        "checkpoint": Path(out_dir) / EVALUATION_STATE,
     }
     loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
     result = evaluate_segmenter(
@@ -398,7 +398,7 @@ def evaluate_segmentation_model(
         **dict(config_extra or {}),
     }
     result.write(out, overwrite=overwrite, config_extra=extra)
-    (out / ".evaluation-state.pt").unlink(missing_ok=True)
+    (out / EVALUATION_STATE).unlink(missing_ok=True)
     return result, out / "report.html"
 
 

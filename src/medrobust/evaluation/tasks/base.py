@@ -40,6 +40,7 @@ __all__ = [
     "CleanOutcome",
     "as_index_tensor",
     "check_finite_outputs",
+    "norms_of_all",
     "read_pair",
 ]
 
@@ -176,6 +177,15 @@ def check_finite_outputs(adapter: ModelAdapter, logits: torch.Tensor) -> None:
             f"{logits.shape[0]} clean inputs (batch rows {rows}); check its weights, the input "
             "bounds and the normalisation (mean/std) before auditing it"
         )
+
+
+def norms_of_all(result: AttackResult) -> dict[str, torch.Tensor]:
+    """``linf_all``, ``l2_all`` and ``l0_all``: the perturbation norms of every attacked sample
+    (the loop's own norms cover only the broken ones), as per-sample extras."""
+    return {
+        f"{name}_all": getattr(result, name).detach().double().cpu()
+        for name in ("linf", "l2", "l0")
+    }
 
 
 class AuditTask(abc.ABC):

@@ -19,7 +19,7 @@ from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import create_attack
 from medrobust.attacks.result import AttackResult
-from medrobust.evaluation.records import Records, wilson_interval
+from medrobust.evaluation.records import Records, finite_mean, wilson_interval
 from medrobust.evaluation.tasks.base import (
     AttackOutcome,
     AuditTask,
@@ -37,12 +37,6 @@ if TYPE_CHECKING:
     from medrobust.evaluation.audit import AttackSpec, AuditContext
 
 __all__ = ["ClassificationTask", "select_examples"]
-
-
-def nanmean(t: torch.Tensor) -> float | None:
-    """Mean of the finite values, None if there are none."""
-    t = t[torch.isfinite(t)]
-    return float(t.mean()) if t.numel() else None
 
 
 class ClassificationTask(AuditTask):
@@ -151,11 +145,11 @@ def _result_rows(ctx: AuditContext, records: Records, correct: torch.Tensor) -> 
                     "n": n,
                     "n_attacked": n_att,
                     "n_broken": n_broken,
-                    "mean_linf": nanmean(cell.linf),
-                    "mean_l2": nanmean(cell.l2),
-                    "mean_l0": nanmean(cell.l0),
-                    "mean_ssim": nanmean(cell.ssim),
-                    "mean_psnr": nanmean(cell.psnr),
+                    "mean_linf": finite_mean(cell.linf),
+                    "mean_l2": finite_mean(cell.l2),
+                    "mean_l0": finite_mean(cell.l0),
+                    "mean_ssim": finite_mean(cell.ssim),
+                    "mean_psnr": finite_mean(cell.psnr),
                     "time_s": cell.time_s,
                 }
             )

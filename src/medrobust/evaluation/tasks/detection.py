@@ -25,7 +25,7 @@ from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import ATTACKS, create_attack
 from medrobust.attacks.result import AttackResult
 from medrobust.detectors.base import Detector, NotFittedError
-from medrobust.evaluation.records import Records, wilson_interval
+from medrobust.evaluation.records import Records, rate_with_ci
 from medrobust.evaluation.tasks.base import AttackOutcome, Batch, CleanOutcome
 from medrobust.evaluation.tasks.classification import ClassificationTask
 from medrobust.models.adapter import ModelAdapter
@@ -122,10 +122,6 @@ class DetectionTask(ClassificationTask):
     def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(adapter(x), batch.target, reduction="sum")
 
-    def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
-        """MR107 as for classification."""
-        return super().extra_checks(ctx, records)
-
     def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
         """``clean`` (accuracy, false-alarm rate), ``results`` per attack and budget and
         ``worst_case`` (system risk per budget) of ``metrics.json``."""
@@ -149,19 +145,14 @@ class DetectionTask(ClassificationTask):
         }
 
 
-def _rate(hits: int, n: int) -> tuple[float | None, list[float]]:
-    lo, hi = wilson_interval(hits, n)
-    return (hits / n if n else None), [lo, hi]
-
-
 def _row(ctx: AuditContext, records: Records, a_i: int, e_i: int) -> dict[str, Any]:
     cell = records.cells[a_i][e_i]
     keep = cell.attacked & records.eligible
     wrong = cell.extra.get("misclassified", torch.zeros(records.n)).nan_to_num(0) > 0
     flagged = cell.extra.get("flagged", torch.zeros(records.n)).nan_to_num(0) > 0
     n_wrong = int((wrong & keep).sum())
-    detected, _ = _rate(int((wrong & flagged & keep).sum()), n_wrong)
-    robust, ci = _rate(int((records.eligible & ~cell.broken).sum()), records.n)
+    detected, _ = rate_with_ci(int((wrong & flagged & keep).sum()), n_wrong)
+    robust, ci = rate_with_ci(int((records.eligible & ~cell.broken).sum()), records.n)
     spec = ctx.specs[a_i]
     return {
         "attack": spec.name,
@@ -181,15 +172,13 @@ def _risk(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
     """System and classifier-only risk at one budget, worst case per sample over the list."""
     correct = records.correct
     flagged = records.clean["flagged"].bool()
-    fooled = torch.zeros(records.n, dtype=torch.bool)
     wrong_any = torch.zeros(records.n, dtype=torch.bool)
     for row in records.cells:
-        cell = row[e_i]
-        fooled |= cell.broken
-        wrong_any |= cell.extra.get("misclassified", torch.zeros(records.n)).nan_to_num(0) > 0
-    system = (~correct & ~flagged) | (fooled & records.eligible)
-    system_risk, ci = _rate(int(system.sum()), records.n)
-    classifier_risk, _ = _rate(int((~correct | (wrong_any & records.eligible)).sum()), records.n)
+        wrong_any |= row[e_i].extra.get("misclassified", torch.zeros(records.n)).nan_to_num(0) > 0
+    system = (~correct & ~flagged) | (records.broken_any(e_i) & records.eligible)
+    system_risk, ci = rate_with_ci(int(system.sum()), records.n)
+    wrong = ~correct | (wrong_any & records.eligible)
+    classifier_risk, _ = rate_with_ci(int(wrong.sum()), records.n)
     by = records.worst_broken_by[e_i]
     return {
         "eps": ctx.budgets[e_i],

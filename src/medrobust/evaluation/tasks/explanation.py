@@ -37,6 +37,7 @@ from medrobust.evaluation.tasks.base import (
     CleanOutcome,
     as_index_tensor,
     check_finite_outputs,
+    norms_of_all,
     read_pair,
 )
 from medrobust.evaluation.tasks.explanation_summary import summarise_explanations
@@ -224,9 +225,7 @@ class ExplanationTask(AuditTask):
     def outcome(self, adapter: ModelAdapter, batch: Batch, result: AttackResult) -> AttackOutcome:
         extra = self._measures(result.extra, batch.aux.get("mask"))
         extra["success"] = result.success.double().cpu()
-        extra["linf_all"] = result.linf.detach().double().cpu()
-        extra["l2_all"] = result.l2.detach().double().cpu()
-        extra["l0_all"] = result.l0.detach().double().cpu()
+        extra.update(norms_of_all(result))
         kept = extra["label_kept"] > 0
         score = torch.where(kept, torch.nan_to_num(extra["topk_intersection"], nan=1.0), 1.0)
         return AttackOutcome(score, result.success.cpu(), extra)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medrobust._utils.format import fmt_eps
-from medrobust.evaluation.records import CellRecord, Records, wilson_interval
+from medrobust.evaluation.records import CellRecord, Records, finite_mean, wilson_interval
 
 if TYPE_CHECKING:
     from medrobust.evaluation.audit import AuditContext
@@ -45,14 +45,6 @@ _ROW_KEYS = {
     "map_ssim": "map_ssim",
     "com_shift_px": "com_shift_px",
 }
-
-
-def _mean(t: torch.Tensor | None, keep: torch.Tensor) -> float | None:
-    if t is None:
-        return None
-    v = t[keep].double()
-    v = v[torch.isfinite(v)]
-    return float(v.mean()) if v.numel() else None
 
 
 def summarise_explanations(
@@ -78,7 +70,7 @@ def summarise_explanations(
         "n_attacked": int(eligible.sum()),
         "n_undefined_map": int((correct & ~eligible).sum()),
         "has_masks": task.has_masks,
-        "lesion_hit_clean": _mean(hit, eligible),
+        "lesion_hit_clean": finite_mean(hit, eligible),
         "thresholds": {
             "topk_threshold": probe.topk_threshold,
             "min_shift_px": probe.shift_threshold(task.spatial) if task.spatial else None,
@@ -117,15 +109,15 @@ def _row(
         "eps": ctx.budgets[e_i],
         "eps_display": fmt_eps(ctx.budgets[e_i]),
         "n": int(keep.sum()),
-        "success_rate": _mean(x.get("success"), keep),
+        "success_rate": finite_mean(x.get("success"), keep),
     }
-    row.update({key: _mean(x.get(name), keep) for key, name in _ROW_KEYS.items()})
+    row.update({key: finite_mean(x.get(name), keep) for key, name in _ROW_KEYS.items()})
     with_mask = "lesion_hit_adv" in x
-    row["lesion_hit_clean"] = _mean(hit, keep) if with_mask else None
-    row["lesion_hit_adv"] = _mean(x.get("lesion_hit_adv"), keep)
-    row["linf"] = _mean(x.get("linf_all"), keep)
-    row["l2"] = _mean(x.get("l2_all"), keep)
-    row["l0"] = _mean(x.get("l0_all"), keep)
+    row["lesion_hit_clean"] = finite_mean(hit, keep) if with_mask else None
+    row["lesion_hit_adv"] = finite_mean(x.get("lesion_hit_adv"), keep)
+    row["linf"] = finite_mean(x.get("linf_all"), keep)
+    row["l2"] = finite_mean(x.get("l2_all"), keep)
+    row["l0"] = finite_mean(x.get("l0_all"), keep)
     return row
 
 
@@ -133,9 +125,7 @@ def _worst(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
     """The worst case per sample across the attack list: broken by any attack, and the
     lowest top-k intersection reached with the label kept."""
     eligible = records.eligible
-    broken = torch.zeros(records.n, dtype=torch.bool)
-    for row in records.cells:
-        broken |= row[e_i].broken
+    broken = records.broken_any(e_i)
     n = int(eligible.sum())
     hits = int((broken & eligible).sum())
     lo, hi = wilson_interval(hits, n)
@@ -146,7 +136,7 @@ def _worst(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
         "n": n,
         "broken_rate": hits / n if n else None,
         "ci95": [lo, hi],
-        "worst_topk_intersection": _mean(records.worst_score[e_i], eligible),
+        "worst_topk_intersection": finite_mean(records.worst_score[e_i], eligible),
         "broken_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
     }
 
@@ -159,7 +149,7 @@ def _noise_rows(ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
         moved = rows.get("moved")
         keep = torch.isfinite(moved) if moved is not None else records.eligible & False
         row: dict[str, Any] = {"eps": e, "eps_display": fmt_eps(e), "n": int(keep.sum())}
-        row.update({k: _mean(rows.get(name), keep) for k, name in _ROW_KEYS.items()})
-        row["lesion_hit_adv"] = _mean(rows.get("lesion_hit_adv"), keep)
+        row.update({k: finite_mean(rows.get(name), keep) for k, name in _ROW_KEYS.items()})
+        row["lesion_hit_adv"] = finite_mean(rows.get("lesion_hit_adv"), keep)
         out.append(row)
     return out

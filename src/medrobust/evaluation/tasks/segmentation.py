@@ -50,10 +50,11 @@ from medrobust.evaluation.tasks.base import (
     CleanOutcome,
     as_index_tensor,
     check_finite_outputs,
+    norms_of_all,
     read_pair,
 )
 from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
-from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim
+from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim_or_nan
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.segmentation import check_volume_size
 from medrobust.types import Norm
@@ -183,9 +184,7 @@ class SegmentationTask(AuditTask):
     def outcome(self, adapter: ModelAdapter, batch: Batch, result: AttackResult) -> AttackOutcome:
         extra = self.new_stats().rows(result.pred_adv, batch.target)
         extra["ssim_all"] = _image_ssim(batch.x, result.x_adv, adapter.bounds.width)
-        extra["linf_all"] = result.linf.detach().double().cpu()
-        extra["l2_all"] = result.l2.detach().double().cpu()
-        extra["l0_all"] = result.l0.detach().double().cpu()
+        extra.update(norms_of_all(result))
         score = sample_dice(result.pred_adv, batch.target, self.k)
         return AttackOutcome(score, result.success.to(score.device), extra)
 
@@ -363,7 +362,4 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _image_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float) -> torch.Tensor:
-    try:
-        return ssim(x, y, data_range=data_range, spatial_dims=x.ndim - 2).double().cpu()
-    except ValueError:  # too small for an SSIM window
-        return torch.full((x.shape[0],), math.nan, dtype=torch.float64)
+    return ssim_or_nan(x, y, data_range, x.ndim - 2).double().cpu()

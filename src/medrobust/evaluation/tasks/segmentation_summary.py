@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from medrobust._utils.format import fmt_eps
-from medrobust.evaluation.records import CellRecord, Records, wilson_interval
+from medrobust.evaluation.records import CellRecord, Records, finite_mean, rate_with_ci
 
 if TYPE_CHECKING:
     from medrobust.evaluation.audit import AuditContext
@@ -77,7 +77,7 @@ def _untargeted_row(
     st = stats_of(task, _merged_rows(records, cell), everyone)
     n_broken = int((cell.broken & records.eligible).sum())
     n_att = int(cell.attacked.sum())
-    success, _ = rate(n_broken, n_att)
+    success, _ = rate_with_ci(n_broken, n_att)
     return {
         "attack": spec.name,
         "params": dict(spec.params),
@@ -93,10 +93,10 @@ def _untargeted_row(
         "iou": st["iou"],
         "mean_hd95": st.get("mean_hd95"),
         "pixel_accuracy": st["pixel_accuracy"],
-        "mean_linf": mean_of(cell.extra.get("linf_all")),
-        "mean_l2": mean_of(cell.extra.get("l2_all")),
-        "mean_l0": mean_of(cell.extra.get("l0_all")),
-        "mean_ssim": mean_of(cell.extra.get("ssim_all")),
+        "mean_linf": finite_mean(cell.extra.get("linf_all")),
+        "mean_l2": finite_mean(cell.extra.get("l2_all")),
+        "mean_l0": finite_mean(cell.extra.get("l0_all")),
+        "mean_ssim": finite_mean(cell.extra.get("ssim_all")),
         "time_s": cell.time_s,
     }
 
@@ -105,15 +105,12 @@ def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
     """The worst case per sample across the attack list at one budget: the lowest mean Dice
     any attack reached, and the share of samples still segmented above the threshold."""
     by = records.worst_broken_by[e_i]
-    broken = torch.zeros(records.n, dtype=torch.bool)
-    for row in records.cells:
-        broken |= row[e_i].broken
-    robust = records.eligible & ~broken
-    robust_rate, ci = rate(int(robust.sum()), records.n)
+    robust = records.eligible & ~records.broken_any(e_i)
+    robust_rate, ci = rate_with_ci(int(robust.sum()), records.n)
     return {
         "eps": ctx.budgets[e_i],
         "eps_display": fmt_eps(ctx.budgets[e_i]),
-        "mean_worst_dice": mean_of(records.worst_score[e_i]),
+        "mean_worst_dice": finite_mean(records.worst_score[e_i]),
         "robust_rate": robust_rate,
         "ci95": ci,
         "lowered_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
@@ -138,18 +135,18 @@ def _targeted_row(
         "target": kind,
         "n": n,
         "success_rate": float(rows["success"][keep].sum()) / n,
-        "mean_target_iou": mean_of(rows["target_iou"][keep]),
-        "mean_target_pixel_accuracy": mean_of(rows["target_pixel_accuracy"][keep]),
-        "mean_steps": mean_of(rows["steps"][keep]),
+        "mean_target_iou": finite_mean(rows["target_iou"][keep]),
+        "mean_target_pixel_accuracy": finite_mean(rows["target_pixel_accuracy"][keep]),
+        "mean_steps": finite_mean(rows["steps"][keep]),
         "mean_dice": st["mean_dice"],
         "dice": st["dice"],
         "mean_iou": st["mean_iou"],
         "iou": st["iou"],
         "mean_hd95": st.get("mean_hd95"),
         "pixel_accuracy": st["pixel_accuracy"],
-        "mean_linf": mean_of(rows["linf"][keep]),
-        "mean_l2": mean_of(rows["l2"][keep]),
-        "mean_ssim": mean_of(rows["ssim"][keep]),
+        "mean_linf": finite_mean(rows["linf"][keep]),
+        "mean_l2": finite_mean(rows["l2"][keep]),
+        "mean_ssim": finite_mean(rows["ssim"][keep]),
         "time_s": float(rows["time_s"][keep].sum()),
     }
 
@@ -172,33 +169,18 @@ def _noise_rows(
             "eps": e,
             "eps_display": fmt_eps(e),
             "n": int(keep.sum()),
-            "mean_ssim_adversarial": mean_of(cell.extra.get("ssim_all", inc)[keep]),
+            "mean_ssim_adversarial": finite_mean(cell.extra.get("ssim_all", inc)[keep]),
             "dice_adversarial": stats_of(task, cell.extra, keep)["mean_dice"],
         }
         for kind in kinds:
             key = f"noise/{e_i}/{kind}/"
             rows = {k[len(key) :]: v for k, v in records.extra.items() if k.startswith(key)}
             row[f"dice_{kind}"] = stats_of(task, rows, keep)["mean_dice"]
-            row[f"ssim_{kind}"] = mean_of(rows["ssim"][keep])
-            row[f"sigma_{kind}"] = mean_of(rows["sigma"][keep])
+            row[f"ssim_{kind}"] = finite_mean(rows["ssim"][keep])
+            row[f"sigma_{kind}"] = finite_mean(rows["sigma"][keep])
             row[f"matched_{kind}"] = float(rows["reached"][keep].sum()) / int(keep.sum())
         out.append(row)
     return out
-
-
-def mean_of(t: torch.Tensor | None) -> float | None:
-    """Mean of the finite values, None if there are none."""
-    if t is None:
-        return None
-    v = t.double().flatten()
-    v = v[torch.isfinite(v)]
-    return float(v.mean()) if v.numel() else None
-
-
-def rate(hits: int, n: int) -> tuple[float | None, list[float]]:
-    """A rate with its Wilson 95% interval."""
-    lo, hi = wilson_interval(hits, n)
-    return (hits / n if n else None), [lo, hi]
 
 
 def stats_of(task: SegmentationTask, rows: Mapping[str, torch.Tensor], keep: torch.Tensor) -> Any:

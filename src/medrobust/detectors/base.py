@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from medrobust._version import __version__
 from medrobust.attacks.engine import eval_mode
 from medrobust.detectors._checks import check_budget, check_fitted_shape, check_int, check_layers
 from medrobust.detectors.calibration import (
@@ -49,8 +48,9 @@ from medrobust.detectors.features import (
     model_device,
     resolve_layer,
 )
-from medrobust.detectors.io import iter_images, write_detector_files
+from medrobust.detectors.io import iter_images
 from medrobust.detectors.logistic import fit_combination, sign_noise, successful_examples
+from medrobust.detectors.persistence import describe_detector, restore_fitted, save_detector
 from medrobust.models.adapter import ModelAdapter
 from medrobust.registry import Registry
 from medrobust.types import NotFittedError, Task
@@ -306,9 +306,55 @@ class Detector(abc.ABC):
             model, data, self.layers_, self.batch_size, keep_images=keep_images, what=what
         )
 
+    def _uses_images(self) -> bool:
+        """Whether the components need the input images, not only the features of the layers
+        (input preprocessing, squeezed inputs); such detectors override
+        :meth:`_image_components`."""
+        return False
+
+    def _default_layers(self, model: ModelAdapter, example: torch.Tensor) -> list[str]:
+        """The layers read when none are named (the architecture's multi-layer set)."""
+        return default_layers(model, example)
+
+    def _image_components(
+        self, model: ModelAdapter, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, K)`` and component scores ``(B, M)`` of a batch, differentiable in
+        ``images``; by default the components of the hooked features."""
+        with capture_features(model, self.layers_) as cap:
+            logits = model(images)
+            comp = self._components(cap.features, logits)
+        return logits, comp
+
+    def _components_of(
+        self,
+        model: ModelAdapter,
+        feats: Mapping[str, torch.Tensor],
+        logits: torch.Tensor,
+        images: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Component scores ``(N, M)`` of collected data, without gradients: from the images
+        (batch by batch) when the detector needs them, else from the features."""
+        if not self._uses_images():
+            with torch.no_grad():
+                return self._components(feats, logits)
+        if images is None:
+            raise RuntimeError(f"detector {self.name!r} needs the images to score them")
+        out = []
+        with eval_mode(model):
+            for x in iter_images(images, self.batch_size):
+                with torch.no_grad():
+                    out.append(self._image_components(model, x)[1].detach())
+        return torch.cat(out)
+
     # ---------------------------------------------------------------- fitting
     def fit(self, model: ModelAdapter, clean: Any, *, calibration: Any = None) -> Detector:
         """Fit the detector on clean images (labels, if present, are not used).
+
+        The component statistics are fitted on ``clean``; the combination's standardisation
+        and the threshold on a separate calibration set (``calibration``, or a seeded held-out
+        share of ``clean``), so the threshold is not set on the images the statistics were
+        fitted on.
 
         Args:
             model: The classifier to guard (a :class:`~medrobust.models.ModelAdapter`).
@@ -333,7 +379,7 @@ class Detector(abc.ABC):
         model.check_input(example, "clean images")
         self.layers_ = [
             resolve_layer(model, n)[0] if n != "penultimate" else n
-            for n in (self.layers or default_layers(model, example))
+            for n in (self.layers or self._default_layers(model, example))
         ]
         self.model = model
         self._threshold = None
@@ -344,7 +390,11 @@ class Detector(abc.ABC):
             self.model = None
             self._threshold = None
             raise
-        self.fit_info = {**sizes, "time_s": time.perf_counter() - t0}
+        self.fit_info = {
+            **sizes,
+            "calibration_source": "held-out" if calibration is None else "separate",
+            "time_s": time.perf_counter() - t0,
+        }
         logger.info(
             "fitted detector %s on %d clean images (%d for calibration), threshold %.4g",
             self.name,
@@ -360,25 +410,27 @@ class Detector(abc.ABC):
         """Fit the components and the combination, then set the threshold; returns the sizes
         (``n_fit``, ``n_calibration``, ``n_adversarial``)."""
         logistic = self.combine == "logistic"
-        feats, logits, images = self._collect(model, clean, keep_images=logistic, what="clean")
+        keep = logistic or self._uses_images()
+        feats, logits, images = self._collect(model, clean, keep_images=keep, what="clean")
         if calibration is None:
             cal_idx, fit_idx = calibration_split(
                 logits.shape[0], self.calibration_fraction, self.seed, logits.device
             )
             cal_feats = {k: v[cal_idx] for k, v in feats.items()}
             cal_logits = logits[cal_idx]
+            cal_images = None if images is None else images[cal_idx]
             feats = {k: v[fit_idx] for k, v in feats.items()}
             logits = logits[fit_idx]
             if images is not None:
                 images = images[fit_idx]
         else:
-            cal_feats, cal_logits, _ = self._collect(
-                model, calibration, keep_images=False, what="calibration"
+            cal_feats, cal_logits, cal_images = self._collect(
+                model, calibration, keep_images=self._uses_images(), what="calibration"
             )
         self._feature_dims = {k: int(v.shape[1]) for k, v in feats.items()}
         with torch.no_grad():
             self._fit_components(feats, logits)
-            cal_comp = self._components(cal_feats, cal_logits)
+        cal_comp = self._components_of(model, cal_feats, cal_logits, cal_images)
         n_adv = 0
         if logistic and images is not None:
             n_adv = self._fit_logistic(model, feats, logits, images)
@@ -414,12 +466,12 @@ class Detector(abc.ABC):
                 "combination"
             )
         noisy = sign_noise(images, self.fit_eps, self.seed + 1, model.bounds.clamp)
-        with torch.no_grad():
-            clean_comp = self._components(feats, logits)
-            nf, nl, _ = self._collect(model, noisy, keep_images=False, what="noisy")
-            af, al, _ = self._collect(model, x_adv, keep_images=False, what="adversarial")
-            noisy_comp = self._components(nf, nl)
-            adv_comp = self._components(af, al)
+        clean_comp = self._components_of(model, feats, logits, images)
+        keep = self._uses_images()
+        nf, nl, ni = self._collect(model, noisy, keep_images=keep, what="noisy")
+        af, al, ai = self._collect(model, x_adv, keep_images=keep, what="adversarial")
+        noisy_comp = self._components_of(model, nf, nl, ni)
+        adv_comp = self._components_of(model, af, al, ai)
         self._mu, self._sigma, self._w, self._b = fit_combination(clean_comp, noisy_comp, adv_comp)
         return int(adv_comp.shape[0])
 
@@ -451,9 +503,7 @@ class Detector(abc.ABC):
             - images: ``(B, C, *spatial)``.
         """
         model = self._check_fitted()
-        with capture_features(model, self.layers_) as cap:
-            logits = model(images)
-            comp = self._components(cap.features, logits)
+        logits, comp = self._image_components(model, images)
         return logits, self._combine(comp)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
@@ -497,33 +547,17 @@ class Detector(abc.ABC):
         """
         return self.score(images) > self.threshold
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-serialisable description (name, parameters, threshold, layers, fit sizes)."""
-        out: dict[str, Any] = {"name": self.name, "params": self.params(), "fitted": self.fitted}
-        if self.fitted:
-            out.update(
-                {
-                    "threshold": self.threshold,
-                    "fpr": self.fpr,
-                    "calibration_fpr": float(
-                        (self.calibration_scores > self.threshold).double().mean()
-                    )
-                    if self.calibration_scores is not None
-                    else None,
-                    "score_scale": self._scale,
-                    "layers": list(self.layers_),
-                    "components": self.component_names(),
-                    "combine": self.combine,
-                    **self.fit_info,
-                }
-            )
-        return out
-
     def __repr__(self) -> str:
         state = f"threshold={self._threshold:.4g}" if self.fitted else "unfitted"
         return f"{type(self).__name__}({self.params()}, {state})"
 
+
     # ---------------------------------------------------------------- persistence
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable description (name, parameters, threshold, layers, fit sizes);
+        see :func:`~medrobust.detectors.persistence.describe_detector`."""
+        return describe_detector(self)
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save the fitted detector into folder ``path`` (``detector.json`` + ``state.pt``).
 
@@ -535,32 +569,7 @@ class Detector(abc.ABC):
         Raises:
             NotFittedError: Before fitting.
         """
-        model = self._check_fitted()
-        if self._mu is None or self._sigma is None or self.calibration_scores is None:
-            raise NotFittedError(f"detector {self.name!r} has no fitted combination to save")
-        tensors: dict[str, torch.Tensor] = {
-            "calibration_scores": self.calibration_scores,
-            "mu": self._mu,
-            "sigma": self._sigma,
-            "threshold": torch.tensor(self.threshold, dtype=torch.float64),
-        }
-        if self._w is not None and self._b is not None:
-            tensors["w"], tensors["b"] = self._w, self._b
-        for k, v in self._component_state().items():
-            tensors[f"component.{k}"] = v
-        meta = {
-            "medrobust_version": __version__,
-            "name": self.name,
-            "params": self.params(),
-            "fpr": self.fpr,
-            "threshold": self.threshold,
-            "layers": self.layers_,
-            "input_shape": self._input_shape,
-            "feature_dims": self._feature_dims,
-            "model": model.describe(),
-            "fit_info": self.fit_info,
-        }
-        return write_detector_files(path, meta, tensors)
+        return save_detector(self, path)
 
     def load_fitted(
         self, model: ModelAdapter, meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
@@ -575,22 +584,4 @@ class Detector(abc.ABC):
             tensors: The saved state (``mu``, ``sigma``, ``calibration_scores``, optional ``w``,
                 ``b`` and ``threshold``, and the ``component.*`` statistics).
         """
-        dev = model_device(model)
-        self.layers_ = [str(n) for n in meta["layers"]]
-        self._input_shape = [int(s) for s in meta["input_shape"]]
-        self._feature_dims = {str(k): int(v) for k, v in meta["feature_dims"].items()}
-        self._mu = tensors["mu"].to(dev)
-        self._sigma = tensors["sigma"].to(dev)
-        self._w = tensors["w"].to(dev) if "w" in tensors else None
-        self._b = tensors["b"].to(dev) if "b" in tensors else None
-        self.calibration_scores = tensors["calibration_scores"].to(dev)
-        prefix = "component."
-        self._load_component_state(
-            {k[len(prefix) :]: v.to(dev) for k, v in tensors.items() if k.startswith(prefix)}
-        )
-        self.fit_info = dict(meta.get("fit_info") or {})
-        self.model = model
-        self.fpr = check_fraction("fpr", meta["fpr"])
-        self._calibrate()
-        if "threshold" in tensors:  # the saved operating point (also a hand-set one)
-            self._threshold = float(tensors["threshold"])
+        restore_fitted(self, model, meta, tensors)

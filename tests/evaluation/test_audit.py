@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -81,12 +82,50 @@ def test_only_unbroken_samples_are_attacked_further() -> None:
         fgsm, pgd = rows[("fgsm", e)], rows[("pgd", e)]
         # in cascade mode PGD only sees what FGSM (and smaller budgets) left unbroken
         assert pgd["n_attacked"] <= fgsm["n_attacked"] - fgsm["n_broken"] + pgd["n_broken"]
-    indiv = run(model, loader_for(model), mode="individual")
+    indiv = run(model, loader_for(model), mode="individual", per_attack="carried")
     # carry-over: a sample broken at a smaller budget is not attacked again, so the broken
     # counts of each attack never decrease with the budget
     for name in ("fgsm", "pgd"):
         counts = [r["n_broken"] for r in indiv.metrics["results"] if r["attack"] == name]
         assert counts == sorted(counts)
+        attacked = [r["n_attacked"] for r in indiv.metrics["results"] if r["attack"] == name]
+        assert attacked == [20] * len(EPS)  # carried samples count as attacked (at a smaller eps)
+
+
+class Backwards(nn.Module):
+    """FGSM's step overshoots: the loss is periodic in the input, so a larger step can land on
+    the right class again (a deliberately non-monotone model for the per-attack rows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([40.0]), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sin(self.w * x.flatten(1).mean(1, keepdim=True))
+        return torch.cat([s, -s], dim=1)
+
+
+def test_per_attack_rows_are_each_budgets_own_result() -> None:
+    model = ModelAdapter(Backwards(), num_classes=2)
+    # sin(40 * 0.05) = sin(2.0) > 0: class 0; cos(2.0) < 0, so the loss grows with every pixel
+    # and FGSM adds +eps everywhere: at 0.06 the mean is 0.11 (sin(4.4) < 0: broken), at 0.16 it
+    # is 0.21 (sin(8.4) > 0: the larger step lands on class 0 again)
+    x = torch.full((8, 1, 4, 4), 0.05)
+    loader = [{"image": x, "label": torch.zeros(8, dtype=torch.long)}]
+    kw = {"attacks": ["fgsm"], "eps": [0.06, 0.16], "checks": False}
+    own = evaluate(model, loader, **kw, per_attack="own")  # type: ignore[arg-type]
+    rows = {r["eps"]: r for r in own.metrics["results"]}
+    assert rows[0.06]["n_broken"] == 8 and rows[0.16]["n_broken"] == 0  # FGSM's own results
+    assert rows[0.16]["mean_linf"] is None or math.isnan(rows[0.16]["mean_linf"])
+    worst = {w["eps"]: w["robust_accuracy"] for w in own.metrics["worst_case"]}
+    assert worst == {0.06: 0.0, 0.16: 0.0}  # the worst case stays cumulative
+    assert own.metrics["threat_model"]["per_attack"] == "own"
+    carried = evaluate(model, loader, **kw, per_attack="carried")  # type: ignore[arg-type]
+    rows_c = {r["eps"]: r for r in carried.metrics["results"]}
+    assert rows_c[0.16]["n_broken"] == 8  # the 0.06 examples carried into the larger ball
+    assert rows_c[0.16]["mean_linf"] == pytest.approx(0.06, abs=1e-6)
+    with pytest.raises(ValueError, match="per_attack must be 'own' or 'carried'"):
+        evaluate(model, loader, **kw, per_attack="mixed")  # type: ignore[arg-type]
 
 
 class Quantised(nn.Module):

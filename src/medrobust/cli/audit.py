@@ -69,6 +69,14 @@ LabelledFraction = Annotated[
     ),
 ]
 Mode = Annotated[str, typer.Option(help="individual or cascade.")]
+PerAttack = Annotated[
+    str,
+    typer.Option(
+        help="Per-attack rows: 'own' (each attack's own result at every budget) or 'carried' "
+        "(samples broken at a smaller budget carried over; cheaper). The worst case is the same "
+        "cumulative one in both."
+    ),
+]
 
 # What an interrupted run keeps (the interrupt line of the error boundary).
 _TRAINED = "the training checkpoint of the last finished epoch (train/last.pt)"
@@ -202,6 +210,7 @@ def evaluate(
     eps: Eps = "1/255,2/255,4/255,8/255",
     norm: NormOpt = "linf",
     mode: Mode = "individual",
+    per_attack: PerAttack = "own",
     max_samples: MaxSamples = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 100,
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
@@ -227,6 +236,7 @@ def evaluate(
         eps=names(eps),
         norm=norm,
         mode=mode,
+        per_attack=per_attack,
         max_samples=max_samples,
         batch_size=batch_size,
         seed=seed,

@@ -123,6 +123,7 @@ def metrics_header(
             "eps": list(ctx.budgets),
             "eps_display": [fmt_eps(e) for e in ctx.budgets],
             "mode": ctx.mode,
+            "per_attack": ctx.per_attack,
         },
     }
 
@@ -153,7 +154,9 @@ def audit(
         progress: Callback receiving :class:`ProgressEvent` updates.
         **options: ``norm`` (``"linf"``), ``mode`` (``"individual"``), ``seed`` (0),
             ``device``, ``max_samples``, ``n_examples`` (6), ``keep_adversarial`` (256),
-            ``checks`` (True), ``probe_samples`` (16), ``noise_draws`` (4), and for the header
+            ``checks`` (True), ``probe_samples`` (16), ``noise_draws`` (4), ``per_attack``
+            (the task's default: ``"own"`` rows for classification, see
+            :mod:`medrobust.evaluation.audit`), and for the header
             ``model_info``, ``data_info``, ``title``.
 
     Returns:

@@ -1,11 +1,18 @@
 """The one audit loop every task runs through.
 
 Per batch: the task's clean pass; then, budget by budget from the smallest up, every attack of
-the list on the eligible samples it has not already broken. A sample broken at a small budget
-stays broken at every larger one (its adversarial example lies inside the larger ball), so its
-outcome is carried over instead of attacked again. The worst case per sample is the lowest score
-any attack reached at that budget (for classification: any attack changed the label). Records are
-checkpointed after every batch, and an interrupted audit resumes with identical results.
+the list on the eligible samples. Two ways to fill an attack's own row (``per_attack``):
+
+* ``"own"``: every attack attacks every eligible sample at every budget, so the row "FGSM at
+  4/255" is FGSM's own result at 4/255 (what comparing attacks or models needs);
+* ``"carried"``: a sample an attack broke at a smaller budget is not attacked again by it; its
+  smaller-budget example (which lies inside the larger ball) is carried over. Cheaper, and the
+  rows never fall with the budget, but a row then mixes budgets.
+
+The worst case per sample is cumulative in both: at a budget it is the lowest score any attack
+reached at that budget or a smaller one (for classification: any attack changed the label), since
+a smaller ball lies inside a larger one. Records are checkpointed after every batch, and an
+interrupted audit resumes with identical results.
 
 References:
     Croce & Hein, ICML 2020 (worst case per sample over an attack ensemble);
@@ -41,6 +48,7 @@ from medrobust.types import Norm
 
 logger = logging.getLogger(__name__)
 
+PerAttack = Literal["own", "carried"]
 Mode = Literal["individual", "cascade"]
 
 __all__ = ["AttackSpec", "AuditContext", "Mode", "ProgressEvent", "attack_scopes", "run_audit"]
@@ -150,6 +158,8 @@ class AuditContext:
     noise_draws: int = 4
     probe_samples: int = 16
     progress: Callable[[ProgressEvent], None] | None = None
+    #: ``"own"`` or ``"carried"`` per-attack rows (see the module docstring).
+    per_attack: PerAttack = "own"
 
     @property
     def names(self) -> list[str]:
@@ -202,6 +212,9 @@ def make_context(
     if mode not in ("individual", "cascade"):
         raise ValueError(f"mode must be 'individual' or 'cascade', got {mode!r}")
     budgets = parse_budgets(eps)
+    per_attack = options.setdefault("per_attack", task.per_attack)
+    if per_attack not in ("own", "carried"):
+        raise ValueError(f"per_attack must be 'own' or 'carried', got {per_attack!r}")
     allow_large = bool(options.pop("allow_large_eps", False))
     width = adapter.bounds.width
     if norm_e is Norm.LINF and budgets[-1] > width and not allow_large:
@@ -229,6 +242,7 @@ def make_context(
         "seed": seed,
         "max_samples": max_samples,
         "checks": options.get("checks", True),
+        "per_attack": per_attack,
         "model": adapter.describe(),
     }
     if task.name == "classification":  # keep the hash of classification checkpoints stable
@@ -375,11 +389,14 @@ def _attack_cell(
     where: tuple[int, int],
     scopes: list[str],
 ) -> CellRecord:
-    """One attack at one budget on one batch: attack what is eligible and not yet broken, carry
-    over what a smaller budget broke, and update the running worst case."""
+    """One attack at one budget on one batch: attack what is eligible (with ``"carried"`` rows:
+    and not broken by this attack at a smaller budget, whose result is carried over), and update
+    the running worst case."""
     b = len(batch)
     a_i, e_i = where
     eligible = clean.eligible
+    if ctx.per_attack == "own":
+        prev = None
     carried = prev.broken.to(eligible.device) if prev is not None else eligible & False
     todo = eligible & ~carried
     if scopes[a_i] == "unbroken":

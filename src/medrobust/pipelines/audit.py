@@ -158,6 +158,7 @@ def evaluate_model(
         eps=ev.eps,
         norm=ev.norm,
         mode=ev.mode,
+        per_attack=ev.per_attack,
         seed=ev.seed,
         max_samples=ev.max_samples,
         n_examples=ev.n_examples,

@@ -99,6 +99,9 @@ class EvaluationSection:
     explanations: int = 0
     #: Accept an Linf budget above the model's input range (refused by default).
     allow_large_eps: bool = False
+    #: Per-attack rows of a classifier: ``"own"`` (each attack's own result at each budget) or
+    #: ``"carried"`` (samples broken at a smaller budget carried over; cheaper).
+    per_attack: str = "own"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
@@ -120,6 +123,7 @@ class EvaluationSection:
             "n_examples",
             "checks",
             "allow_large_eps",
+            "per_attack",
         }
         _check_keys("evaluation", d, allowed)
         kw = dict(d)
@@ -134,6 +138,10 @@ class EvaluationSection:
         out.norm = Norm.parse(out.norm).value
         if out.mode not in ("individual", "cascade"):
             raise ValueError(f"evaluation.mode must be 'individual' or 'cascade', got {out.mode!r}")
+        if out.per_attack not in ("own", "carried"):
+            raise ValueError(
+                f"evaluation.per_attack must be 'own' or 'carried', got {out.per_attack!r}"
+            )
         if not out.attacks and not out.suite:
             raise ValueError("evaluation needs a 'suite' or a list of 'attacks'")
         if out.batch_size < 1:
@@ -270,6 +278,7 @@ class RunConfig:
                 "checks": ev.checks,
                 "explanations": ev.explanations,
                 "allow_large_eps": ev.allow_large_eps,
+                "per_attack": ev.per_attack,
             },
         }
 
@@ -287,6 +296,7 @@ class CheckpointAudit:
         eps: Budgets, numbers or fractions such as ``"2/255"``.
         norm: ``"linf"`` or ``"l2"``.
         mode: ``"individual"`` or ``"cascade"`` (classifiers only).
+        per_attack: ``"own"`` or ``"carried"`` per-attack rows (classifiers only).
         max_samples: Audit at most this many samples (None: all).
         batch_size: Evaluation batch size.
         seed: Attack seed.
@@ -305,6 +315,7 @@ class CheckpointAudit:
     batch_size: int = 100
     seed: int = 0
     allow_large_eps: bool = False
+    per_attack: str = "own"
 
     def run_config(self, *, segmentation: bool = False) -> RunConfig:
         """The run configuration of this audit.
@@ -328,6 +339,7 @@ class CheckpointAudit:
         }
         if not segmentation:
             ev["mode"] = self.mode
+            ev["per_attack"] = self.per_attack
         data = DataSection(name=self.data, params=dict(self.data_params), eval_split=self.split)
         return RunConfig(data=data, evaluation=EvaluationSection.from_dict(ev))
 

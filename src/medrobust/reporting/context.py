@@ -108,7 +108,15 @@ def attack_context(metrics: Mapping[str, Any]) -> dict[str, Any]:
         for name, recs in by_attack.items()
     ]
     listed = [{"name": n, "params": p} for n, p in params.items() if n not in by_attack]
-    return {"attack_tables": tables, "listed_only": listed}
+    carried = (metrics.get("threat_model") or {}).get("per_attack") == "carried"
+    rows_note = (
+        "Each row carries over the samples this attack broke at a smaller budget (their "
+        "adversarial examples lie inside the larger ball), so a row mixes budgets."
+        if carried
+        else "Each row is this attack's own result at that budget: every eligible sample was "
+        "attacked again at every budget."
+    )
+    return {"attack_tables": tables, "listed_only": listed, "rows_note": rows_note}
 
 
 def worst_case_context(metrics: Mapping[str, Any]) -> tuple[list[Any], list[str]]:

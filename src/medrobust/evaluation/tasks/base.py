@@ -206,6 +206,11 @@ class AuditTask(abc.ABC):
     probe_name: ClassVar[str] = "PGD-50"
     #: Whether the audit needs at least one attack in its list.
     requires_attacks: bool = True
+    #: Default of the loop's ``per_attack`` option: ``"own"`` (each attack's row is its own
+    #: result at that budget) or ``"carried"`` (samples it broke at a smaller budget are carried
+    #: over, not attacked again). The segmentation and explanation audits still carry (their
+    #: reports describe it); classification compares attacks, so its rows are their own.
+    per_attack: ClassVar[str] = "carried"
 
     @abc.abstractmethod
     def read_batch(self, batch: Any) -> Batch:

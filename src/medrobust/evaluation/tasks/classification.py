@@ -45,6 +45,7 @@ class ClassificationTask(AuditTask):
     name = "classification"
     attack_task = "classification"
     eligible_noun = "correctly classified samples"
+    per_attack = "own"
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "label")

@@ -10,6 +10,7 @@ Example:
 """
 
 from medrobust.data import anatomy, nifti, volumes  # noqa: F401 (register data sets)
+from medrobust.data._phantom.scanner import SCANNERS, Scanner
 from medrobust.data.base import (
     SPLITS,
     ArrayDataset,
@@ -30,6 +31,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "IMAGE_EXTENSIONS",
     "MEDMNIST_INFO",
+    "SCANNERS",
     "SPLITS",
     "ArrayDataset",
     "BusPhantom",
@@ -37,6 +39,7 @@ __all__ = [
     "MedMNIST",
     "MedicalDataset",
     "PhantomArrays",
+    "Scanner",
     "create_dataset",
     "default_cache_dir",
     "generate_bus_phantom",

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from medrobust.data._phantom.scanner import Scanner, parse_scanner
 from medrobust.data.base import MedicalDataset, check_split
 from medrobust.data.cache import atomic_save_npz, default_cache_dir
 from medrobust.data.phantom import (
@@ -53,6 +55,12 @@ class BusPhantom(MedicalDataset):
         cache_dir: Cache folder; default ``$MEDROBUST_CACHE`` or ``~/.cache/medrobust``. Files go
             to ``<cache_dir>/bus-phantom/``.
         cache: Read and write the cache (False: always generate, never write).
+        scanner: Acquisition settings for a shifted test set: a name of
+            :data:`~medrobust.data.SCANNERS` (``"shifted"``, ``"blurry"``,
+            ``"sparse-speckle"``, ``"bright"``, ``"deep-attenuation"``), a mapping of
+            ``psf_width``, ``density``, ``gain_db``, ``attenuation_db``, or None (the default
+            scanner). Same tissue and lesions, imaged differently (Paschali et al.'s
+            generalizability axis).
 
     Raises:
         ValueError: For an unknown split or an argument out of range.
@@ -78,6 +86,7 @@ class BusPhantom(MedicalDataset):
         malignant_fraction: float = 0.5,
         cache_dir: str | os.PathLike[str] | None = None,
         cache: bool = True,
+        scanner: str | Mapping[str, Any] | Scanner | None = None,
     ) -> None:
         self.split = check_split(split)
         self.class_names = ["benign", "malignant"]
@@ -92,6 +101,7 @@ class BusPhantom(MedicalDataset):
         if not 0.0 <= float(malignant_fraction) <= 1.0:
             raise ValueError(f"malignant_fraction must lie in [0, 1], got {malignant_fraction!r}")
         self.malignant_fraction = float(malignant_fraction)
+        self.scanner = parse_scanner(scanner)
         self.params: dict[str, Any] = {
             "dataset": self.name,
             "generator_version": GENERATOR_VERSION,
@@ -102,6 +112,8 @@ class BusPhantom(MedicalDataset):
             "seed": self.seed,
             "malignant_fraction": self.malignant_fraction,
         }
+        if not self.scanner.is_default:  # the default keeps the cache names of earlier versions
+            self.params["scanner"] = self.scanner.to_dict()
         self.cache_path: Path | None = None
         if cache:
             root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -115,8 +127,9 @@ class BusPhantom(MedicalDataset):
     def _generate(self) -> PhantomArrays:
         p = self.params
         return generate_bus_phantom(
-            p["n"], p["size"], p["seed"], p["malignant_fraction"], stream=p["stream"]
-        )
+            p["n"], p["size"], p["seed"], p["malignant_fraction"], stream=p["stream"],
+            scanner=self.scanner,
+        )  # fmt: skip
 
     def _load_or_generate(self) -> PhantomArrays:
         path = self.cache_path

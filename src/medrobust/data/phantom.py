@@ -56,6 +56,7 @@ from medrobust.data._phantom.grid import AXIAL_OVERSAMPLING, FloatArray, col, gr
 from medrobust.data._phantom.imaging import bmode, scatterers
 from medrobust.data._phantom.lesion import render_lesions
 from medrobust.data._phantom.params import draw_background, draw_lesion
+from medrobust.data._phantom.scanner import Scanner, parse_scanner
 from medrobust.data._phantom.tissue import tissue
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def generate_bus_phantom(
     start: int = 0,
     lesion: bool = True,
     chunk_size: int = 32,
+    scanner: str | Scanner | None = None,
 ) -> PhantomArrays:
     """Simulate ``n`` B-mode breast-ultrasound images with lesion masks and labels.
 
@@ -143,6 +145,11 @@ def generate_bus_phantom(
             metadata the lesion would have had. Used as a control for shortcut learning.
         chunk_size: Images simulated together (memory/speed trade-off only; never changes the
             result).
+        scanner: Acquisition settings (a name of
+            :data:`~medrobust.data._phantom.scanner.SCANNERS`, a mapping or a ``Scanner``):
+            the same tissue, lesions and speckle draws imaged with another PSF width, scatterer
+            density, gain or depth compensation. None (the default scanner) leaves every image
+            unchanged.
 
     Returns:
         The images, masks, labels and per-image metadata.
@@ -169,7 +176,9 @@ def generate_bus_phantom(
     fraction = _check_fraction(malignant_fraction)
     indices = np.arange(start, start + n, dtype=np.int64)
     labels = _labels_for(indices, seed, stream, fraction)
-    job = _Job(seed=seed, stream=stream, size=size, lesion=bool(lesion))
+    job = _Job(
+        seed=seed, stream=stream, size=size, lesion=bool(lesion), scanner=parse_scanner(scanner)
+    )
     images, masks, meta = _simulate_all(indices, labels, job, chunk_size)
     logger.debug("generated %d bus-phantom images of %dx%d (seed=%d)", n, size, size, seed)
     return PhantomArrays(
@@ -192,6 +201,7 @@ class _Job:
     stream: int
     size: int
     lesion: bool
+    scanner: Scanner = field(default_factory=Scanner)
 
 
 def _check_fraction(malignant_fraction: object) -> float:
@@ -319,13 +329,16 @@ def _simulate_chunk(
     ]
     refl, density = tissue(bg, grid)
     z = grid.coords_z[None, :, None]
-    gain_db = np.broadcast_to(
-        col(stack(bg, "att_db")) * z + col(stack(bg, "gain_db")), refl.shape
-    ).astype(np.float32)
+    sc = job.scanner
+    att = col(stack(bg, "att_db") + np.float32(sc.attenuation_db))
+    gain = col(stack(bg, "gain_db") + np.float32(sc.gain_db))
+    gain_db = np.broadcast_to(att * z + gain, refl.shape).astype(np.float32)
     # Lesion geometry is always computed: masks and metadata exist even without a lesion.
     masks, cx, cz = render_lesions(les, (refl, density, gain_db), grid, draw=job.lesion)
     refl *= 10.0 ** (gain_db / 10.0)
-    img = bmode(scatterers(refl, density, bg), grid, stack(bg, "dr_db"))
+    if sc.density != 1.0:
+        density = density * np.float32(sc.density)
+    img = bmode(scatterers(refl, density, bg), grid, stack(bg, "dr_db"), sc.psf_width)
     return img, masks, _chunk_meta(indices, les, bg, cx, cz)
 
 

@@ -25,7 +25,9 @@ TOP_DB = 30.0
 
 
 @functools.lru_cache(maxsize=16)
-def analytic_psf_filter(rows: int, cols: int, scale: float) -> npt.NDArray[np.complex64]:
+def analytic_psf_filter(
+    rows: int, cols: int, scale: float, width: float = 1.0
+) -> npt.NDArray[np.complex64]:
     """Transfer function of PSF convolution followed by the axial Hilbert transform.
 
     The PSF ``h(z, x) = exp(-z²/2σz²) cos(2π z/λ) exp(-x²/2σx²)`` is sampled on the periodic RF
@@ -35,14 +37,16 @@ def analytic_psf_filter(rows: int, cols: int, scale: float) -> npt.NDArray[np.co
     its Hilbert transform along the axial axis; its modulus is the envelope. Only the
     non-negative axial frequencies are returned (rows ``0 .. rows // 2``), matching
     ``numpy.fft.rfft`` along the axial axis. The filter is scaled so that a uniform
-    unit-variance scatterer field gives an envelope with unit mean power.
+    unit-variance scatterer field gives an envelope with unit mean power. ``width`` multiplies
+    both envelope widths (not the carrier period): a wider PSF, as of another probe or focus.
 
     Shape:
         - returns: ``(rows // 2 + 1, cols)`` complex64.
     """
     dz = np.fft.fftfreq(rows, d=1.0 / rows)  # signed pixel offsets 0, 1, ..., -1
     dx = np.fft.fftfreq(cols, d=1.0 / cols)
-    sz, sx, lam = SIGMA_AXIAL * scale, SIGMA_LATERAL * scale, CARRIER_PERIOD * scale
+    sz, sx = SIGMA_AXIAL * scale * width, SIGMA_LATERAL * scale * width
+    lam = CARRIER_PERIOD * scale
     axial = np.exp(-(dz**2) / (2 * sz**2)) * np.cos(2 * np.pi * dz / lam)
     lateral = np.exp(-(dx**2) / (2 * sx**2))
     spectrum = np.fft.fft(axial)[:, None] * np.fft.fft(lateral)[None, :]
@@ -105,20 +109,21 @@ def scatterers(refl: FloatArray, density: FloatArray, bg: list[dict[str, Any]]) 
     return out
 
 
-def bmode(scatter: FloatArray, grid: Grid, dr_db: FloatArray) -> FloatArray:
+def bmode(scatter: FloatArray, grid: Grid, dr_db: FloatArray, psf_width: float = 1.0) -> FloatArray:
     """B-mode images from the scatterer field: PSF, envelope, log compression, block averaging.
 
     The PSF convolution and the envelope detection (Hilbert transform along depth) are one
     filter; the envelope power is averaged over each axial group of RF samples (post-detection
     low-pass), log-compressed to each image's dynamic range ``dr_db`` and block-averaged to the
-    output size.
+    output size. ``psf_width`` widens the PSF (see :func:`analytic_psf_filter`).
 
     Shape:
         - scatter: ``(B, R, C)`` on the RF grid; dr_db: ``(B,)``.
         - returns: ``(B, size, size)`` float32 in ``[0, 1]``.
     """
     up, bsz, size = AXIAL_OVERSAMPLING, scatter.shape[0], grid.size
-    analytic = analytic_signal(scatter, analytic_psf_filter(*scatter.shape[1:], grid.scale))
+    filt = analytic_psf_filter(*scatter.shape[1:], grid.scale, float(psf_width))
+    analytic = analytic_signal(scatter, filt)
     oz, ox = grid.offset_z * up, grid.offset_x
     analytic = analytic[:, oz : oz + grid.sim * up, ox : ox + grid.sim]
     power = analytic.real**2 + analytic.imag**2

@@ -62,8 +62,8 @@ def _no_hooks(module: nn.Module) -> bool:
 
 
 def test_registry_and_bad_parameters() -> None:
-    assert list_detectors() == ["kd-bu", "lid", "uad"]
-    assert list_detectors(tag="unsupervised") == ["uad"]
+    assert list_detectors() == ["feature-squeezing", "kd-bu", "lid", "mahalanobis", "uad"]
+    assert list_detectors(tag="unsupervised") == ["feature-squeezing", "mahalanobis", "uad"]
     with pytest.raises(UnknownNameError, match="Did you mean 'uad'"):
         create_detector("uda")
     with pytest.raises(TypeError, match="'fp' \\(did you mean 'fpr'\\?\\)"):

@@ -48,7 +48,7 @@ def fitted(model: ModelAdapter) -> dict[str, Detector]:
 
 
 def test_registry_lists_the_package_detectors() -> None:
-    assert {"uad", "kd-bu", "lid"} <= set(NAMES)
+    assert {"uad", "kd-bu", "lid", "mahalanobis", "feature-squeezing"} <= set(NAMES)
     for entry in DETECTORS.entries():
         assert entry.summary, f"detector {entry.name!r} has no summary"
 

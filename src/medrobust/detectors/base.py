@@ -551,7 +551,6 @@ class Detector(abc.ABC):
         state = f"threshold={self._threshold:.4g}" if self.fitted else "unfitted"
         return f"{type(self).__name__}({self.params()}, {state})"
 
-
     # ---------------------------------------------------------------- persistence
     def describe(self) -> dict[str, Any]:
         """A JSON-serialisable description (name, parameters, threshold, layers, fit sizes);

@@ -150,7 +150,7 @@ def mcnemar(a: Sequence[bool] | Sequence[float], b: Sequence[bool] | Sequence[fl
     Raises:
         ValueError: For sequences of different length, empty ones or values other than 0/1.
     """
-    xa, xb = _paired_arrays(a, b)  # type: ignore[arg-type]
+    xa, xb = _paired_arrays(a, b)
     if not (np.isin(xa, (0.0, 1.0)).all() and np.isin(xb, (0.0, 1.0)).all()):
         raise ValueError("mcnemar needs 0/1 (or boolean) outcomes; use paired_bootstrap for scores")
     only_a = int(((xa == 1) & (xb == 0)).sum())

@@ -58,7 +58,12 @@ def test_system_risk_is_the_worst_case_over_the_list(system) -> None:  # type: i
     risks = [r["system_risk"] for r in m["system_risk"]]
     assert risks == sorted(risks)  # never better with a larger budget
     codes = {c["code"] for c in m["checks"]}
-    assert {"MR101", "MR102", "MR104", "MR105", "MR106", "MR107"} <= codes
+    assert {"MR101", "MR102", "MR104", "MR105", "MR106", "MR107", "MR201"} <= codes
+    alarms = m["false_alarms"]
+    assert alarms["nominal"] == 0.1 and alarms["n"] == 16
+    assert alarms["measured"] == pytest.approx(float(flagged.double().mean()))
+    assert m["clean"]["false_alarm_ci95"] == alarms["ci95"]
+    assert m["clean"]["nominal_false_alarm_rate"] == 0.1
 
 
 def test_detection_audit_resumes(system, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

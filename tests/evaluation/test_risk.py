@@ -98,6 +98,36 @@ def test_risk_rows_agree_with_the_audit_and_are_ordered(setup: dict[str, Any]) -
     assert risk.risk[-1]["system_risk_adaptive"] > risk.risk[-1]["system_risk"]
 
 
+def test_false_alarms_are_measured_on_the_test_inputs(setup: dict[str, Any]) -> None:
+    model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
+    risk: RiskAssessment = setup["risk"]
+    x = torch.cat([b["image"] for b in loader])
+    measured = float(det.predict(x).double().mean())
+    alarms = risk.false_alarms
+    assert alarms["measured"] == pytest.approx(measured) and alarms["nominal"] == 0.1
+    assert alarms["n"] == 40
+    for row in risk.risk:
+        assert row["false_alarm_ci95"] == alarms["ci95"]
+        assert row["nominal_false_alarm_rate"] == 0.1
+    assert [c["code"] for c in risk.checks] == ["MR201"]
+    metrics: dict[str, Any] = {"checks": [{"code": "MR106"}]}
+    risk.merge_into(metrics)
+    assert [c["code"] for c in metrics["checks"]] == ["MR106", "MR201"]
+    assert metrics["detection"]["false_alarms"] == alarms
+    keep = det.threshold
+    try:  # a threshold that flags half the clean test images: the check says so
+        det.set_threshold(float(det.score(x).median()))
+        moved = assess_detector(model, det, loader, ev, attacks=[], adaptive=False)
+        assert moved.false_alarms["measured"] >= 0.4
+        assert (
+            moved.checks[0]["status"] == "warn"
+            and "more false alarms" in (moved.checks[0]["message"])
+        )
+        assert moved.risk[0]["false_alarm_rate"] == moved.false_alarms["measured"]
+    finally:
+        det.set_threshold(keep)
+
+
 def test_threshold_extremes_give_exact_risks(setup: dict[str, Any]) -> None:
     model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
     keep = det.threshold

@@ -62,6 +62,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         "Clean accuracy above chance",
         "Robust accuracy of a model that is near chance on clean data says little.",
     ),
+    "MR201": (
+        "Measured false-alarm rate agrees with the nominal one",
+        "A detector's threshold is set for a nominal clean false-alarm rate on calibration "
+        "images; on the clean test images the measured rate must agree with it, or every "
+        "detection number rests on a threshold that does not hold on new data.",
+    ),
 }
 
 

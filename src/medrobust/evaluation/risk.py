@@ -11,7 +11,11 @@ budget ``eps``:
   case of those and of the adaptive attack ``pgd-adaptive``, which knows the detector
   (*adaptive*). A detector evaluated only against attacks that ignore it is not evaluated; the
   report shows both;
-* **false-alarm rate** ``P[D(x) = 1]`` on clean inputs, the clean-side cost of the detector.
+* **false-alarm rate** ``P[D(x) = 1]`` on clean inputs, the clean-side cost of the detector,
+  *measured* on the clean test inputs with its Wilson 95% interval beside the *nominal* rate the
+  threshold was calibrated for (:mod:`~medrobust.evaluation.false_alarms`; check MR201 warns when
+  they disagree). Every risk is computed at the detector's real threshold on the test inputs,
+  i.e. at the measured rate.
 
 A sample that is misclassified and unflagged at a budget stays so at every larger budget (its
 input lies in the larger ball too), so the risks are non-decreasing in ``eps``.
@@ -45,6 +49,7 @@ from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.base import Detector, NotFittedError
 from medrobust.evaluation.api import EvaluationResult
 from medrobust.evaluation.audit import AttackSpec
+from medrobust.evaluation.false_alarms import false_alarm_check, false_alarms
 from medrobust.evaluation.tasks.base import read_pair
 from medrobust.metrics import roc_auc
 from medrobust.models.adapter import ModelAdapter
@@ -156,8 +161,9 @@ class RiskAssessment:
     Attributes:
         detector: The detector's description (name, parameters, threshold, fit sizes).
         risk: One row per budget: ``eps``, ``eps_display``, ``classifier_risk``,
-            ``system_risk`` (non-adaptive), ``system_risk_adaptive``, ``false_alarm_rate``,
-            ``clean_error``, ``n``.
+            ``system_risk`` (non-adaptive), ``system_risk_adaptive``, ``false_alarm_rate``
+            (measured on the clean test inputs), ``false_alarm_ci95``,
+            ``nominal_false_alarm_rate``, ``clean_error``, ``n``.
         detection: One row per attack and budget (``worst-case`` rows use the audit's
             worst-case examples, ``pgd-adaptive`` rows the adaptive attack's misclassified
             examples): ``attack``, ``eps``, ``eps_display``, ``auroc``, ``tpr_at_fpr``,
@@ -165,6 +171,9 @@ class RiskAssessment:
             ``adaptive``.
         fpr: The FPR at which ``tpr_at_fpr`` is read.
         timing: Seconds spent (``detection_s``, ``adaptive_s``).
+        false_alarms: The measured clean false-alarm rate beside the nominal one
+            (:func:`~medrobust.evaluation.false_alarms.false_alarms`).
+        checks: Check rows (MR201).
     """
 
     detector: dict[str, Any]
@@ -172,18 +181,27 @@ class RiskAssessment:
     detection: list[dict[str, Any]]
     fpr: float = 0.05
     timing: dict[str, float] = field(default_factory=dict)
+    false_alarms: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_metrics(self) -> dict[str, Any]:
-        """The ``detection`` (detector description, FPR of the TPR column, per-attack rows) and
-        ``risk`` entries for ``metrics.json``."""
+        """The ``detection`` (detector description, FPR of the TPR column, measured and nominal
+        false alarms, per-attack rows) and ``risk`` entries for ``metrics.json``."""
         return {
             "detection": {
                 "detector": dict(self.detector),
                 "fpr": self.fpr,
+                "false_alarms": dict(self.false_alarms),
                 "results": [dict(r) for r in self.detection],
             },
             "risk": [dict(r) for r in self.risk],
         }
+
+    def merge_into(self, metrics: dict[str, Any]) -> None:
+        """Add :meth:`to_metrics` to an audit's ``metrics`` and append the checks to its
+        ``checks`` list (the audit's own checks are kept)."""
+        metrics.update(self.to_metrics())
+        metrics["checks"] = [*metrics.get("checks", []), *self.checks]
 
 
 # ------------------------------------------------------------------------------- assessment
@@ -217,6 +235,7 @@ class _Guarded:
     clean_scores: torch.Tensor
     clean_wrong: torch.Tensor
     threshold: float
+    false_alarms: dict[str, Any]
     fpr: float
     norm: str
     seed: int
@@ -381,7 +400,9 @@ def _budget(
         "classifier_risk": 1.0 - float(evaluation.robust_accuracy(None, eps)),
         "system_risk": float(failures.fail.double().mean()),
         "system_risk_adaptive": None,
-        "false_alarm_rate": float((g.clean_scores > g.threshold).double().mean()),
+        "false_alarm_rate": g.false_alarms["measured"],
+        "false_alarm_ci95": list(g.false_alarms["ci95"]),
+        "nominal_false_alarm_rate": g.false_alarms["nominal"],
         "clean_error": float(g.clean_wrong.double().mean()),
         "n": int(g.x.shape[0]),
     }
@@ -452,6 +473,7 @@ def assess_detector(
         clean_scores=clean_scores,
         clean_wrong=clean_pred != y_all.cpu(),
         threshold=detector.threshold,
+        false_alarms=false_alarms(clean_scores > detector.threshold, detector.fpr),
         fpr=fpr,
         norm=str(threat["norm"]),
         seed=int(evaluation.config.get("seed", 0)),
@@ -475,4 +497,6 @@ def assess_detector(
         detection=detection,
         fpr=fpr,
         timing={"detection_s": spent - failures.adaptive_s, "adaptive_s": failures.adaptive_s},
+        false_alarms=g.false_alarms,
+        checks=[false_alarm_check(g.false_alarms, f"detector {detector.name!r}")],
     )

@@ -235,7 +235,7 @@ def score_detector(
         batch_size=s.batch_size,
         progress=say,
     )
-    result.metrics.update(assessment.to_metrics())
+    assessment.merge_into(result.metrics)  # detection, risk and check MR201
     result.write(
         out_dir,
         overwrite=overwrite,

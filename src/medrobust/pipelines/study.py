@@ -404,10 +404,10 @@ def _study_model(job: _Job, recipe: str, fraction: float) -> dict[str, Any]:
     model, result, train_cfg = _train(job, recipe, fraction, folder)
     ev = _audit(job, model, recipe, fraction)
     det, assessment = _guard(job, model, ev, key, folder)
+    assessment.merge_into(ev.metrics)  # detection, risk, and check MR201 beside the audit's
     row = _row(job, key, recipe, fraction, result, ev)
     if job.cfg.write_audits:
         training = {k: row[k] for k in _TRAINING_KEYS}
-        ev.metrics.update(assessment.to_metrics())
         ev.metrics["defense"] = [training]
         write_result(
             ev,

@@ -25,6 +25,7 @@ from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import ATTACKS, create_attack
 from medrobust.attacks.result import AttackResult
 from medrobust.detectors.base import Detector, NotFittedError
+from medrobust.evaluation.false_alarms import false_alarm_check, false_alarms
 from medrobust.evaluation.records import Records, rate_with_ci
 from medrobust.evaluation.tasks.base import AttackOutcome, Batch, CleanOutcome
 from medrobust.evaluation.tasks.classification import ClassificationTask
@@ -122,20 +123,32 @@ class DetectionTask(ClassificationTask):
     def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(adapter(x), batch.target, reduction="sum")
 
+    def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
+        """MR107 (clean accuracy above chance) and MR201 (the clean false-alarm rate measured
+        on the audited samples agrees with the detector's nominal rate)."""
+        alarms = false_alarms(records.clean["flagged"].bool(), self.detector.fpr)
+        who = f"detector {self.detector.name!r}"
+        return [*super().extra_checks(ctx, records), false_alarm_check(alarms, who)]
+
     def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
-        """``clean`` (accuracy, false-alarm rate), ``results`` per attack and budget and
-        ``worst_case`` (system risk per budget) of ``metrics.json``."""
+        """``clean`` (accuracy, measured and nominal false-alarm rate), ``false_alarms``,
+        ``detection_results`` per attack and budget and ``system_risk`` per budget (at the
+        measured false-alarm rate) of ``metrics.json``."""
         correct = records.correct
         flagged = records.clean["flagged"].bool()
         n = records.n
+        alarms = false_alarms(flagged, self.detector.fpr)
         clean = {
             "n": n,
             "accuracy": float(correct.double().mean()),
             "false_alarm_rate": float(flagged.double().mean()),
+            "false_alarm_ci95": alarms["ci95"],
+            "nominal_false_alarm_rate": alarms["nominal"],
             "clean_risk": float((~correct & ~flagged).double().mean()),
         }
         return {
             "clean": clean,
+            "false_alarms": alarms,
             "detection_results": [
                 _row(ctx, records, a_i, e_i)
                 for a_i in range(len(ctx.specs))

@@ -42,8 +42,10 @@ _RISK_TEXT = (
     "System risk is the probability that an input is misclassified and not flagged by "
     "the detector. The non-adaptive column uses the audit's worst-case examples, which "
     "ignore the detector; the adaptive column is the per-sample worst case of those and "
-    "of pgd-adaptive, which fools the classifier while keeping the detector score under "
-    "its threshold. The false-alarm rate is the share of clean test images flagged."
+    "of the adaptive attacks, which fool the classifier while keeping the detector score "
+    "under its threshold. The false-alarm rate is the share of clean test images flagged "
+    "(measured, with its Wilson 95% interval, beside the nominal rate of the threshold); "
+    "every risk is at the measured rate."
 )
 
 
@@ -202,13 +204,36 @@ def _detection_section(detection: Mapping[str, Any]) -> ReportSection:
         n_cal=d.get("n_calibration", "?"),
         n_fit=d.get("n_fit", "?"),
     )
+    alarms = _false_alarm_text(detection.get("false_alarms") or {})
     return ReportSection(
         title="Detection",
-        body=Markup("<p>{}</p>").format(escape(intro)) + html_table(rows),
+        body=Markup("<p>{} {}</p>").format(escape(intro), escape(alarms)) + html_table(rows),
         figures=[detection_figure(results, fpr=fpr)],
         captions=[f"Detection AUROC and TPR at {pct} FPR against the budget, per attack."],
         key="detection",
     )
+
+
+def _false_alarm_text(alarms: Mapping[str, Any]) -> str:
+    """One sentence: the measured clean false-alarm rate beside the nominal one."""
+    if alarms.get("measured") is None:
+        return ""
+    lo, hi = (100 * float(v) for v in alarms["ci95"])
+    text = (
+        f"Measured on {alarms['n']} clean test images, the false-alarm rate is "
+        f"{100 * float(alarms['measured']):.1f}% (95% interval {lo:.1f}%-{hi:.1f}%) against a "
+        f"nominal {100 * float(alarms['nominal']):g}%"
+    )
+    if alarms.get("consistent"):
+        return text + "."
+    return text + ": the threshold does not hold on new data (check MR201)."
+
+
+def _ci(r: Mapping[str, Any]) -> str:
+    ci = r.get("false_alarm_ci95")
+    if not ci or any(v is None or not math.isfinite(float(v)) for v in ci):
+        return "-"
+    return f"{float(ci[0]):.3f}-{float(ci[1]):.3f}"
 
 
 def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
@@ -218,7 +243,9 @@ def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
             "classifier-only risk": _round(r["classifier_risk"]),
             "system risk (non-adaptive)": _round(r["system_risk"]),
             "system risk (adaptive)": _round(r["system_risk_adaptive"]),
-            "clean false-alarm rate": _round(r["false_alarm_rate"]),
+            "clean false-alarm rate (measured)": _round(r["false_alarm_rate"]),
+            "95% interval": _ci(r),
+            "nominal": _round(r.get("nominal_false_alarm_rate")),
         }
         for r in risk
     ]

@@ -49,7 +49,7 @@ def test_nothing_measured_is_a_warning_not_a_pass() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(TypeError, match="flagged must be a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"flagged must be a torch\.Tensor, got list"):
         false_alarms([True, False], 0.05)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"flagged must be a \(N,\) tensor, got shape \(2, 2\)"):
         false_alarms(torch.zeros(2, 2, dtype=torch.bool), 0.05)

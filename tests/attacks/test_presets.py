@@ -17,7 +17,7 @@ def test_signature_lists_engine_and_objective_keywords_with_preset_defaults() ->
     sig = inspect.signature(ATTACKS.get("pgd-seg").factory)
     assert sig.parameters["eps"].default == pytest.approx(4 / 255)
     assert sig.parameters["early_stop"].default is False
-    assert {"objective", "success_dice", "smooth", "steps", "keep_best"} <= set(sig.parameters)
+    assert {"objective", "broken_fraction", "smooth", "steps", "keep_best"} <= set(sig.parameters)
     fgsm = inspect.signature(ATTACKS.get("fgsm").factory).parameters
     assert "steps" not in fgsm and "random_start" not in fgsm and "eps" in fgsm
 

@@ -74,7 +74,11 @@ def test_iou_helper_identical_and_disjoint() -> None:
     )
     bg = torch.zeros_like(a)
     assert float(target_iou(bg, bg)[0]) == 1.0  # both all background agree
-    assert float(target_iou(a, bg)[0]) == 0.0
+    # all-background target: the IoU of the background (8 of 16 pixels predicted background)
+    assert float(target_iou(a, bg)[0]) == pytest.approx(0.5)
+    nearly = bg.clone()
+    nearly[0, 0, 0] = 1  # one pixel of lesion left: close to the target, not IoU 0
+    assert float(target_iou(nearly, bg)[0]) == pytest.approx(15 / 16)
 
 
 def test_multiclass_iou_and_dice_average_present_classes() -> None:
@@ -262,10 +266,26 @@ def test_untargeted_success_is_dice_below_threshold() -> None:
     model = pixel_model()
     x = image([[0.30, 0.80], [0.20, 0.70]])
     wrong_mask = torch.tensor([[[1, 0], [1, 0]]])
-    out = PixelCrossEntropy(success_dice=0.5)(model, x, wrong_mask)
+    # a bare mask: the clean Dice is taken as 1, the threshold is the fraction itself
+    out = PixelCrossEntropy(broken_fraction=0.5)(model, x, wrong_mask)
     assert bool(out.success[0])
-    out = PixelCrossEntropy(success_dice=0.0)(model, x, wrong_mask)
+    out = PixelCrossEntropy(broken_fraction=0.0)(model, x, wrong_mask)
     assert not bool(out.success[0])
+
+
+def test_untargeted_success_is_relative_to_the_clean_dice() -> None:
+    model = pixel_model()
+    x = image([[0.30, 0.80], [0.20, 0.70]])  # predicts [[0, 1], [0, 1]]
+    mask = torch.tensor([[[1, 1], [0, 0]]])  # clean Dice of class 1: 2*1/(2+2) = 0.5
+    obj = PixelCrossEntropy(broken_fraction=0.5)
+    target = obj.prepare(model, x, mask)
+    assert isinstance(target, dict)
+    assert float(target["clean_dice"][0]) == pytest.approx(0.5)
+    # at the clean input the Dice (0.5) is not below 0.5 x 0.5: not broken
+    assert not bool(obj(model, x, target).success[0])
+    # a prediction with Dice 0.5 counts as broken only against a clean Dice above 1.0 x 0.5
+    assert not bool(obj.success(torch.tensor([[[0, 1], [0, 1]]]), target, 2)[0])
+    assert bool(obj.success(torch.tensor([[[0, 0], [0, 1]]]), target, 2)[0])  # Dice 0 < 0.25
 
 
 def test_pgd_seg_reuses_the_engine_loops() -> None:

@@ -27,19 +27,26 @@ References:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from medrobust.attacks.apgd import APGD
-from medrobust.attacks.engine import Attack, GradientAttack
+from medrobust.attacks.engine import Attack, BestTracker, GradientAttack, Run
+from medrobust.attacks.objectives.base import ObjectiveOutput
 from medrobust.attacks.objectives.segmentation import (
     PixelCrossEntropy,
     SegmentationObjective,
     SoftDice,
+    sample_dice,
 )
 from medrobust.attacks.presets import ObjectiveChoice, register_attack
 
 __all__ = [
     "SEGMENTATION_LOSSES",
+    "DiceTracker",
     "SegmentationAPGD",
     "SegmentationAttack",
     "SegmentationPGD",
@@ -58,14 +65,85 @@ SEGMENTATION_LOSSES = ObjectiveChoice(
 )
 
 
+class DiceTracker(BestTracker):
+    """The per-sample best iterate of an untargeted segmentation attack, ranked by what the
+    audit measures: success first, then the lower Dice, then the higher loss.
+
+    The engine's :class:`BestTracker` ranks by the loss, but the losses that skip flipped pixels
+    (masked CE, SegPGD early on) are *lower* at a better adversarial example, so the iterate
+    with the highest loss is not the one with the lowest Dice. This tracker shares its tensors
+    with the engine's tracker (updates land there) and keeps the Dice of each best iterate.
+
+    Args:
+        base: The tracker of the attack call; its state is shared, not copied.
+        mask: The true masks ``(B, *spatial)``.
+        num_classes: ``K``.
+    """
+
+    def __init__(self, base: BestTracker, mask: torch.Tensor, num_classes: int) -> None:
+        self.__dict__.update(base.__dict__)
+        self.base = base
+        self.mask = mask
+        self.k = num_classes
+        self.dice = torch.full_like(base.loss, math.inf, dtype=torch.float64)
+        if base.pred is not None and bool(base.seen.any()):
+            seen = base.seen
+            self.dice[seen] = sample_dice(base.pred[seen], mask[seen], num_classes)
+
+    def update(self, idx: torch.Tensor, x: torch.Tensor, out: ObjectiveOutput) -> None:
+        """Offer iterate ``x`` (rows ``idx``); keep it where it ranks higher."""
+        dice = sample_dice(out.pred.detach(), self.mask[idx], self.k).to(self.dice.device)
+        loss, succ = out.loss.detach(), out.success.detach()
+        old_s, old_d, old_l = self.success[idx], self.dice[idx], self.loss[idx]
+        tie = (succ == old_s) & (dice == old_d)
+        better = (
+            ~self.seen[idx]
+            | (succ & ~old_s)
+            | ((succ == old_s) & (dice < old_d))
+            | (tie & (loss > old_l))
+        )
+        if not bool(better.any()):
+            return
+        rows = idx[better]
+        self.dice[rows] = dice[better]
+        self.x[rows] = x.detach()[better]
+        self.loss[rows] = loss[better].to(self.loss.dtype)
+        self.success[rows] = succ[better]
+        self.seen[rows] = True
+        if self.pred is None:
+            pred = out.pred.detach()
+            self.pred = torch.zeros(
+                (self.x.shape[0], *pred.shape[1:]), dtype=pred.dtype, device=pred.device
+            )
+            self.base.pred = self.pred
+        self.pred[rows] = out.pred.detach()[better]
+
+
 class SegmentationAttack(Attack):
-    """Base of the segmentation engines: exposes the objective's volume-size limit.
+    """Base of the segmentation engines: exposes the objective's volume-size limit, and ranks
+    the iterates of untargeted attacks by Dice (:class:`DiceTracker`).
 
     Attributes:
         max_voxels: Largest ``B * prod(spatial)`` attacked without sliding windows (see
             :func:`medrobust.models.segmentation.check_volume_size`); None turns the check off.
             It is the objective's setting, shown here for convenience.
     """
+
+    def tracked(
+        self, run: Run, search: Callable[[Run], dict[str, torch.Tensor] | None]
+    ) -> dict[str, torch.Tensor] | None:
+        """Run ``search`` on ``run``, with a :class:`DiceTracker` when the objective is an
+        untargeted segmentation objective with a prepared mask (else as it is)."""
+        target = run.target
+        if self.targeted or not isinstance(target, dict) or "mask" not in target:
+            return search(run)
+        k = int(getattr(run.model, "num_classes", 0)) or None
+        num_classes = k if k is not None else int(target["mask"].max()) + 1
+        tracker = DiceTracker(run.best, target["mask"], num_classes)
+        return search(Run(run.model, run.x, target, run.threat, run.region, tracker))
+
+    def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
+        return self.tracked(run, super()._run)  # type: ignore[safe-super]
 
     @property
     def max_voxels(self) -> int | None:

@@ -42,6 +42,20 @@ Noise = Annotated[
     str,
     typer.Option(help="Noise baselines at matched SSIM: gaussian, rician, speckle (empty: none)."),
 ]
+SegSuite = Annotated[
+    str | None,
+    typer.Option(
+        help="Frozen segmentation suite for the untargeted attacks: seg-standard or "
+        "seg-thorough (SEA-style scheduling); --attacks then names only targeted attacks."
+    ),
+]
+BrokenFraction = Annotated[
+    float,
+    typer.Option(
+        help="A sample is broken when its Dice under attack falls below this fraction of its "
+        "clean Dice, in (0, 1]."
+    ),
+]
 RoiSize = Annotated[
     str | None,
     typer.Option(
@@ -71,6 +85,8 @@ def evaluate_segmentation(
     data_param: DataParam = None,
     split: Split = "test",
     attacks: SegAttacks = "pgd-seg,apgd-seg,asma,dag",
+    suite: SegSuite = None,
+    broken_fraction: BrokenFraction = 0.5,
     targets: Targets = "background,other",
     noise: Noise = "gaussian,rician,speckle",
     eps: Eps = "1/255,2/255,4/255,8/255",
@@ -84,6 +100,8 @@ def evaluate_segmentation(
     allow_large_eps: AllowLargeEps = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
+    if suite is not None and attacks == "pgd-seg,apgd-seg,asma,dag":
+        attacks = "asma,dag"  # the suite names the untargeted attacks
     run_dir = started_audit(out or default_out("evaluate-segmentation"))
     from medrobust.pipelines.config import CheckpointAudit
     from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
@@ -110,6 +128,8 @@ def evaluate_segmentation(
             roi_size=roi(roi_size),
             targets=names(targets),
             noise=names(noise),
+            broken_fraction=broken_fraction,
+            suite=suite,
         )
     out_console.print(result.summary())
     print_report(report)

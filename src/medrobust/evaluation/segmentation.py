@@ -25,13 +25,19 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from medrobust.attacks.objectives.segmentation import check_fraction
 from medrobust.attacks.presets import ATTACKS
 from medrobust.attacks.targets import TARGETS
 from medrobust.evaluation.api import audit
 from medrobust.evaluation.audit import AttackSpec
 from medrobust.evaluation.noise import NOISE_KINDS
 from medrobust.evaluation.records import Records
-from medrobust.evaluation.tasks.segmentation import SegmentationSettings, SegmentationTask
+from medrobust.evaluation.suites import SEGMENTATION_SUITES, resolve_suite
+from medrobust.evaluation.tasks.segmentation import (
+    BROKEN_FRACTION,
+    SegmentationSettings,
+    SegmentationTask,
+)
 from medrobust.models.adapter import as_adapter
 from medrobust.models.segmentation import DEFAULT_MAX_VOXELS
 from medrobust.types import Task
@@ -98,10 +104,12 @@ class SegmentationEvaluation:
             lines.append(
                 f"{row['attack']} at eps={row['eps_display']}: mean Dice {_f(row['mean_dice'])}"
             )
+        frac = seg.get("broken_fraction", BROKEN_FRACTION)
         for row in seg["worst_case"]:
             lines.append(
                 f"worst case at eps={row['eps_display']}: mean Dice "
-                f"{_f(row['mean_worst_dice'])}, robust {_f(row['robust_rate'])}"
+                f"{_f(row['mean_worst_dice'])}, broken {_f(row.get('broken_rate'))} of "
+                f"{row.get('n_attacked', '?')} attacked (Dice < {frac:g} x clean)"
             )
         for row in seg["targeted"]:
             lines.append(
@@ -141,16 +149,47 @@ def _segmentation_specs(
             raise ValueError(f"attack {s.name!r} is untargeted; list it under attacks=")
         if not targeted and "targeted" in tags:
             raise ValueError(f"attack {s.name!r} is targeted; list it under targeted=")
-        if "seed" in s.params:
-            raise ValueError(f"attack {s.name!r}: ['seed'] are set by the evaluation")
+        reserved = sorted({"seed", "broken_fraction"} & set(s.params))
+        if reserved:
+            raise ValueError(f"attack {s.name!r}: {reserved} are set by the evaluation")
     return specs
+
+
+def resolve_segmentation_attacks(
+    attacks: Sequence[str | Mapping[str, Any]] | None,
+    suite: str | None,
+    options: dict[str, Any],
+) -> Sequence[str | Mapping[str, Any]]:
+    """The untargeted attack list: ``attacks``, or the frozen ``suite`` resolved for the norm in
+    ``options`` (which then defaults to SEA-style scheduling, ``mode="cascade"``), or
+    ``pgd-seg`` alone.
+
+    Raises:
+        ValueError: For both ``attacks`` and ``suite``, or a suite that is not a segmentation
+            suite.
+    """
+    if suite is None:
+        return ("pgd-seg",) if attacks is None else attacks
+    if attacks is not None:
+        raise ValueError(f"give either attacks= or suite= ({suite!r}), not both")
+    key = str(suite).strip().lower()
+    if key not in SEGMENTATION_SUITES:
+        raise ValueError(
+            f"{suite!r} is not a segmentation suite; expected one of "
+            f"{', '.join(SEGMENTATION_SUITES)}"
+        )
+    options.setdefault("mode", "cascade")
+    resolved = resolve_suite(key, options.get("norm", "linf"), 2)
+    return resolved.attacks
 
 
 def evaluate_segmentation(
     model: nn.Module,
     loader: Iterable[Any],
     *,
-    attacks: Sequence[str | Mapping[str, Any]] = ("pgd-seg",),
+    attacks: Sequence[str | Mapping[str, Any]] | None = None,
+    suite: str | None = None,
+    broken_fraction: float = BROKEN_FRACTION,
     eps: Any = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
     targeted: Sequence[str | Mapping[str, Any]] = ("asma", "dag"),
     targets: Sequence[str] = ("background", "other"),
@@ -166,21 +205,28 @@ def evaluate_segmentation(
     case per sample, targeted attacks per target kind, and noise baselines matched to the
     adversarial SSIM.
 
-    Untargeted attacks (``pgd-seg``, ``apgd-seg``) run at every budget of ``eps`` in ``norm``
-    on the samples segmented above the success Dice (0.5) and are scored by Dice, IoU, HD95 and
-    pixel accuracy against the true masks; the worst case per sample is the lowest Dice any of
-    them reached. Targeted attacks (``asma``, ``dag``, ``asma-bounded``) run once per target
-    kind (targets built from the true masks, see :mod:`medrobust.attacks.targets`) and are
-    scored by success rate, target IoU and pixel accuracy against the target, perturbation norms
-    and SSIM. For the first untargeted attack at every budget, each noise kind is scaled per
-    sample (bisection) to the SSIM of that sample's adversarial example and the Dice under noise
-    is reported.
+    Untargeted attacks (``pgd-seg``, ``segpgd``, ``apgd-sea-*``, ... or a frozen ``suite``) run
+    at every budget of ``eps`` in ``norm`` on every sample with a clean Dice above 0, and are
+    scored by Dice, IoU, HD95 and pixel accuracy against the true masks; a sample is broken when
+    its Dice falls below ``broken_fraction`` of its clean Dice, and the worst case per sample is
+    the lowest Dice any of them reached. Targeted attacks (``asma``, ``dag``, ``asma-bounded``)
+    run once per target kind (targets built from the true masks, see
+    :mod:`medrobust.attacks.targets`) and are scored by success rate, target IoU and pixel
+    accuracy against the target, perturbation norms and SSIM. For the first untargeted attack at
+    every budget, each noise kind is scaled per sample (bisection) to the SSIM of that sample's
+    adversarial example and the Dice under noise is reported.
 
     Args:
         model: A segmentation :class:`~medrobust.models.ModelAdapter` (possibly running by
             sliding windows, see :func:`~medrobust.models.segmentation.sliding_window`).
         loader: Batches ``{"image", "mask", "id"?}`` or ``(images, masks)`` tuples.
-        attacks: Untargeted segmentation attacks (names or ``{"name", **params}``).
+        attacks: Untargeted segmentation attacks (names or ``{"name", **params}``); default
+            ``pgd-seg`` alone.
+        suite: A frozen segmentation suite instead (``"seg-standard"``, ``"seg-thorough"``);
+            it runs with SEA-style scheduling (``mode="cascade"``: each attack only on the
+            samples the earlier ones left unbroken) unless ``mode`` is given.
+        broken_fraction: A sample is broken when its Dice under attack falls below this
+            fraction of its clean Dice (0.5, as Daza et al.), in ``(0, 1]``.
         eps: Budgets of the untargeted attacks.
         targeted: Targeted segmentation attacks (names or mappings).
         targets: Target kinds (``"background"``, ``"other"``, ``"swap"``, ``"dilate"``).
@@ -212,7 +258,9 @@ def evaluate_segmentation(
             f"evaluate_segmentation needs a segmentation model, got task {adapter.task.value!r}; "
             "use medrobust.evaluate for classifiers"
         )
-    untargeted_specs = _segmentation_specs(attacks, targeted=False)
+    fraction = check_fraction("broken_fraction", broken_fraction, open_low=True)
+    attack_list = resolve_segmentation_attacks(attacks, suite, kwargs)
+    untargeted_specs = _segmentation_specs(attack_list, targeted=False)
     targeted_specs = _segmentation_specs(targeted, targeted=True)
     noise_kinds = [str(n).lower() for n in noise]
     for n in noise_kinds:
@@ -227,6 +275,7 @@ def evaluate_segmentation(
         spacing=spacing,
         max_voxels=max_voxels,
         n_examples=n_examples,
+        broken_fraction=fraction,
     )
     names = adapter.class_names or [str(i) for i in range(adapter.num_classes)]
     task = SegmentationTask(settings, adapter.num_classes, names)

@@ -54,6 +54,39 @@ _SUITES: dict[str, dict[str, list[dict[str, Any]]]] = {
 }
 
 
+# Segmentation suites (Croce, Singh & Hein's SEA; Gu et al.'s SegPGD; Agnihotri et al.'s
+# CosPGD): cheap attacks first, and each attack runs only on the samples the earlier ones left
+# unbroken (``mode="cascade"``, see SEGMENTATION_SUITES); the worst case per sample is the
+# lowest Dice any of them reached. The black-box leg is the gradient-masking cross-check (Linf).
+_SEG_STANDARD: list[dict[str, Any]] = [
+    {"name": "pgd-seg", "steps": 10},
+    {"name": "segpgd", "steps": 20},
+    {"name": "cospgd", "steps": 20},
+    {"name": "apgd-sea-mce", "steps": 30},
+    {"name": "apgd-sea-js", "steps": 30},
+    {"name": "apgd-sea-mbce", "steps": 30},
+]
+_SEG_THOROUGH: list[dict[str, Any]] = [
+    {"name": "pgd-seg", "steps": 20},
+    {"name": "segpgd", "steps": 50},
+    {"name": "cospgd", "steps": 50},
+    {"name": "apgd-sea-mce", "steps": 100},
+    {"name": "apgd-sea-js", "steps": 100},
+    {"name": "apgd-sea-mbce", "steps": 100},
+    {"name": "apgd-seg", "objective": "dice", "steps": 100},
+]
+_SUITES["seg-standard"] = {
+    "linf": [*_SEG_STANDARD, {"name": "square-seg", "n_queries": 200}],
+    "l2": list(_SEG_STANDARD),
+}
+_SUITES["seg-thorough"] = {
+    "linf": [*_SEG_THOROUGH, {"name": "square-seg", "n_queries": 1000}],
+    "l2": list(_SEG_THOROUGH),
+}
+#: Suites of segmentation attacks; they run with SEA-style scheduling (``mode="cascade"``).
+SEGMENTATION_SUITES: tuple[str, ...] = ("seg-standard", "seg-thorough")
+
+
 @dataclass(frozen=True)
 class ResolvedSuite:
     """A suite resolved for a norm and class count.

@@ -421,8 +421,10 @@ def target_iou(
 
     For binary masks this is ASMA's foreground IoU ``sum(p * t) / sum(min(p + t, 1))``. For
     multi-class masks it is the mean over the foreground classes (``c >= 1``) present in the
-    prediction or the mask of the per-class IoU. When neither has any foreground (both all
-    background) the masks agree and the IoU is 1.
+    prediction or the mask of the per-class IoU. For a target with no foreground at all (the
+    all-background target that erases a lesion) the foreground IoU is undefined, so the IoU of
+    the background class is reported instead: 1 when the prediction is all background too, the
+    share of background pixels predicted as such otherwise (never 0 beside a reached target).
 
     Args:
         pred: Predicted class indices.
@@ -442,15 +444,17 @@ def target_iou(
     References:
         Ozbulak et al., MICCAI 2019 (the IoU of the ASMA code).
     """
-    inter, sp, st = class_counts(pred, target, num_classes)
-    union = (sp + st - inter)[:, 1:]
-    inter = inter[:, 1:]
+    inter_all, sp, st = class_counts(pred, target, num_classes)
+    union_all = sp + st - inter_all
+    union, inter = union_all[:, 1:], inter_all[:, 1:]
     present = union > 0
     ratio = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(union))
     n = present.sum(dim=1)
-    return torch.where(
-        n > 0, ratio.sum(dim=1) / n.clamp_min(1), torch.ones_like(n, dtype=ratio.dtype)
-    )
+    foreground = ratio.sum(dim=1) / n.clamp_min(1)
+    background = inter_all[:, 0] / union_all[:, 0].clamp_min(1)
+    no_target_fg = st[:, 1:].sum(dim=1) == 0
+    out = torch.where(no_target_fg, background, foreground)
+    return torch.where(n > 0, out, torch.ones_like(out))
 
 
 def sample_dice(

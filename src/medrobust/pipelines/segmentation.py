@@ -224,8 +224,9 @@ def evaluate_segmenter(
     Args:
         model: The segmentation adapter.
         loader: A DataLoader (or a data set, batched with ``settings["batch_size"]``).
-        settings: ``attacks``, ``eps``, ``norm``, ``targeted``, ``targets``, ``noise``,
-            ``n_examples``, ``max_samples``, ``seed``, ``batch_size`` (all optional).
+        settings: ``attacks`` (or ``suite``, a frozen segmentation suite), ``eps``, ``norm``,
+            ``targeted``, ``targets``, ``noise``, ``broken_fraction``, ``n_examples``,
+            ``max_samples``, ``seed``, ``batch_size`` (all optional).
         model_info: The model card as a dict.
         data_info: The data description.
         title: Report title.
@@ -245,11 +246,16 @@ def evaluate_segmenter(
         )
     if roi_size is not None:
         model = sliding_window(model, roi_size)
+    suite = settings.get("suite")
+    attacks = settings.get("attacks") if suite is None else None
+    extra = {"mode": settings["mode"]} if "mode" in settings else {}
     with torch.random.fork_rng(devices=[]):
         return evaluate_segmentation(
             model,
             loader,
-            attacks=settings.get("attacks", ("pgd-seg",)),
+            attacks=attacks or (None if suite else ("pgd-seg",)),
+            suite=suite,
+            broken_fraction=float(settings.get("broken_fraction", 0.5)),
             eps=settings.get("eps", (1 / 255, 2 / 255, 4 / 255, 8 / 255)),
             norm=settings.get("norm", "linf"),
             targeted=settings.get("targeted", ("asma", "dag")),
@@ -264,6 +270,7 @@ def evaluate_segmenter(
             model_info=model_info,
             data_info=data_info,
             title=title,
+            **extra,
         )
 
 
@@ -309,6 +316,8 @@ def evaluate_segmentation_model(
     roi_size: int | Sequence[int] | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
+    broken_fraction: float = 0.5,
+    suite: str | None = None,
 ) -> tuple[SegmentationAudit, Path]:
     """Audit a saved segmenter on the configured data set and write the run folder (what
     ``medrobust evaluate`` does for segmentation models).
@@ -318,9 +327,10 @@ def evaluate_segmentation_model(
         card: Its model card (or a dict).
         config: A :class:`medrobust.pipelines.config.RunConfig`: ``data`` (name, params, eval
             split) and ``evaluation`` (``attacks``: segmentation attacks, untargeted and
-            targeted; with none, or with a classification suite, ``pgd-seg``, ``apgd-seg``,
-            ``asma`` and ``dag``; ``eps``, ``norm``, ``max_samples``, ``batch_size``, ``seed``,
-            ``n_examples``).
+            targeted; with none, the segmentation suite named by ``suite`` (``seg-standard``,
+            ``seg-thorough``) with ``asma`` and ``dag``, or with a classification suite,
+            ``pgd-seg``, ``apgd-seg``, ``asma`` and ``dag``; ``eps``, ``norm``,
+            ``max_samples``, ``batch_size``, ``seed``, ``n_examples``).
         out_dir: The run folder.
         reporter: A :class:`medrobust.pipelines.reporter.Reporter`, or None.
         overwrite: Replace an earlier evaluation in ``out_dir``.
@@ -328,6 +338,8 @@ def evaluate_segmentation_model(
         roi_size: Evaluate (and attack) by sliding windows of this size.
         targets: Target kinds of the targeted attacks.
         noise: Noise kinds compared at matched SSIM.
+        broken_fraction: A sample is broken below this fraction of its clean Dice.
+        suite: A segmentation suite for the untargeted attacks (overrides ``config``'s).
 
     Returns:
         ``(result, path of report.html)``.
@@ -337,6 +349,7 @@ def evaluate_segmentation_model(
             segmentation attacks.
     """
     from medrobust.data import create_dataset
+    from medrobust.evaluation.suites import SEGMENTATION_SUITES
 
     rep = reporter or Reporter()
     ev = config.evaluation
@@ -347,7 +360,17 @@ def evaluate_segmentation_model(
             f"data set {config.data.name!r} has no masks; a segmentation model needs a data set "
             "with masks (e.g. bus-phantom, volume-phantom, nifti, mni152-tissue)"
         )
-    if ev.attacks:
+    if suite is None and ev.suite in SEGMENTATION_SUITES:
+        suite = ev.suite
+    if suite is not None:
+        untargeted, targeted = split_attacks(ev.attacks or DEFAULT_TARGETED)
+        if untargeted:
+            raise ValueError(
+                f"suite {suite!r} names the untargeted attacks; list only targeted attacks "
+                f"beside it, got {untargeted}"
+            )
+        rep.say(f"segmentation audit with the {suite} suite (SEA-style scheduling)")
+    elif ev.attacks:
         untargeted, targeted = split_attacks(ev.attacks)
     else:
         untargeted, targeted = list(DEFAULT_UNTARGETED), list(DEFAULT_TARGETED)
@@ -367,6 +390,8 @@ def evaluate_segmentation_model(
     }
     settings = {
         "attacks": untargeted,
+        "suite": suite,
+        "broken_fraction": broken_fraction,
         "targeted": targeted,
         "targets": list(targets),
         "noise": list(noise),
@@ -413,6 +438,8 @@ def evaluate_segmentation_checkpoint(
     roi_size: int | Sequence[int] | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
+    broken_fraction: float = 0.5,
+    suite: str | None = None,
 ) -> tuple[SegmentationAudit, Path]:
     """Audit a saved segmenter with every segmentation option (``medrobust
     evaluate-segmentation``).
@@ -426,6 +453,9 @@ def evaluate_segmentation_checkpoint(
         roi_size: Evaluate (and attack) by sliding windows of this size.
         targets: Target kinds of the targeted attacks.
         noise: Noise kinds compared at matched SSIM.
+        broken_fraction: A sample is broken below this fraction of its clean Dice.
+        suite: A segmentation suite (``seg-standard``, ``seg-thorough``) for the untargeted
+            attacks; ``settings.attacks`` then names only targeted ones.
 
     Returns:
         ``(result, path of report.html)``.
@@ -449,4 +479,6 @@ def evaluate_segmentation_checkpoint(
         roi_size=roi_size,
         targets=targets,
         noise=noise,
+        broken_fraction=broken_fraction,
+        suite=suite,
     )

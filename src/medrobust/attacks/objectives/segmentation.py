@@ -8,7 +8,12 @@ mask for targeted ones.
 Success:
 
 * **untargeted**: the mean foreground Dice of the prediction against the true mask falls below
-  ``success_dice`` (default 0.5); see :func:`sample_dice`;
+  ``broken_fraction`` (default 0.5) times the sample's own clean Dice (the Dice of the clean
+  prediction, measured once by :meth:`SegmentationObjective.prepare`), as Daza et al. (ROG)
+  count a volume as broken; see :func:`sample_dice`. A sample whose clean Dice is already low is
+  attacked all the same (it is broken when its Dice halves again), and a sample whose clean Dice
+  is 0 can never be broken. Called directly with a bare mask (no prepared clean Dice), the clean
+  Dice is taken as 1, i.e. the threshold is ``broken_fraction`` itself;
 * **targeted**: at most ``1 - success_fraction`` of the pixels that had to change (where the
   clean prediction differs from the target) still disagree with the target, and every pixel
   that already agreed counts too: success iff ``#(pred != target) <= (1 - success_fraction) *
@@ -20,6 +25,8 @@ References:
     Biomedical Image Segmentation", MICCAI 2019 (ASMA).
     Xie et al., "Adversarial Examples for Semantic Segmentation and Object Detection", ICCV 2017
     (DAG).
+    Daza et al., "Towards Robust General Medical Image Segmentation", MICCAI 2021 (ROG: broken
+    below half the clean Dice).
     Milletari, Navab, Ahmadi, "V-Net", 3DV 2016 (soft Dice).
 """
 
@@ -47,6 +54,7 @@ __all__ = [
     "PixelCrossEntropy",
     "SegmentationObjective",
     "SoftDice",
+    "check_fraction",
     "check_mask",
     "class_argmax",
     "create_segmentation_objective",
@@ -153,7 +161,12 @@ def _mask_of(target: Target) -> torch.Tensor:
     return target
 
 
-def _check_fraction(name: str, value: float, *, open_low: bool = False) -> float:
+def check_fraction(name: str, value: float, *, open_low: bool = False) -> float:
+    """``value`` as a float in ``[0, 1]`` (``(0, 1]`` with ``open_low``).
+
+    Raises:
+        ValueError: Naming ``name``, the interval and what came.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     v = float(value)
@@ -171,11 +184,13 @@ class SegmentationObjective(Objective):
 
     Targeted objectives prepare a dict target ``{"mask", "x0", "n0"}`` (the target mask, the
     clean input and the number of pixels where the clean prediction differs from the target);
-    untargeted ones use the true mask itself.
+    untargeted ones prepare ``{"mask", "clean_dice"}`` (the true mask and the Dice of the clean
+    prediction, from one clean forward pass).
 
     Args:
         targeted: Attack toward the given mask instead of away from it.
-        success_dice: Untargeted success threshold on :func:`sample_dice` (strictly below).
+        broken_fraction: Untargeted success: :func:`sample_dice` strictly below this fraction of
+            the sample's clean Dice (0.5, as Daza et al.).
         success_fraction: Targeted success: share of the initially wrong pixels that must agree
             with the target (see the module docstring).
     """
@@ -188,12 +203,12 @@ class SegmentationObjective(Objective):
     def __init__(
         self,
         targeted: bool = False,
-        success_dice: float = 0.5,
+        broken_fraction: float = 0.5,
         success_fraction: float = 0.99,
     ) -> None:
         self.targeted = bool(targeted)
-        self.success_dice = _check_fraction("success_dice", success_dice)
-        self.success_fraction = _check_fraction("success_fraction", success_fraction)
+        self.broken_fraction = check_fraction("broken_fraction", broken_fraction)
+        self.success_fraction = check_fraction("success_fraction", success_fraction)
 
     def check_target(self, model: ModelAdapter, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Validate masks: integer class indices ``(B, *spatial)`` in ``[0, K)``.
@@ -231,8 +246,9 @@ class SegmentationObjective(Objective):
     def extras(
         self, model: nn.Module, x_adv: torch.Tensor, pred_adv: torch.Tensor, target: Target
     ) -> dict[str, torch.Tensor]:
-        """``target_iou`` (targeted) or ``dice`` (untargeted), and ``pixel_accuracy``, of the
-        returned predictions against the (target) masks, in the inputs' dtype.
+        """``target_iou`` (targeted) or ``dice`` and ``clean_dice`` (untargeted), and
+        ``pixel_accuracy``, of the returned predictions against the (target) masks, in the
+        inputs' dtype.
 
         Shape:
             - pred_adv: ``(B, *spatial)``; every output ``(B,)``.
@@ -246,19 +262,24 @@ class SegmentationObjective(Objective):
             out["target_iou"] = target_iou(pred_adv, mask, k).to(x_adv.dtype)
         else:
             out["dice"] = sample_dice(pred_adv, mask, k).to(x_adv.dtype)
+            if isinstance(target, dict) and "clean_dice" in target:
+                out["clean_dice"] = target["clean_dice"].to(x_adv.dtype)
         out["pixel_accuracy"] = pixel_agreement(pred_adv, mask).to(x_adv.dtype)
         return out
 
     def prepare(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> Target:
-        """Untargeted: the mask. Targeted: ``{"mask", "x0", "n0"}`` from one clean forward pass.
+        """Untargeted: ``{"mask", "clean_dice"}``; targeted: ``{"mask", "x0", "n0"}``; both
+        from one clean forward pass.
 
         Raises:
             ValueError: If the mask does not match the model output (see :func:`check_mask`).
         """
-        if not self.targeted:
-            return labels
         with torch.no_grad():
             z = segmentation_logits(model, x.detach())
+        if not self.targeted:
+            check_mask(labels, z.shape, "masks")
+            clean = sample_dice(class_argmax(z), labels, z.shape[1])
+            return {"mask": labels, "clean_dice": clean.to(x.dtype)}
         check_mask(labels, z.shape, "target masks")
         n0 = (class_argmax(z) != labels).flatten(1).sum(dim=1).to(x.dtype)
         return {"mask": labels, "x0": x.detach(), "n0": n0}
@@ -276,7 +297,11 @@ class SegmentationObjective(Objective):
         """Per-sample success of a prediction (see the module docstring)."""
         mask = _mask_of(target)
         if not self.targeted:
-            return sample_dice(pred, mask, num_classes) < self.success_dice
+            dice = sample_dice(pred, mask, num_classes)
+            clean = torch.ones_like(dice)
+            if isinstance(target, dict) and "clean_dice" in target:
+                clean = target["clean_dice"].to(dice.device, dice.dtype)
+            return dice < self.broken_fraction * clean
         wrong = (pred != mask).flatten(1).sum(dim=1).double()
         if isinstance(target, dict) and "n0" in target:
             n0 = target["n0"].double()
@@ -289,7 +314,7 @@ class SegmentationObjective(Objective):
         if self.targeted:
             out["success_fraction"] = self.success_fraction
         else:
-            out["success_dice"] = self.success_dice
+            out["broken_fraction"] = self.broken_fraction
         return out
 
 
@@ -351,7 +376,7 @@ class SoftDice(SegmentationObjective):
         targeted: Attack toward the given mask.
         include_background: Average the Dice over the background class too (MONAI's default).
         smooth: Smoothing constant in numerator and denominator.
-        success_dice: See :class:`SegmentationObjective`.
+        broken_fraction: See :class:`SegmentationObjective`.
         success_fraction: See :class:`SegmentationObjective`.
 
     Shape:
@@ -368,10 +393,10 @@ class SoftDice(SegmentationObjective):
         targeted: bool = False,
         include_background: bool = True,
         smooth: float = 1e-5,
-        success_dice: float = 0.5,
+        broken_fraction: float = 0.5,
         success_fraction: float = 0.99,
     ) -> None:
-        super().__init__(targeted, success_dice, success_fraction)
+        super().__init__(targeted, broken_fraction, success_fraction)
         if not (isinstance(smooth, (int, float)) and math.isfinite(smooth) and smooth >= 0):
             raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
         self.include_background = bool(include_background)
@@ -494,7 +519,7 @@ def create_segmentation_objective(
     name: str,
     *,
     targeted: bool = False,
-    success_dice: float = 0.5,
+    broken_fraction: float = 0.5,
     success_fraction: float = 0.99,
 ) -> SegmentationObjective:
     """Build a dense segmentation loss by name: ``"ce"``/``"pixel-ce"`` or ``"dice"``/
@@ -510,4 +535,6 @@ def create_segmentation_objective(
             "or 'dice' (soft Dice)"
         )
     cls = PixelCrossEntropy if _ALIASES[key] == "pixel-ce" else SoftDice
-    return cls(targeted=targeted, success_dice=success_dice, success_fraction=success_fraction)
+    return cls(
+        targeted=targeted, broken_fraction=broken_fraction, success_fraction=success_fraction
+    )

@@ -1,12 +1,13 @@
 """The segmentation task of the audit loop: Dice under attack, worst case per sample, targeted
 attacks and noise baselines.
 
-A sample is eligible when its clean mean foreground Dice is at least :data:`SUCCESS_DICE`
-(the segmenter gets it roughly right); an untargeted attack breaks it when the Dice falls below
-that threshold (the attacks' own success test). The score of a sample is its mean foreground
+Every sample whose clean mean foreground Dice is above 0 is attacked (a sample at Dice 0 has
+nothing left to break and is recorded as not attacked). A sample is *broken* when its Dice under
+attack falls below ``broken_fraction`` (0.5 by default) of its own clean Dice, as Daza et al.
+(ROG) count a volume as broken; the threshold is a setting of the audit and of the attacks'
+objectives, which measure the same clean Dice. The score of a sample is its mean foreground
 Dice (:func:`medrobust.metrics.sample_dice`), so the worst case across the attack list at a
-budget is the lowest Dice any attack reached. Samples below the threshold on clean data are
-not attacked: their clean measurements enter the means, and they are never counted as broken.
+budget is the lowest Dice any attack reached.
 
 After the untargeted list, every batch also runs the targeted attacks (ASMA, DAG) once per
 target kind and the noise baselines matched to the SSIM of the first attack's adversarial
@@ -14,7 +15,7 @@ examples; their per-sample results are kept in the records, so an interrupted au
 
 References:
     Ozbulak et al., MICCAI 2019 (ASMA); Xie et al., ICCV 2017 (DAG); Paschali et al.,
-    MICCAI 2018; Daza et al., MICCAI 2021 (a volume counts as broken below a Dice threshold).
+    MICCAI 2018; Daza et al., MICCAI 2021 (a volume counts as broken below half its clean Dice).
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ from medrobust.types import Norm
 if TYPE_CHECKING:
     from medrobust.evaluation.audit import AttackSpec, AuditContext
 
-__all__ = ["SUCCESS_DICE", "SegmentationSettings", "SegmentationTask"]
+__all__ = ["BROKEN_FRACTION", "SegmentationSettings", "SegmentationTask"]
 
 logger = logging.getLogger(__name__)
 
-#: Mean foreground Dice below which a segmentation counts as broken (the untargeted attacks'
-#: default ``success_dice``).
-SUCCESS_DICE = 0.5
+#: A sample is broken when its Dice under attack falls below this fraction of its clean Dice
+#: (the untargeted objectives' default ``broken_fraction``).
+BROKEN_FRACTION = 0.5
+#: Where :meth:`SegmentationTask.clean` keeps each sample's clean Dice in ``Batch.aux``.
+CLEAN_DICE = "clean_dice"
 _SAVE_LIMIT = 16
 
 
@@ -85,6 +88,7 @@ class SegmentationSettings:
         spacing: Voxel size for the Hausdorff distance.
         max_voxels: Batch size limit without sliding windows (None: no check).
         n_examples: Samples shown in the overlay figures.
+        broken_fraction: A sample is broken below this fraction of its clean Dice.
     """
 
     targeted: list[AttackSpec] = field(default_factory=list)
@@ -95,9 +99,11 @@ class SegmentationSettings:
     spacing: float | Sequence[float] | None = None
     max_voxels: int | None = None
     n_examples: int = 4
+    broken_fraction: float = BROKEN_FRACTION
 
     def describe(self) -> dict[str, Any]:
         return {
+            "broken_fraction": self.broken_fraction,
             "targeted": [s.to_dict() for s in self.targeted],
             "targets": list(self.targets),
             "noise": list(self.noise),
@@ -119,8 +125,7 @@ class SegmentationTask(AuditTask):
 
     name = "segmentation"
     attack_task = "segmentation"
-    success_dice = SUCCESS_DICE
-    eligible_noun = "well-segmented samples"
+    eligible_noun = "attacked samples (clean Dice above 0)"
     probe_name = "PGD-seg-50"
 
     def __init__(
@@ -132,6 +137,21 @@ class SegmentationTask(AuditTask):
         self.examples: dict[str, list[SegmentationExample]] = {"untargeted": [], "targeted": []}
         self.requires_attacks = not settings.targeted
         self.saved: dict[str, dict[str, list[np.ndarray]]] = {}
+
+    @property
+    def broken_fraction(self) -> float:
+        """A sample is broken below this fraction of its clean Dice."""
+        return self.settings.broken_fraction
+
+    def is_broken(self, dice: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``(B,)`` bool: ``dice`` is below ``broken_fraction`` times the batch's clean Dice.
+
+        Raises:
+            KeyError: If :meth:`clean` did not run on ``batch`` (or a batch it was selected
+                from).
+        """
+        clean = batch.aux[CLEAN_DICE].to(dice.device, torch.float64)
+        return dice.double() < self.broken_fraction * clean
 
     def new_stats(self) -> SegmentationStats:
         """An empty accumulator with the audit's metric options."""
@@ -169,15 +189,17 @@ class SegmentationTask(AuditTask):
         check_mask(batch.target, logits.shape, "masks")
         pred = class_argmax(logits)
         score = sample_dice(pred, batch.target, self.k)
+        batch.aux[CLEAN_DICE] = score
         rows = self.new_stats().rows(pred, batch.target)
-        return CleanOutcome(score >= SUCCESS_DICE, score, rows, pred)
+        return CleanOutcome(score > 0, score, rows, pred)
 
     def build_attack(
         self, spec: AttackSpec, eps: float, norm: Norm, seed: int, adapter: ModelAdapter
     ) -> Attack:
         if "targeted" in _tags(spec.name):
             raise ValueError(f"attack {spec.name!r} is targeted; list it under targeted=")
-        attack = create_attack(spec.name, eps=eps, norm=norm.value, seed=seed, **dict(spec.params))
+        params = {"broken_fraction": self.broken_fraction, **dict(spec.params)}
+        attack = create_attack(spec.name, eps=eps, norm=norm.value, seed=seed, **params)
         attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
         return attack
 
@@ -185,21 +207,25 @@ class SegmentationTask(AuditTask):
         extra = self.new_stats().rows(result.pred_adv, batch.target)
         extra["ssim_all"] = _image_ssim(batch.x, result.x_adv, adapter.bounds.width)
         extra.update(norms_of_all(result))
+        extra["steps_all"] = result.steps.detach().double().cpu()
         score = sample_dice(result.pred_adv, batch.target, self.k)
-        return AttackOutcome(score, result.success.to(score.device), extra)
+        return AttackOutcome(score, self.is_broken(score, batch), extra)
 
     def noise_broken(
         self, adapter: ModelAdapter, batch: Batch, x_noisy: torch.Tensor
     ) -> torch.Tensor:
         with torch.no_grad():
             pred = class_argmax(segmentation_logits(adapter, x_noisy))
-        return sample_dice(pred, batch.target, self.k) < SUCCESS_DICE
+        return self.is_broken(sample_dice(pred, batch.target, self.k), batch)
 
     def gradient_loss(self, adapter: ModelAdapter, batch: Batch, x: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(segmentation_logits(adapter, x), batch.target, reduction="sum")
 
     def probe_attack(self, eps: float, norm: Norm, seed: int) -> Attack:
-        attack = create_attack("pgd-seg", eps=eps, norm=norm.value, steps=50, seed=seed)
+        attack = create_attack(
+            "pgd-seg", eps=eps, norm=norm.value, steps=50, seed=seed,
+            broken_fraction=self.broken_fraction,
+        )  # fmt: skip
         attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
         return attack
 

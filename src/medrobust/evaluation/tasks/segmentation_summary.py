@@ -34,7 +34,7 @@ def summarise_segmentation(
         "num_classes": task.k,
         "class_names": task.class_names,
         "include_background": s.include_background,
-        "success_dice": task.success_dice,
+        "broken_fraction": task.broken_fraction,
         "clean": stats_of(task, records.clean, everyone),
         "n_eligible": int(records.eligible.sum()),
         "untargeted": [
@@ -43,6 +43,8 @@ def summarise_segmentation(
             for e_i in range(len(ctx.budgets))
         ],
         "worst_case": [_worst_row(ctx, records, e_i) for e_i in range(len(ctx.budgets))],
+        "scheduling": ctx.mode,
+        "iterations": iteration_budget(ctx),
         "targeted": [
             row
             for spec in s.targeted
@@ -87,6 +89,7 @@ def _untargeted_row(
         "n_attacked": n_att,
         "n_broken": n_broken,
         "success_rate": success,
+        "mean_steps": finite_mean(cell.extra.get("steps_all")),
         "mean_dice": st["mean_dice"],
         "dice": st["dice"],
         "mean_iou": st["mean_iou"],
@@ -102,19 +105,49 @@ def _untargeted_row(
 
 
 def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
-    """The worst case per sample across the attack list at one budget: the lowest mean Dice
-    any attack reached, and the share of samples still segmented above the threshold."""
+    """The worst case per sample across the attack list at one budget: the mean of each
+    sample's lowest Dice, the share of the attacked samples broken (Dice below the fraction of
+    their clean Dice) and the share of all samples attacked and still unbroken."""
     by = records.worst_broken_by[e_i]
+    broken = records.eligible & records.broken_any(e_i)
     robust = records.eligible & ~records.broken_any(e_i)
     robust_rate, ci = rate_with_ci(int(robust.sum()), records.n)
+    n_att = int(records.eligible.sum())
+    broken_rate, broken_ci = rate_with_ci(int(broken.sum()), n_att)
     return {
         "eps": ctx.budgets[e_i],
         "eps_display": fmt_eps(ctx.budgets[e_i]),
         "mean_worst_dice": finite_mean(records.worst_score[e_i]),
+        "n_attacked": n_att,
+        "n_broken": int(broken.sum()),
+        "broken_rate": broken_rate,
+        "broken_ci95": broken_ci,
         "robust_rate": robust_rate,
         "ci95": ci,
         "lowered_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
     }
+
+
+def attack_iterations(config: Mapping[str, Any]) -> int | None:
+    """The iterations an attack may spend per sample, from its resolved configuration:
+    ``steps x restarts`` for gradient engines, ``n_queries`` for random search (None if the
+    configuration names neither)."""
+    if "n_queries" in config:
+        return int(config["n_queries"])
+    if "steps" in config:
+        return int(config["steps"]) * int(config.get("restarts", 1) or 1)
+    return None
+
+
+def iteration_budget(ctx: AuditContext) -> dict[str, Any]:
+    """The budget of iterations of the attack list: per attack (forward or forward-backward
+    passes per sample and budget) and in total, as the report states it."""
+    per = {
+        s.name: attack_iterations(row[0].config())
+        for s, row in zip(ctx.specs, ctx.built, strict=True)
+    }
+    known = [v for v in per.values() if v is not None]
+    return {"per_attack": per, "per_sample_and_budget": sum(known) if known else None}
 
 
 def _targeted_row(

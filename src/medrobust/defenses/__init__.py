@@ -1,7 +1,8 @@
 """Defences: the training recipes and their registry (layer 4).
 
 :data:`RECIPES` holds every recipe of the package as soon as :mod:`medrobust.defenses` is imported:
-standard training, multi-task training, PGD-AT, TRADES, fast AT and SSAT. The label-scarce data
+standard training, multi-task training, PGD-AT, TRADES, fast AT, SSAT, and Li, Pan & Zhu's
+baselines: supervised FGSM AT and guided complement entropy (GCE). The label-scarce data
 helpers live in :mod:`medrobust.defenses.data`. The training loop
 (:func:`medrobust.training.fit`) and the defence study (:mod:`medrobust.pipelines.study`) are
 higher layers that use them::
@@ -20,6 +21,8 @@ from medrobust.defenses.data import (
     labelled_split,
 )
 from medrobust.defenses.fast_at import FastATRecipe
+from medrobust.defenses.fgsm_at import FGSMATRecipe
+from medrobust.defenses.gce import GCERecipe, guided_complement_entropy
 from medrobust.defenses.multitask import MultitaskRecipe, soft_dice_loss
 from medrobust.defenses.pgd_at import PGDATRecipe
 from medrobust.defenses.recipes import (
@@ -36,7 +39,9 @@ __all__ = [
     "RECIPES",
     "AdversarialRecipe",
     "CleanKL",
+    "FGSMATRecipe",
     "FastATRecipe",
+    "GCERecipe",
     "MultitaskRecipe",
     "PGDATRecipe",
     "Recipe",
@@ -47,6 +52,7 @@ __all__ = [
     "UnlabelledView",
     "check_labelled_fraction",
     "create_recipe",
+    "guided_complement_entropy",
     "labelled_split",
     "list_recipes",
     "soft_dice_loss",

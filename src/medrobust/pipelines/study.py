@@ -65,7 +65,7 @@ __all__ = ["StudyConfig", "StudyResult", "run_study"]
 logger = logging.getLogger(__name__)
 
 #: Recipes whose training budget is set from ``train_eps`` by the study.
-_ADVERSARIAL = ("pgd-at", "fast-at", "ssat", "trades")
+_ADVERSARIAL = ("pgd-at", "fast-at", "ssat", "trades", "fgsm-at")
 
 
 @dataclass
@@ -191,7 +191,7 @@ class StudyConfig:
             params["norm"] = self.norm
         if recipe == "pgd-at":
             params["steps"] = self.pgd_steps
-        if recipe == "ssat":
+        if recipe in ("ssat", "fgsm-at"):
             params["eps_min"] = None
         params.update(self.recipe_params.get(recipe, {}))
         return params

@@ -257,7 +257,8 @@ def motion(x: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
             degrees=degrees, translation=translation, times=times, image_interpolation="linear"
         )
         vol = xi.unsqueeze(2) if two_d else xi
-        y = torch.as_tensor(t(vol.clone()))
+        with torch.random.fork_rng(devices=[]):  # torchio draws its probability ``p``
+            y = torch.as_tensor(t(vol.clone()))
         out.append(y.squeeze(2) if two_d else y)
     return torch.stack(out).to(torch.float32)
 
@@ -277,6 +278,7 @@ def ghosting(x: torch.Tensor, strength: float, seed: int) -> torch.Tensor:
         axis = int(torch.randint(0, axes, (1,), generator=gen))
         t = tio.Ghosting(num_ghosts=ghosts, axis=axis, intensity=float(strength), restore=None)
         vol = xi.unsqueeze(-1) if two_d else xi
-        y = torch.as_tensor(t(vol.clone()))
+        with torch.random.fork_rng(devices=[]):  # torchio draws its probability ``p``
+            y = torch.as_tensor(t(vol.clone()))
         out.append(y.squeeze(-1) if two_d else y)
     return torch.stack(out).to(torch.float32)

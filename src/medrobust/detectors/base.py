@@ -43,13 +43,14 @@ from medrobust.detectors.calibration import (
 )
 from medrobust.detectors.features import (
     capture_features,
+    class_feature_statistics,
     collect_features,
     default_layers,
     model_device,
     resolve_layer,
 )
 from medrobust.detectors.io import iter_images
-from medrobust.detectors.logistic import fit_combination, sign_noise, successful_examples
+from medrobust.detectors.logistic import fit_detector_combination
 from medrobust.detectors.persistence import describe_detector, restore_fitted, save_detector
 from medrobust.models.adapter import ModelAdapter
 from medrobust.registry import Registry
@@ -163,6 +164,7 @@ class Detector(abc.ABC):
         self._scale = 1.0
         self._input_shape: list[int] = []
         self._feature_dims: dict[str, int] = {}
+        self._class_features: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- subclass interface
     @abc.abstractmethod
@@ -428,6 +430,7 @@ class Detector(abc.ABC):
                 model, calibration, keep_images=self._uses_images(), what="calibration"
             )
         self._feature_dims = {k: int(v.shape[1]) for k, v in feats.items()}
+        self._class_features = class_feature_statistics(feats, logits)
         with torch.no_grad():
             self._fit_components(feats, logits)
         cal_comp = self._components_of(model, cal_feats, cal_logits, cal_images)
@@ -453,27 +456,10 @@ class Detector(abc.ABC):
         logits: torch.Tensor,
         images: torch.Tensor,
     ) -> int:
-        from medrobust.attacks.presets import create_attack
-
-        attack = create_attack(str(self.fit_attack), eps=self.fit_eps, seed=self.seed)
-        pred = logits.argmax(dim=1)
-        x_adv = successful_examples(attack, model, images, pred, self.batch_size)
-        if x_adv.shape[0] < 2:
-            raise ValueError(
-                f"the fit attack {self.fit_attack!r} at eps={self.fit_eps:.4g} fooled the model on "
-                f"{x_adv.shape[0]} clean image(s); the logistic combination needs adversarial "
-                "examples: raise fit_eps, or pass fit_attack=None for the unsupervised z-score "
-                "combination"
-            )
-        noisy = sign_noise(images, self.fit_eps, self.seed + 1, model.bounds.clamp)
-        clean_comp = self._components_of(model, feats, logits, images)
-        keep = self._uses_images()
-        nf, nl, ni = self._collect(model, noisy, keep_images=keep, what="noisy")
-        af, al, ai = self._collect(model, x_adv, keep_images=keep, what="adversarial")
-        noisy_comp = self._components_of(model, nf, nl, ni)
-        adv_comp = self._components_of(model, af, al, ai)
-        self._mu, self._sigma, self._w, self._b = fit_combination(clean_comp, noisy_comp, adv_comp)
-        return int(adv_comp.shape[0])
+        """Fit the logistic combination (see
+        :func:`~medrobust.detectors.logistic.fit_detector_combination`); returns the number of
+        adversarial examples."""
+        return fit_detector_combination(self, model, feats, logits, images)
 
     def _combine(self, comp: torch.Tensor) -> torch.Tensor:
         if self._mu is None or self._sigma is None:
@@ -505,6 +491,25 @@ class Detector(abc.ABC):
         model = self._check_fitted()
         logits, comp = self._image_components(model, images)
         return logits, self._combine(comp)
+
+    def layer_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The spatially averaged features ``{layer: (B, D_l)}`` the detector reads,
+        differentiable in ``images`` (feature-matching attacks use them)."""
+        model = self._check_fitted()
+        with capture_features(model, self.layers_) as cap:
+            model(images)
+            return dict(cap.features)
+
+    def feature_statistics(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the class means ``(K, D)`` of the clean fit features (classes: the
+        model's predictions; a class never predicted has the mean of all) and their standard
+        deviation ``(D,)``; empty for a detector that reads no layer.
+
+        Raises:
+            NotFittedError: Before fitting.
+        """
+        self._check_fitted()
+        return dict(self._class_features)
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         """Detector scores (higher = more likely adversarial), without gradients.

@@ -25,6 +25,7 @@ __all__ = [
     "PENULTIMATE",
     "FeatureHolder",
     "capture_features",
+    "class_feature_statistics",
     "collect_features",
     "default_layers",
     "last_linear",
@@ -267,3 +268,37 @@ def collect_features(
         raise ValueError(f"the {what} data is empty; the detector needs clean images")
     out = {n: torch.cat(v) for n, v in feats.items()}
     return out, torch.cat(logits), (torch.cat(images) if keep_images else None)
+
+
+def class_feature_statistics(
+    feats: dict[str, torch.Tensor], logits: torch.Tensor
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the mean feature of each predicted class and the features' spread.
+
+    Args:
+        feats: ``{layer: (N, D_l)}`` clean features.
+        logits: ``(N, K)`` the model's logits on the same images.
+
+    Returns:
+        ``{layer: (means (K, D_l), std (D_l,))}``; a class without images gets the mean of all;
+        a standard deviation below ``1e-6`` (or undefined) is replaced by 1.
+
+    Shape:
+        - feats: ``(N, D_l)``; logits: ``(N, K)``.
+    """
+    classes = logits.argmax(dim=1)
+    k = int(logits.shape[1])
+    out = {}
+    for name, f in feats.items():
+        f = f.detach()
+        overall = f.mean(dim=0)
+        means = torch.stack(
+            [
+                f[classes == c].mean(dim=0) if bool((classes == c).any()) else overall
+                for c in range(k)
+            ]
+        )
+        std = f.std(dim=0) if f.shape[0] > 1 else torch.ones_like(overall)
+        std = torch.where(torch.isfinite(std) & (std > 1e-6), std, torch.ones_like(std))
+        out[name] = (means, std)
+    return out

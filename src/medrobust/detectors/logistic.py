@@ -6,14 +6,24 @@ saved with ``torch.save`` like every other detector state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from medrobust.detectors.calibration import standardiser
+from medrobust.models.adapter import ModelAdapter
 
-__all__ = ["fit_combination", "fit_logistic", "sign_noise", "successful_examples"]
+if TYPE_CHECKING:
+    from medrobust.detectors.base import Detector
+
+__all__ = [
+    "fit_combination",
+    "fit_detector_combination",
+    "fit_logistic",
+    "sign_noise",
+    "successful_examples",
+]
 
 
 def fit_logistic(
@@ -144,3 +154,50 @@ def fit_combination(
     y = torch.cat([torch.zeros(clean.shape[0] + noisy.shape[0]), torch.ones(adversarial.shape[0])])
     w, b = fit_logistic(z.cpu(), y)
     return mu, sigma, w.to(x.device), b.to(x.device)
+
+
+def fit_detector_combination(
+    det: Detector,
+    model: ModelAdapter,
+    feats: Mapping[str, torch.Tensor],
+    logits: torch.Tensor,
+    images: torch.Tensor,
+) -> int:
+    """The supervised protocol of a detector's ``combine="logistic"``: craft adversarial
+    examples of the fit images with ``det.fit_attack`` against the model's own predictions,
+    add sign-noise negatives, and fit :func:`fit_combination` on the three sets' components.
+
+    Args:
+        det: The detector being fitted (its components are already fitted).
+        model: The classifier.
+        feats: Clean fit features ``{layer: (N, D_l)}``.
+        logits: Clean fit logits ``(N, K)``.
+        images: Clean fit images ``(N, C, *spatial)``.
+
+    Returns:
+        The number of adversarial examples used.
+
+    Raises:
+        ValueError: If the attack fooled the model on fewer than 2 images.
+    """
+    from medrobust.attacks.presets import create_attack
+
+    attack = create_attack(str(det.fit_attack), eps=det.fit_eps, seed=det.seed)
+    pred = logits.argmax(dim=1)
+    x_adv = successful_examples(attack, model, images, pred, det.batch_size)
+    if x_adv.shape[0] < 2:
+        raise ValueError(
+            f"the fit attack {det.fit_attack!r} at eps={det.fit_eps:.4g} fooled the model on "
+            f"{x_adv.shape[0]} clean image(s); the logistic combination needs adversarial "
+            "examples: raise fit_eps, or pass fit_attack=None for the unsupervised z-score "
+            "combination"
+        )
+    noisy = sign_noise(images, det.fit_eps, det.seed + 1, model.bounds.clamp)
+    clean_comp = det._components_of(model, feats, logits, images)
+    keep = det._uses_images()
+    nf, nl, ni = det._collect(model, noisy, keep_images=keep, what="noisy")
+    af, al, ai = det._collect(model, x_adv, keep_images=keep, what="adversarial")
+    noisy_comp = det._components_of(model, nf, nl, ni)
+    adv_comp = det._components_of(model, af, al, ai)
+    det._mu, det._sigma, det._w, det._b = fit_combination(clean_comp, noisy_comp, adv_comp)
+    return int(adv_comp.shape[0])

@@ -71,6 +71,9 @@ def save_detector(det: Detector, path: str | os.PathLike[str]) -> Path:
         tensors["w"], tensors["b"] = det._w, det._b
     for k, v in det._component_state().items():
         tensors[f"component.{k}"] = v
+    for i, n in enumerate(det.layers_):
+        if n in det._class_features:
+            tensors[f"feature_means{i}"], tensors[f"feature_std{i}"] = det._class_features[n]
     meta = {
         "medrobust_version": __version__,
         "name": det.name,
@@ -107,6 +110,11 @@ def restore_fitted(
     det._load_component_state(
         {k[len(prefix) :]: v.to(dev) for k, v in tensors.items() if k.startswith(prefix)}
     )
+    det._class_features = {
+        n: (tensors[f"feature_means{i}"].to(dev), tensors[f"feature_std{i}"].to(dev))
+        for i, n in enumerate(det.layers_)
+        if f"feature_means{i}" in tensors and f"feature_std{i}" in tensors
+    }
     det.fit_info = dict(meta.get("fit_info") or {})
     det.model = model
     det.fpr = check_fraction("fpr", meta["fpr"])

@@ -1,14 +1,19 @@
 """Contract tests over every registered segmentation attack, 2-D and 3-D: result type and shapes,
-bounds and budgets, region masks, success semantics, determinism, model untouched."""
+bounds and budgets, region masks, success semantics, determinism, model untouched, and for
+untargeted attacks: every sample attacked and the Dice never above the clean Dice.
+
+Everything is derived from the registry (kind and tags, the preset's keywords), so a new
+segmentation preset joins these tests without an edit here."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
 
-from medrobust.attacks import AttackResult, create_attack, list_attacks
+from medrobust.attacks import ATTACKS, AttackResult, attack_kind, create_attack, list_attacks
 from medrobust.attacks.objectives.segmentation import sample_dice
 from medrobust.models import ModelAdapter, create_model
 from tests.attacks.models import frozen
@@ -17,14 +22,20 @@ TASK = "segmentation"
 # every attack of the task, none left out (tests/attacks/test_families.py checks it)
 NAMES = list_attacks(tag=TASK)
 SEG = NAMES
-FAST: dict[str, dict[str, object]] = {
-    "pgd-seg": {"steps": 3},
-    "apgd-seg": {"steps": 3},
-    "asma": {"steps": 4},
-    "asma-bounded": {"steps": 4},
-    "dag": {"steps": 4},
-}
-BOUNDED = {"pgd-seg", "apgd-seg", "asma-bounded"}
+#: minimal-perturbation attacks take no budget by default; every other kind is bounded
+BOUNDED = {n for n in SEG if attack_kind(n) != "minimal"}
+LINF_ONLY = {n for n in SEG if "linf-only" in ATTACKS.get(n).tags}
+
+
+def fast(name: str) -> dict[str, object]:
+    """Few iterations, from the keywords the preset accepts (steps, queries)."""
+    params = inspect.signature(ATTACKS.get(name).factory).parameters
+    out: dict[str, object] = {}
+    if "steps" in params:
+        out["steps"] = 4 if attack_kind(name) == "minimal" else 3
+    if "n_queries" in params:
+        out["n_queries"] = 30
+    return out
 
 
 def tiny_unet(spatial_dims: int, num_classes: int = 3) -> ModelAdapter:
@@ -47,7 +58,7 @@ def inputs(spatial_dims: int, n: int = 3) -> torch.Tensor:
 
 
 def is_targeted(name: str) -> bool:
-    return bool(create_attack(name, **FAST.get(name, {})).targeted)  # type: ignore[attr-defined]
+    return "targeted" in ATTACKS.get(name).tags
 
 
 def masks_for(name: str, model: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
@@ -59,24 +70,28 @@ def masks_for(name: str, model: ModelAdapter, x: torch.Tensor) -> torch.Tensor:
 
 
 def make(name: str, norm: str = "linf", eps: float | None = None) -> object:
-    params = dict(FAST.get(name, {}))
+    params = fast(name)
     if name in BOUNDED:
         params.update(norm=norm, eps=eps if eps is not None else (0.05 if norm == "linf" else 0.5))
     elif eps is not None:
         params.update(norm=norm, eps=eps)
-    elif name in ("asma", "dag"):
+    else:
         params.update(norm=norm)
     return create_attack(name, **params)
 
 
 def test_registered() -> None:
     assert {"asma", "asma-bounded", "dag", "pgd-seg", "apgd-seg"} <= set(SEG)
+    assert {"segpgd", "cospgd", "apgd-sea-js", "apgd-sea-mce", "apgd-sea-mbce"} <= set(SEG)
+    assert "square-seg" in LINF_ONLY and attack_kind("square-seg") == "black-box"
 
 
 @pytest.mark.parametrize("name", SEG)
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_contract(name: str, spatial_dims: int, norm: str) -> None:
+    if norm == "l2" and name in LINF_ONLY:
+        pytest.skip("Linf-only by design (test_linf_only_attacks_refuse_l2)")
     model = tiny_unet(spatial_dims)
     x = inputs(spatial_dims)
     y = masks_for(name, model, x)
@@ -170,3 +185,39 @@ def test_rejects_classifier_and_labels(name: str) -> None:
         attack(model, x, [[0]])  # type: ignore[operator]
     with pytest.raises(ValueError, match=r"needs masks of shape \(3, 16, 16\)"):
         attack(model, x, torch.zeros(3, 8, 8, dtype=torch.long))  # type: ignore[operator]
+
+
+UNTARGETED = [n for n in SEG if not is_targeted(n)]
+
+
+@pytest.mark.parametrize("name", sorted(LINF_ONLY))
+def test_linf_only_attacks_refuse_l2(name: str) -> None:
+    with pytest.raises(ValueError, match="'linf' norm only"):
+        create_attack(name, norm="l2", eps=0.5)
+
+
+@pytest.mark.parametrize("name", UNTARGETED)
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_untargeted_attacks_every_sample_relative_to_its_clean_dice(
+    name: str, spatial_dims: int
+) -> None:
+    """A sample whose clean Dice is already low (~0.2-0.3) is attacked like the others and its
+    Dice falls; success is Dice below half of the sample's own clean Dice; the returned Dice is
+    never above the clean Dice."""
+    model = tiny_unet(spatial_dims)
+    x = inputs(spatial_dims)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = pred.clone()
+    y[0] = torch.roll(pred[0], 3, dims=0)  # a poor clean segmentation of sample 0
+    clean = sample_dice(pred, y, 3)
+    assert 0.1 < float(clean[0]) < 0.4 and bool((clean[1:] == 1).all())
+    res = make(name, eps=0.3)(model, x, y)  # type: ignore[operator]
+    assert bool((res.steps > 0).all()), "every sample must be attacked"
+    torch.testing.assert_close(res.extra["clean_dice"].double(), clean)
+    with torch.no_grad():
+        dice = sample_dice(model(res.x_adv).argmax(1), y, 3)
+    torch.testing.assert_close(res.extra["dice"].double(), dice)
+    assert bool((dice <= clean + 1e-9).all())
+    assert float(dice[0]) < float(clean[0]), "the poorly segmented sample was not attacked"
+    assert torch.equal(res.success, dice < 0.5 * clean)

@@ -1,5 +1,6 @@
 """Networks, the model adapter, the model zoo, model cards and safe checkpoints."""
 
+from medrobust.models import inception as _inception  # noqa: F401 (registers inception)
 from medrobust.models import multitask as _multitask  # noqa: F401 (registers mtl-resnet*)
 from medrobust.models import segmentation as _segmentation  # noqa: F401 (basicunet, ...)
 from medrobust.models.adapter import ModelAdapter, as_adapter

@@ -19,6 +19,8 @@ resnet10/18/  classification      MONAI ResNet: ``conv1``, ``bn1``, ``act``, ``m
 densenet121   classification      MONAI DenseNet121: ``features.conv0`` ...
                                   ``features.denseblock4``, ``features.norm5`` (Grad-CAM
                                   target), ``class_layers``
+inception     classification      ``features.stem``, ``features.stage1`` ... (Grad-CAM target:
+                                  ``features``), ``pool``, ``classifier`` (models/inception.py)
 unet          segmentation        MONAI UNet: ``model`` (nested encoder/decoder)
 ============  ==================  ===========================================================
 
@@ -69,6 +71,7 @@ _GRADCAM_LAYERS: dict[str, str] = {
     "resnet34": "layer4",
     "resnet50": "layer4",
     "densenet121": "features.norm5",
+    "inception": "features",
 }
 
 

@@ -1,0 +1,131 @@
+"""Numbers a segmentation audit must get right (issue 10): every sample with something to break
+is attacked (however low its clean Dice), broken means below a fraction of the sample's own
+clean Dice, a sample not attacked is never reported as attacked, and the frozen suites run with
+SEA-style scheduling and state their iteration budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from medrobust.attacks.objectives.segmentation import sample_dice
+from medrobust.evaluation.suites import SEGMENTATION_SUITES, resolve_suite
+from medrobust.models import ModelAdapter
+from medrobust.pipelines.results import evaluate_segmentation
+from tests.evaluation.test_segmentation_eval import tiny
+
+QUIET: dict[str, Any] = {"targeted": [], "noise": [], "checks": False, "n_examples": 0}
+
+
+def poor_data(model: ModelAdapter) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """Five images: sample 0 segmented poorly (clean Dice ~0.3), sample 4 at clean Dice 0, the
+    rest perfectly. Returns the batches and the clean Dice per sample."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((5, 1, 16, 16), generator=g) * 0.8 + 0.1
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = pred.clone()
+    y[0] = torch.roll(pred[0], 3, dims=0)
+    y[4] = torch.where(pred[4] == 0, 1, 0)  # no foreground pixel in common: Dice 0
+    clean = sample_dice(pred, y, 3)
+    assert 0.1 < float(clean[0]) < 0.45 and float(clean[4]) == 0.0
+    assert bool((clean[1:4] == 1).all())
+    return [{"image": x[:3], "mask": y[:3]}, {"image": x[3:], "mask": y[3:]}], clean
+
+
+def test_a_poorly_segmented_sample_is_attacked_and_its_dice_falls() -> None:
+    model = tiny()
+    data, clean = poor_data(model)
+    attack = [{"name": "pgd-seg", "steps": 5}]
+    res = evaluate_segmentation(model, data, attacks=attack, eps=[0.05, 0.2], **QUIET)
+    rec = res.records
+    assert rec is not None
+    assert rec.eligible.tolist() == [True, True, True, True, False]
+    for e_i in range(2):
+        cell = rec.cells[0][e_i]
+        # the sample at clean Dice 0 is not attacked and not reported as attacked
+        assert not bool(cell.attacked[4]) and not bool(cell.broken[4])
+        assert bool(cell.attacked[:4].all())
+        row = res.metrics["segmentation"]["untargeted"][e_i]
+        assert row["n_attacked"] == 4 and row["n"] == 5
+    score = rec.cells[0][1].score
+    assert float(score[0]) < float(clean[0]), "the Dice of the poorly segmented sample fell"
+    # broken: below half of the sample's own clean Dice, recomputed from the records
+    want = (score < 0.5 * clean) & rec.eligible
+    assert torch.equal(rec.cells[0][1].broken, want)
+    worst = res.metrics["segmentation"]["worst_case"][1]
+    assert worst["n_attacked"] == 4 and worst["n_broken"] == int(want.sum())
+    assert worst["broken_rate"] == pytest.approx(int(want.sum()) / 4)
+    assert res.metrics["segmentation"]["broken_fraction"] == 0.5
+
+
+def test_the_broken_fraction_is_a_setting() -> None:
+    model = tiny()
+    data, clean = poor_data(model)
+    attack = [{"name": "pgd-seg", "steps": 5}]
+    strict = evaluate_segmentation(
+        model, data, attacks=attack, eps=[0.1], broken_fraction=0.95, **QUIET
+    )
+    lax = evaluate_segmentation(
+        model, data, attacks=attack, eps=[0.1], broken_fraction=0.05, **QUIET
+    )
+    for res, frac in ((strict, 0.95), (lax, 0.05)):
+        rec = res.records
+        assert rec is not None
+        score = rec.cells[0][0].score
+        assert torch.equal(rec.cells[0][0].broken, (score < frac * clean) & rec.eligible)
+        assert res.metrics["segmentation"]["broken_fraction"] == frac
+        assert res.config["task"]["broken_fraction"] == frac
+    n_strict = strict.metrics["segmentation"]["worst_case"][0]["n_broken"]
+    n_lax = lax.metrics["segmentation"]["worst_case"][0]["n_broken"]
+    assert n_strict > n_lax
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"broken_fraction must be"):
+            evaluate_segmentation(model, data, eps=[0.1], broken_fraction=bad, **QUIET)
+    with pytest.raises(ValueError, match=r"\['broken_fraction'\] are set by the evaluation"):
+        bad_spec = [{"name": "pgd-seg", "broken_fraction": 0.2}]
+        evaluate_segmentation(model, data, attacks=bad_spec, eps=[0.1], **QUIET)
+
+
+def test_segmentation_suites_are_frozen_and_resolve_per_norm() -> None:
+    assert set(SEGMENTATION_SUITES) == {"seg-standard", "seg-thorough"}
+    for name in SEGMENTATION_SUITES:
+        linf = [a["name"] for a in resolve_suite(name, "linf", 2).attacks]
+        l2 = [a["name"] for a in resolve_suite(name, "l2", 2).attacks]
+        assert linf[0] == "pgd-seg" and linf[-1] == "square-seg"  # cheap first, black box last
+        assert {"segpgd", "cospgd", "apgd-sea-js", "apgd-sea-mce", "apgd-sea-mbce"} <= set(linf)
+        assert l2 == linf[:-1]  # the black-box leg is Linf-only
+
+
+def test_the_suite_runs_with_sea_scheduling_and_states_its_budget() -> None:
+    model = tiny()
+    data, _ = poor_data(model)
+    res = evaluate_segmentation(model, data, suite="seg-standard", eps=[0.02, 0.3], **QUIET)
+    seg = res.metrics["segmentation"]
+    specs = resolve_suite("seg-standard", "linf", 3).attacks
+    assert [a["name"] for a in res.metrics["attacks"]] == [a["name"] for a in specs]
+    assert seg["scheduling"] == "cascade" and res.config["mode"] == "cascade"
+    per = seg["iterations"]["per_attack"]
+    assert per == {a["name"]: a.get("steps", a.get("n_queries")) for a in specs}
+    assert seg["iterations"]["per_sample_and_budget"] == sum(per.values())
+    rec = res.records
+    assert rec is not None
+    for e_i in range(2):
+        broken_before = torch.zeros(rec.n, dtype=torch.bool)
+        for a_i in range(len(specs)):
+            cell = rec.cells[a_i][e_i]
+            # each attack ran only on the samples the earlier ones left unbroken (or carried)
+            fresh = cell.attacked & ~rec.cells[a_i][e_i - 1].broken if e_i else cell.attacked
+            assert not bool((fresh & broken_before).any())
+            broken_before |= cell.broken
+    first, later = rec.cells[0][1], rec.cells[-1][1]
+    assert bool(first.broken.any()), "the large budget must break some samples"
+    assert int(later.attacked.sum()) < int(first.attacked.sum())  # scheduling saved work
+    worst = seg["worst_case"][-1]
+    assert worst["mean_worst_dice"] <= seg["untargeted"][len(specs) - 1]["mean_dice"] + 1e-9
+    with pytest.raises(ValueError, match="either attacks= or suite="):
+        evaluate_segmentation(model, data, attacks=["pgd-seg"], suite="seg-standard", **QUIET)
+    with pytest.raises(ValueError, match="not a segmentation suite"):
+        evaluate_segmentation(model, data, suite="standard", **QUIET)

@@ -71,8 +71,18 @@ def test_detect_fit_and_score_commands(classifier: Path, tmp_path: Path) -> None
         "worst-case",
         "fgsm",
         "pgd-adaptive",
+        "orthogonal-pgd",
+        "feature-matching",
     }
+    assert set(metrics["risk"][0]["system_risk_by_attack"]) == {
+        "pgd-adaptive",
+        "orthogonal-pgd",
+        "feature-matching",
+    }
+    assert "MR201" in {c["code"] for c in metrics["checks"]}
+    assert metrics["detection"]["false_alarms"]["nominal"] == 0.1
     assert "System risk" in (tmp_path / "run" / "report.html").read_text()
+    assert "nominal" in res.output
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,27 @@ def test_false_alarms_are_measured_on_the_test_inputs(setup: dict[str, Any]) -> 
         det.set_threshold(keep)
 
 
+def test_every_adaptive_attack_and_the_worst_case_over_them(setup: dict[str, Any]) -> None:
+    model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
+    names = ["pgd-adaptive", "orthogonal-pgd", "feature-matching"]
+    risk = assess_detector(
+        model, det, loader, ev, attacks=[], adaptive_attacks=names, adaptive_params={"steps": 5}
+    )
+    for row in risk.risk:
+        by = row["system_risk_by_attack"]
+        assert sorted(by) == sorted(names)
+        assert row["system_risk_adaptive"] >= max(by.values()) - 1e-12
+        assert min(by.values()) >= row["system_risk"] - 1e-12
+    rows = {(d["attack"], d["eps"]) for d in risk.detection if d["adaptive"]}
+    assert rows == {(n, e) for n in names for e in EPS}
+    with pytest.raises(ValueError, match="must know the detector"):
+        assess_detector(model, det, loader, ev, adaptive_attacks=["pgd"])
+    with pytest.raises(ValueError, match=r"takes \['mode'\]"):
+        assess_detector(
+            model, det, loader, ev, adaptive_attacks=["pgd-adaptive"], adaptive_params={"mode": 1}
+        )
+
+
 def test_threshold_extremes_give_exact_risks(setup: dict[str, Any]) -> None:
     model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
     keep = det.threshold

@@ -48,6 +48,10 @@ Fpr = Annotated[float, typer.Option(help="Clean false-positive rate.")]
 Threads = Annotated[int | None, typer.Option(help="Torch CPU threads.")]
 BatchSize = Annotated[int, typer.Option(help="Batch size.")]
 Attacks = Annotated[str | None, typer.Option(help="Comma-separated attacks instead of a suite.")]
+AdaptiveAttacks = Annotated[
+    str,
+    typer.Option(help="Comma-separated attacks that know the detector (medrobust list attacks)."),
+]
 AdaptiveWeight = Annotated[
     float, typer.Option(help="Weight of the detector penalty of the adaptive attack.")
 ]
@@ -56,16 +60,19 @@ AdaptiveWeight = Annotated[
 def risk_table(assessment: Any) -> Table:
     """The system-risk table of a detector assessment, one row per budget."""
     table = Table(title="System risk: P(wrong and undetected)")
-    for col in ("eps", "classifier only", "+ detector", "+ detector (adaptive)", "false alarms"):
+    cols = ("eps", "classifier only", "+ detector", "+ detector (adaptive)", "false alarms")
+    for col in (*cols, "nominal"):
         table.add_column(col, justify="right")
     for r in assessment.risk:
         adaptive = r["system_risk_adaptive"]
+        lo, hi = r["false_alarm_ci95"]
         table.add_row(
             r["eps_display"],
             f"{r['classifier_risk']:.3f}",
             f"{r['system_risk']:.3f}",
             "-" if adaptive is None else f"{adaptive:.3f}",
-            f"{r['false_alarm_rate']:.3f}",
+            f"{r['false_alarm_rate']:.3f} ({lo:.3f}-{hi:.3f})",
+            f"{r['nominal_false_alarm_rate']:g}",
         )
     return table
 
@@ -120,7 +127,8 @@ def score(
     attacks: Attacks = None,
     eps: Eps = "1/255,2/255,4/255,8/255",
     norm: NormOpt = "linf",
-    adaptive: Annotated[bool, typer.Option(help="Run the adaptive attack.")] = True,
+    adaptive: Annotated[bool, typer.Option(help="Run the adaptive attacks.")] = True,
+    adaptive_attacks: AdaptiveAttacks = "pgd-adaptive,orthogonal-pgd,feature-matching",
     adaptive_steps: Annotated[int, typer.Option(help="Steps of the adaptive attack.")] = 50,
     adaptive_weight: AdaptiveWeight = 1.0,
     max_samples: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
@@ -146,6 +154,7 @@ def score(
         eps=budgets(eps),
         norm=norm,
         adaptive=adaptive,
+        adaptive_attacks=names(adaptive_attacks),
         adaptive_steps=adaptive_steps,
         adaptive_weight=adaptive_weight,
         max_samples=max_samples,

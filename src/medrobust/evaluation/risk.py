@@ -8,9 +8,9 @@ budget ``eps``:
 * **system risk** ``P[f(x') != y and D(x') = 0]``: the adversary wins only if the input is
   misclassified *and* not flagged. It is estimated twice: against the audit's own worst-case
   adversarial examples, which ignore the detector (*non-adaptive*), and, per sample, the worst
-  case of those and of the adaptive attack ``pgd-adaptive``, which knows the detector
-  (*adaptive*). A detector evaluated only against attacks that ignore it is not evaluated; the
-  report shows both;
+  case of those and of the adaptive attacks (``pgd-adaptive``, ``orthogonal-pgd``,
+  ``feature-matching``), which know the detector (*adaptive*). A detector evaluated only
+  against attacks that ignore it is not evaluated; the report shows both;
 * **false-alarm rate** ``P[D(x) = 1]`` on clean inputs, the clean-side cost of the detector,
   *measured* on the clean test inputs with its Wilson 95% interval beside the *nominal* rate the
   threshold was calibrated for (:mod:`~medrobust.evaluation.false_alarms`; check MR201 warns when
@@ -35,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -56,6 +57,7 @@ from medrobust.models.adapter import ModelAdapter
 
 __all__ = [
     "RiskAssessment",
+    "adaptive_specs",
     "assess_detector",
     "detection_metrics",
     "tpr_at_fpr",
@@ -241,7 +243,7 @@ class _Guarded:
     seed: int
     batch_size: int
     suite: list[AttackSpec]
-    adaptive_params: dict[str, Any] | None
+    adaptive: list[tuple[str, dict[str, Any]]]
     say: Callable[[str], None]
 
     @property
@@ -268,6 +270,7 @@ class _Failures:
     fail: torch.Tensor
     adaptive: torch.Tensor
     adaptive_s: float = 0.0
+    by_attack: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _device(model: ModelAdapter) -> torch.device:
@@ -368,21 +371,50 @@ def _suite_row(g: _Guarded, spec: Any, eps: float) -> dict[str, Any]:
 
 
 def _adaptive(
-    g: _Guarded, eps: float, params: Mapping[str, Any]
+    g: _Guarded, eps: float, name: str, params: Mapping[str, Any]
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """The adaptive attack ``pgd-adaptive`` at ``eps`` on every sample: its detection row (the
-    newly misclassified examples) and which samples it fooled, classifier and detector both."""
+    """Adaptive attack ``name`` at ``eps`` on every sample: its detection row (the newly
+    misclassified examples) and which samples it fooled, classifier and detector both."""
     from medrobust.attacks.presets import create_attack
 
     attack = create_attack(
-        "pgd-adaptive", detector=g.detector, eps=eps, norm=g.norm, seed=g.seed, **dict(params)
+        name, detector=g.detector, eps=eps, norm=g.norm, seed=g.seed, **dict(params)
     )
     xa, ok, pred = _run_attack(attack, g.model, g.x, g.y, g.batch_size)
     wrong = (pred.cpu() != g.y.cpu()) & ~g.clean_wrong
     adv_scores = (
         g.detector.score(xa[wrong.to(xa.device)]).cpu() if bool(wrong.any()) else torch.empty(0)
     )
-    return g.row("pgd-adaptive", eps, adv_scores, True), ok.cpu()
+    return g.row(name, eps, adv_scores, True), ok.cpu()
+
+
+def adaptive_specs(
+    attacks: Sequence[str | Mapping[str, Any]], common: Mapping[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The adaptive attacks to run, each with the ``common`` settings it accepts (``steps``
+    for all, ``weight`` for those that take it) under its own.
+
+    Raises:
+        ValueError: For an attack that is not a detection attack, or a common setting no
+            attack of the list takes.
+    """
+    from medrobust.attacks.presets import ATTACKS
+
+    out, used = [], set()
+    for spec in (AttackSpec.parse(a) for a in attacks):
+        entry = ATTACKS.get(spec.name)
+        if "detection" not in entry.tags:
+            raise ValueError(
+                f"adaptive attacks must know the detector (task 'detection'), got {spec.name!r}"
+            )
+        accepted = set(inspect.signature(entry.factory).parameters)
+        mine = {k: v for k, v in common.items() if k in accepted}
+        used |= set(mine)
+        out.append((spec.name, {**mine, **dict(spec.params)}))
+    unused = sorted(set(common) - used)
+    if out and unused:
+        raise ValueError(f"no adaptive attack of {[n for n, _ in out]} takes {unused}")
+    return out
 
 
 def _budget(
@@ -406,12 +438,15 @@ def _budget(
         "clean_error": float(g.clean_wrong.double().mean()),
         "n": int(g.x.shape[0]),
     }
-    if g.adaptive_params is not None:
-        g.say(f"adaptive attack at eps={fmt_eps(eps)}")
+    for name, params in g.adaptive:
+        g.say(f"adaptive attack {name} at eps={fmt_eps(eps)}")
         t1 = time.perf_counter()
-        adaptive_row, fooled = _adaptive(g, eps, g.adaptive_params)
+        adaptive_row, fooled = _adaptive(g, eps, name, params)
         failures.adaptive_s += time.perf_counter() - t1
         failures.adaptive = failures.adaptive | failures.fail | fooled
+        mine = failures.by_attack.get(name, failures.fail) | failures.fail | fooled
+        failures.by_attack[name] = mine
+        row.setdefault("system_risk_by_attack", {})[name] = float(mine.double().mean())
         row["system_risk_adaptive"] = float(failures.adaptive.double().mean())
         detection.append(adaptive_row)
     return row, detection
@@ -426,6 +461,7 @@ def assess_detector(
     attacks: Sequence[str | Mapping[str, Any]] | None = None,
     adaptive: bool = True,
     adaptive_params: Mapping[str, Any] | None = None,
+    adaptive_attacks: Sequence[str | Mapping[str, Any]] = ("pgd-adaptive",),
     fpr: float = 0.05,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
@@ -445,8 +481,13 @@ def assess_detector(
         evaluation: The result of :func:`medrobust.evaluation.evaluate` on ``loader``.
         attacks: Attacks for the per-attack detection rows (default: the audit's suite; an
             empty list keeps only the worst-case and adaptive rows).
-        adaptive: Run the adaptive attack.
-        adaptive_params: Parameters of ``pgd-adaptive`` (``steps``, ``weight``, ...).
+        adaptive: Run the adaptive attacks.
+        adaptive_params: Settings shared by the adaptive attacks (``steps``; ``weight`` for
+            those that take it; default ``steps=20``).
+        adaptive_attacks: The attacks that know the detector (``pgd-adaptive``,
+            ``orthogonal-pgd``, ``feature-matching``, or ``{"name": ..., ...}`` specs); the
+            adaptive risk is the per-sample worst case over all of them and the non-adaptive
+            examples, and each one's own appears in ``system_risk_by_attack``.
         fpr: FPR of the ``tpr_at_fpr`` column.
         batch_size: Batch size of the attacks and the scoring.
         progress: Receives one-line status messages.
@@ -479,7 +520,9 @@ def assess_detector(
         seed=int(evaluation.config.get("seed", 0)),
         batch_size=batch_size,
         suite=[AttackSpec.parse(a) for a in chosen],
-        adaptive_params={"steps": 20, **dict(adaptive_params or {})} if adaptive else None,
+        adaptive=adaptive_specs(
+            adaptive_attacks if adaptive else [], {"steps": 20, **dict(adaptive_params or {})}
+        ),
         say=progress or (lambda text: logger.info(text)),
     )
     base = g.clean_wrong & ~(clean_scores > g.threshold)

@@ -54,8 +54,10 @@ class DetectorAudit:
         attacks: Attack names.
         eps: Budgets.
         norm: ``"linf"`` or ``"l2"``.
-        adaptive: Also run the adaptive attack (detector penalty in the loss).
-        adaptive_steps: Steps of the adaptive attack.
+        adaptive: Also run the adaptive attacks (which know the detector).
+        adaptive_attacks: Which: ``pgd-adaptive`` (penalty sweep), ``orthogonal-pgd`` and
+            ``feature-matching`` by default.
+        adaptive_steps: Steps of the adaptive attacks.
         adaptive_weight: Weight of the detector penalty.
         max_samples: Audit at most this many samples (None: all).
         batch_size: Batch size.
@@ -70,6 +72,9 @@ class DetectorAudit:
     eps: list[float] = field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255])
     norm: str = "linf"
     adaptive: bool = True
+    adaptive_attacks: list[str] = field(
+        default_factory=lambda: ["pgd-adaptive", "orthogonal-pgd", "feature-matching"]
+    )
     adaptive_steps: int = 50
     adaptive_weight: float = 1.0
     max_samples: int | None = None
@@ -231,6 +236,7 @@ def score_detector(
         result,
         attacks=attack_list,
         adaptive=s.adaptive,
+        adaptive_attacks=list(s.adaptive_attacks),
         adaptive_params={"steps": s.adaptive_steps, "weight": s.adaptive_weight},
         batch_size=s.batch_size,
         progress=say,

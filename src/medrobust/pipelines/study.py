@@ -97,8 +97,9 @@ class StudyConfig:
         detector: Registered detector put in front of every model.
         detector_params: Its parameters.
         fpr: Clean false-positive rate of the detector's threshold.
-        adaptive: Run the adaptive attack on every guarded model.
-        adaptive_params: Parameters of ``pgd-adaptive`` (e.g. ``{"steps": 20}``).
+        adaptive: Run the adaptive attacks on every guarded model.
+        adaptive_attacks: Which (``pgd-adaptive``, ``orthogonal-pgd``, ``feature-matching``).
+        adaptive_params: Settings shared by the adaptive attacks (e.g. ``{"steps": 20}``).
         detection_per_attack: Also re-run every attack of the suite for per-attack detection
             rows (the worst-case and adaptive rows are always there).
         write_audits: Write every model's audit run folder (report with detection sections).
@@ -130,6 +131,7 @@ class StudyConfig:
     detector_params: dict[str, Any] = field(default_factory=dict)
     fpr: float = 0.05
     adaptive: bool = True
+    adaptive_attacks: tuple[str, ...] = ("pgd-adaptive",)
     adaptive_params: dict[str, Any] = field(default_factory=lambda: {"steps": 10})
     detection_per_attack: bool = False
     write_audits: bool = True
@@ -181,6 +183,7 @@ class StudyConfig:
         out["recipes"] = list(self.recipes)
         out["fractions"] = list(self.fractions)
         out["eps"] = list(self.eps)
+        out["adaptive_attacks"] = list(self.adaptive_attacks)
         return out
 
     def params_for(self, recipe: str) -> dict[str, Any]:
@@ -356,6 +359,7 @@ def _guard(
         ev,
         attacks=job.attacks if cfg.detection_per_attack else [],
         adaptive=cfg.adaptive,
+        adaptive_attacks=list(cfg.adaptive_attacks),
         adaptive_params=cfg.adaptive_params,
         fpr=0.05,
         progress=None,

@@ -246,6 +246,10 @@ def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
             "clean false-alarm rate (measured)": _round(r["false_alarm_rate"]),
             "95% interval": _ci(r),
             "nominal": _round(r.get("nominal_false_alarm_rate")),
+            **{
+                f"system risk ({name})": _round(v)
+                for name, v in (r.get("system_risk_by_attack") or {}).items()
+            },
         }
         for r in risk
     ]

@@ -5,6 +5,7 @@ SEA-style scheduling and state their iteration budget."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,6 +60,15 @@ def test_a_poorly_segmented_sample_is_attacked_and_its_dice_falls() -> None:
     assert worst["n_attacked"] == 4 and worst["n_broken"] == int(want.sum())
     assert worst["broken_rate"] == pytest.approx(int(want.sum()) / 4)
     assert res.metrics["segmentation"]["broken_fraction"] == 0.5
+    # lesions by size: same truth counts clean and under attack, never more found under attack
+    seg = res.metrics["segmentation"]
+    clean_les, worst_les = seg["clean_lesions"], seg["worst_case"][1]["lesions"]
+    assert clean_les["bins"] == worst_les["bins"] and clean_les["lesions"] == worst_les["lesions"]
+    assert sum(clean_les["lesions"]) > 0
+    for c, w in zip(clean_les["recall"], worst_les["recall"], strict=True):
+        assert (c is None) == (w is None) and (c is None or w <= c + 1e-12)
+    found = rec.cells[0][1].extra["lesions_found"]
+    assert torch.isnan(found[4]).all()  # the sample not attacked has no attacked counts
 
 
 def test_the_broken_fraction_is_a_setting() -> None:
@@ -99,7 +109,7 @@ def test_segmentation_suites_are_frozen_and_resolve_per_norm() -> None:
         assert l2 == linf[:-1]  # the black-box leg is Linf-only
 
 
-def test_the_suite_runs_with_sea_scheduling_and_states_its_budget() -> None:
+def test_the_suite_runs_with_sea_scheduling_and_states_its_budget(tmp_path: Path) -> None:
     model = tiny()
     data, _ = poor_data(model)
     res = evaluate_segmentation(model, data, suite="seg-standard", eps=[0.02, 0.3], **QUIET)
@@ -125,6 +135,10 @@ def test_the_suite_runs_with_sea_scheduling_and_states_its_budget() -> None:
     assert int(later.attacked.sum()) < int(first.attacked.sum())  # scheduling saved work
     worst = seg["worst_case"][-1]
     assert worst["mean_worst_dice"] <= seg["untargeted"][len(specs) - 1]["mean_dice"] + 1e-9
+    res.write(tmp_path / "run")
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Iteration budget per sample and budget" in html and "SEA-style scheduling" in html
+    assert "Lesions found, by size" in html and "broken" in html
     with pytest.raises(ValueError, match="either attacks= or suite="):
         evaluate_segmentation(model, data, attacks=["pgd-seg"], suite="seg-standard", **QUIET)
     with pytest.raises(ValueError, match="not a segmentation suite"):

@@ -56,6 +56,7 @@ from medrobust.evaluation.tasks.base import (
 )
 from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
 from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim_or_nan
+from medrobust.metrics.lesions import lesion_counts
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.segmentation import check_volume_size
 from medrobust.types import Norm
@@ -191,6 +192,7 @@ class SegmentationTask(AuditTask):
         score = sample_dice(pred, batch.target, self.k)
         batch.aux[CLEAN_DICE] = score
         rows = self.new_stats().rows(pred, batch.target)
+        rows.update(lesion_counts(pred, batch.target, self.k))
         return CleanOutcome(score > 0, score, rows, pred)
 
     def build_attack(
@@ -208,6 +210,7 @@ class SegmentationTask(AuditTask):
         extra["ssim_all"] = _image_ssim(batch.x, result.x_adv, adapter.bounds.width)
         extra.update(norms_of_all(result))
         extra["steps_all"] = result.steps.detach().double().cpu()
+        extra.update(lesion_counts(result.pred_adv, batch.target, self.k))
         score = sample_dice(result.pred_adv, batch.target, self.k)
         return AttackOutcome(score, self.is_broken(score, batch), extra)
 

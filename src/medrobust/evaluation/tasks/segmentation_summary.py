@@ -13,6 +13,7 @@ import torch
 
 from medrobust._utils.format import fmt_eps
 from medrobust.evaluation.records import CellRecord, Records, finite_mean, rate_with_ci
+from medrobust.metrics.lesions import LESION_SIZE_EDGES, size_bin_names
 
 if TYPE_CHECKING:
     from medrobust.evaluation.audit import AuditContext
@@ -36,6 +37,7 @@ def summarise_segmentation(
         "include_background": s.include_background,
         "broken_fraction": task.broken_fraction,
         "clean": stats_of(task, records.clean, everyone),
+        "clean_lesions": lesion_summary(records.clean),
         "n_eligible": int(records.eligible.sum()),
         "untargeted": [
             _untargeted_row(task, ctx, records, a_i, e_i)
@@ -76,7 +78,8 @@ def _untargeted_row(
     spec, e = ctx.specs[a_i], ctx.budgets[e_i]
     cell = records.cells[a_i][e_i]
     everyone = torch.ones(records.n, dtype=torch.bool)
-    st = stats_of(task, _merged_rows(records, cell), everyone)
+    merged = _merged_rows(records, cell)
+    st = stats_of(task, merged, everyone)
     n_broken = int((cell.broken & records.eligible).sum())
     n_att = int(cell.attacked.sum())
     success, _ = rate_with_ci(n_broken, n_att)
@@ -100,6 +103,7 @@ def _untargeted_row(
         "mean_l2": finite_mean(cell.extra.get("l2_all")),
         "mean_l0": finite_mean(cell.extra.get("l0_all")),
         "mean_ssim": finite_mean(cell.extra.get("ssim_all")),
+        "lesions": lesion_summary(merged),
         "time_s": cell.time_s,
     }
 
@@ -125,6 +129,37 @@ def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
         "robust_rate": robust_rate,
         "ci95": ci,
         "lowered_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
+        "lesions": lesion_summary(_worst_lesion_rows(records, e_i)),
+    }
+
+
+def _worst_lesion_rows(records: Records, e_i: int) -> dict[str, torch.Tensor]:
+    """Per sample and size bin, the fewest lesions found by any attack at budget ``e_i`` (the
+    clean count where no attack ran), and the most false components."""
+    if "lesions_found" not in records.clean:
+        return {}
+    found = records.clean["lesions_found"].clone()
+    false = records.clean["false_components"].clone()
+    for row in records.cells:
+        merged = _merged_rows(records, row[e_i])
+        found = torch.minimum(found, merged["lesions_found"].to(found.dtype))
+        false = torch.maximum(false, merged["false_components"].to(false.dtype))
+    return {"lesions": records.clean["lesions"], "lesions_found": found, "false_components": false}
+
+
+def lesion_summary(rows: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
+    """Lesions per size bin over all samples, the share found (component recall, None for an
+    empty bin) and the mean number of false components per sample; None without lesion rows."""
+    if "lesions" not in rows or "lesions_found" not in rows:
+        return None
+    total = rows["lesions"].double().sum(dim=0)
+    found = rows["lesions_found"].double().nan_to_num(0.0).sum(dim=0)
+    recall = [float(f / t) if t > 0 else None for f, t in zip(found, total, strict=True)]
+    return {
+        "bins": size_bin_names(LESION_SIZE_EDGES),
+        "lesions": [int(t) for t in total],
+        "recall": recall,
+        "mean_false_components": finite_mean(rows.get("false_components")),
     }
 
 

@@ -21,6 +21,7 @@ from medrobust._version import __version__
 _LAZY = {
     "evaluate": "medrobust.pipelines.results",
     "evaluate_segmentation": "medrobust.pipelines.results",
+    "compare": "medrobust.pipelines.compare",
     "evaluate_explanations": "medrobust.evaluation",
     "evaluate_detector": "medrobust.evaluation",
     "assess_detector": "medrobust.evaluation",
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "assess_detector",
     "audit",
+    "compare",
     "create_attack",
     "create_dataset",
     "create_detector",
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
         load_checkpoint,
         save_checkpoint,
     )
+    from medrobust.pipelines.compare import compare
     from medrobust.pipelines.results import evaluate, evaluate_segmentation
     from medrobust.types import Bounds, Norm, Task
 

@@ -8,6 +8,7 @@ list                  :mod:`medrobust.cli.list`
 explain               :mod:`medrobust.cli.explain`
 evaluate-segmentation :mod:`medrobust.cli.segmentation`
 defend                :mod:`medrobust.cli.defend`
+compare               :mod:`medrobust.cli.compare`
 detect fit|score      :mod:`medrobust.cli.detect`
 ====================  =====================================================================
 
@@ -27,7 +28,7 @@ from typing import NoReturn
 
 import typer
 
-from medrobust.cli import audit, defend, detect, explain, segmentation
+from medrobust.cli import audit, compare, defend, detect, explain, segmentation
 from medrobust.cli import list as list_group
 from medrobust.cli._common import run_app
 
@@ -47,6 +48,7 @@ app.command("list")(list_group.list_components)
 app.command("explain")(explain.explain)
 app.command("evaluate-segmentation")(segmentation.evaluate_segmentation)
 app.command("defend")(defend.defend)
+app.command("compare")(compare.compare)
 app.add_typer(detect.app, name="detect")
 
 

@@ -165,6 +165,7 @@ class MNI152Tissue(MedicalDataset):
     """
 
     name = "mni152-tissue"
+    modality = "mri"
     in_channels = 1
     task = Task.SEGMENTATION
     has_masks = True

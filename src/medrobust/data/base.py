@@ -40,6 +40,8 @@ class MedicalDataset(Dataset[dict[str, Any]], abc.ABC):
         spatial_dims: 2 for images.
         task: What the labels are for (classification; masks may also be present).
         has_masks: Whether items carry a ``"mask"``.
+        modality: The imaging modality (``"ultrasound"``, ``"mri"``, ``"ct"``, ...), or
+            ``"any"`` when unknown; it selects which natural corruptions apply.
     """
 
     name: str = ""
@@ -49,6 +51,7 @@ class MedicalDataset(Dataset[dict[str, Any]], abc.ABC):
     spatial_dims: int = 2
     task: Task = Task.CLASSIFICATION
     has_masks: bool = False
+    modality: str = "any"
 
     @property
     def num_classes(self) -> int:

@@ -72,6 +72,7 @@ class BusPhantom(MedicalDataset):
     """
 
     name = "bus-phantom"
+    modality = "ultrasound"
     in_channels = 1
     spatial_dims = 2
     task = Task.CLASSIFICATION

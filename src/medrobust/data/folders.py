@@ -394,6 +394,7 @@ class BUSI(_FolderDataset):
     """
 
     name = "busi"
+    modality = "ultrasound"
     task = Task.CLASSIFICATION
     has_masks = True
 

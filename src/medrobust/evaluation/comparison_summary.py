@@ -1,0 +1,233 @@
+"""The answer of a model comparison: rankings per axis, rank correlations, paired tests and
+one plain sentence (Paschali et al., MICCAI 2018).
+
+:func:`summarise_comparison` reads the per-model documents of
+:mod:`medrobust.pipelines.compare_models` (clean, shifted, corruption and adversarial results with
+per-sample outcomes on shared samples) and returns the ``comparison`` section of
+``metrics.json``:
+
+* ``table``: one row per model with every axis;
+* ``rankings``: the rank of every model on every axis (1 = best);
+* ``spearman``: the rank correlation of the clean-accuracy ranking with each other axis;
+* ``pairs``: for every pair of models, whether their clean-accuracy 95% intervals overlap
+  ("comparable generalizability"), and the exact McNemar test of their clean and robust
+  correctness on the same samples at every budget, with Holm's correction over the pairs;
+* ``finding``: one sentence saying whether models of comparable clean accuracy differed
+  significantly in robustness at the headline budget (the middle one of the list, fixed in
+  advance so that the sentence is not chosen after seeing the results).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from medrobust._utils.format import fmt_eps
+from medrobust.evaluation.ranking import mcnemar, rank, spearman
+
+__all__ = ["as_number", "headline_budget", "holm", "summarise_comparison"]
+
+#: The significance level of the paired tests (after Holm's correction).
+ALPHA = 0.05
+
+
+def headline_budget(eps: Sequence[float]) -> float:
+    """The budget the finding is stated at: the middle one of the list (lower middle for an
+    even count), chosen before any result is seen."""
+    return float(eps[(len(eps) - 1) // 2])
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error over the given tests)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    m = len(p_values)
+    adjusted = [1.0] * m
+    running = 0.0
+    for r, i in enumerate(order):
+        running = max(running, min(1.0, (m - r) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _worst(doc: Mapping[str, Any], e: float) -> dict[str, Any]:
+    for row in doc["adversarial"]["worst_case"]:
+        if math.isclose(float(row["eps"]), e, rel_tol=1e-9):
+            return dict(row)
+    raise KeyError(f"model {doc['key']!r} has no worst-case row at eps={e:g}")
+
+
+def _minimal_median(doc: Mapping[str, Any], name: str) -> float | str | None:
+    """The median as stored: a number, ``"inf"`` (not flipped) or None (not measured)."""
+    value = ((doc.get("minimal") or {}).get(name) or {}).get("median")
+    return value if value is None or value == "inf" else float(value)
+
+
+def as_number(value: float | str | None) -> float:
+    """A stored median as a float: ``"inf"`` -> inf, None -> NaN."""
+    if value is None:
+        return math.nan
+    return math.inf if value == "inf" else float(value)
+
+
+def _row(doc: Mapping[str, Any], eps: Sequence[float], ref: Mapping[str, Any]) -> dict[str, Any]:
+    facts = doc.get("facts") or {}
+    shifted = doc.get("shifted") or {}
+    row: dict[str, Any] = {
+        "key": doc["key"],
+        "label": doc["label"],
+        "parameters": facts.get("parameters"),
+        "depth": facts.get("depth"),
+        "flops": facts.get("flops"),
+        "train_time_s": facts.get("train_time_s"),
+        "clean_accuracy": doc["clean"]["accuracy"],
+        "clean_ci95": doc["clean"]["ci95"],
+        "clean_balanced_error": doc["clean"]["balanced_error"],
+        "shifted_accuracy": shifted.get("accuracy"),
+        "shifted_ci95": shifted.get("ci95"),
+        "corruption_mean_be": doc.get("corruption_mean_be"),
+        "corruption_relative_be": None,
+        "robust": {},
+        "deepfool_l2_median": _minimal_median(doc, "deepfool_l2"),
+        "jsma_l0_share_median": _minimal_median(doc, "jsma_l0_share"),
+    }
+    ref_be = ref.get("corruption_mean_be")
+    if row["corruption_mean_be"] is not None and ref_be:
+        row["corruption_relative_be"] = row["corruption_mean_be"] / ref_be
+    for e in eps:
+        w = _worst(doc, e)
+        row["robust"][fmt_eps(e)] = {"accuracy": w["robust_accuracy"], "ci95": w.get("ci95")}
+    return row
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _axes(rows: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> dict[str, list[float]]:
+    """Every ranked axis as one value per model, with whether higher is better."""
+    axes: dict[str, list[float]] = {
+        "clean accuracy": [r["clean_accuracy"] for r in rows],
+        "shifted accuracy": [_nan(r["shifted_accuracy"]) for r in rows],
+        "corruption error": [_nan(r["corruption_mean_be"]) for r in rows],
+    }
+    for e in eps:
+        axes[f"robust accuracy @ {fmt_eps(e)}"] = [
+            r["robust"][fmt_eps(e)]["accuracy"] for r in rows
+        ]
+    axes["minimal L2 (DeepFool)"] = [as_number(r["deepfool_l2_median"]) for r in rows]
+    axes["minimal L0 (JSMA)"] = [as_number(r["jsma_l0_share_median"]) for r in rows]
+    return {k: v for k, v in axes.items() if not all(math.isnan(x) for x in v)}
+
+
+def _pairs(docs: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> list[dict[str, Any]]:
+    pairs = []
+    for a, b in itertools.combinations(docs, 2):
+        lo_a, hi_a = a["clean"]["ci95"]
+        lo_b, hi_b = b["clean"]["ci95"]
+        pair: dict[str, Any] = {
+            "a": a["key"],
+            "b": b["key"],
+            "clean_difference": a["clean"]["accuracy"] - b["clean"]["accuracy"],
+            "comparable": bool(lo_a <= hi_b and lo_b <= hi_a),
+            "clean_test": mcnemar(a["per_sample"]["clean"], b["per_sample"]["clean"]).to_dict(),
+            "robust_tests": {},
+        }
+        for e in eps:
+            name = f"robust@{e:.6g}"
+            test = mcnemar(a["per_sample"][name], b["per_sample"][name])
+            pair["robust_tests"][fmt_eps(e)] = test.to_dict()
+        pairs.append(pair)
+    for e in eps:
+        tests = [p["robust_tests"][fmt_eps(e)] for p in pairs]
+        for t, adj in zip(tests, holm([float(t["p_value"]) for t in tests]), strict=True):
+            t["p_holm"] = adj
+    return pairs
+
+
+def _finding(
+    rows: Sequence[Mapping[str, Any]],
+    pairs: Sequence[Mapping[str, Any]],
+    rho: float,
+    e: float,
+) -> str:
+    label = {r["key"]: r["label"] for r in rows}
+    acc = {r["key"]: r["robust"][fmt_eps(e)]["accuracy"] for r in rows}
+    clean = {r["key"]: r["clean_accuracy"] for r in rows}
+    eps_s = fmt_eps(e)
+    comparable = [p for p in pairs if p["comparable"]]
+    differing = [p for p in comparable if p["robust_tests"][eps_s]["p_holm"] < ALPHA]
+    rho_s = "undefined (too few models or no spread)" if math.isnan(rho) else f"{rho:+.2f}"
+    tail = (
+        f" The clean-accuracy ranking and the robustness ranking at {eps_s} have Spearman "
+        f"rho = {rho_s}."
+    )
+    if differing:
+        p = max(differing, key=lambda q: abs(acc[q["a"]] - acc[q["b"]]))
+        t = p["robust_tests"][eps_s]
+        return (
+            f"Models of comparable clean accuracy differ in robustness: {label[p['a']]} and "
+            f"{label[p['b']]} reach {clean[p['a']]:.1%} and {clean[p['b']]:.1%} clean accuracy "
+            f"(overlapping 95% intervals) but {acc[p['a']]:.1%} and {acc[p['b']]:.1%} robust "
+            f"accuracy at {eps_s} (McNemar p = {t['p_value']:.3g}, Holm-adjusted "
+            f"{t['p_holm']:.3g}, n = {t['n']}); {len(differing)} of {len(comparable)} "
+            f"comparable pairs differ significantly." + tail
+        )
+    if comparable:
+        return (
+            f"No pair of models with comparable clean accuracy ({len(comparable)} pairs with "
+            f"overlapping 95% intervals) differs significantly in robust accuracy at {eps_s} "
+            f"after Holm's correction: this run does not reproduce Paschali et al.'s finding "
+            f"(more test samples or more models may)." + tail
+        )
+    return (
+        "No two models have overlapping clean-accuracy intervals, so this run cannot say "
+        "whether models of comparable generalizability differ in robustness." + tail
+    )
+
+
+def summarise_comparison(
+    docs: Sequence[Mapping[str, Any]], eps: Sequence[float], reference: str
+) -> dict[str, Any]:
+    """The ``comparison`` section of ``metrics.json`` (see the module docstring).
+
+    Args:
+        docs: Per-model documents, in the order of the comparison.
+        eps: The budgets every model was attacked at.
+        reference: Key of the reference model of the relative corruption error.
+
+    Raises:
+        ValueError: For fewer than two models or an unknown reference.
+    """
+    if len(docs) < 2:
+        raise ValueError(f"a comparison needs at least two models, got {len(docs)}")
+    by_key = {d["key"]: d for d in docs}
+    if reference not in by_key:
+        raise ValueError(f"unknown reference model {reference!r}; models: {sorted(by_key)}")
+    rows = [_row(d, eps, by_key[reference]) for d in docs]
+    axes = _axes(rows, eps)
+    lower_better = {"corruption error"}
+    rankings = {
+        axis: rank(values, higher_is_better=axis not in lower_better)
+        for axis, values in axes.items()
+    }
+    clean_ranks = rankings["clean accuracy"]
+    rhos = {
+        axis: spearman(clean_ranks, ranks)
+        for axis, ranks in rankings.items()
+        if axis != "clean accuracy"
+    }
+    pairs = _pairs(docs, eps)
+    e = headline_budget(eps)
+    rho = rhos.get(f"robust accuracy @ {fmt_eps(e)}", math.nan)
+    return {
+        "headline_eps": e,
+        "reference": reference,
+        "alpha": ALPHA,
+        "table": rows,
+        "rankings": {axis: dict(zip(by_key, r, strict=True)) for axis, r in rankings.items()},
+        "spearman": rhos,
+        "pairs": pairs,
+        "finding": _finding(rows, pairs, rho, e),
+    }

@@ -15,7 +15,9 @@ from medrobust.cli._common import CliError, out_console
 
 __all__ = ["list_components"]
 
-_KINDS_HELP = "attacks, models, datasets, objectives, suites, checks, defenses, detectors"
+_KINDS_HELP = (
+    "attacks, models, datasets, objectives, suites, checks, defenses, detectors, corruptions"
+)
 
 
 def list_components(

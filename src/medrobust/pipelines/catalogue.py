@@ -38,6 +38,7 @@ KINDS: tuple[str, ...] = (
     "checks",
     "defenses",
     "detectors",
+    "corruptions",
 )
 
 _FORMAT = 1  # bump when the layout of the cached file changes
@@ -133,7 +134,20 @@ def build_catalogue() -> dict[str, list[dict[str, Any]]]:
         "checks": checks,
         "defenses": _entries(RECIPES),
         "detectors": _entries(DETECTORS),
+        "corruptions": _corruption_entries(),
     }
+
+
+def _corruption_entries() -> list[dict[str, Any]]:
+    """The natural corruptions, with the modalities they apply to in the summary."""
+    from medrobust.evaluation.corruptions import CORRUPTIONS
+
+    out = []
+    for entry in _entries(CORRUPTIONS):
+        c = CORRUPTIONS.create(entry["name"])
+        where = ", ".join(c.modalities)
+        out.append({**entry, "summary": f"{c.description} (for {where}; {c.source})"})
+    return out
 
 
 def _read_cached(path: Path, key: str) -> dict[str, list[dict[str, Any]]] | None:

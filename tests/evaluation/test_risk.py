@@ -109,10 +109,11 @@ def test_false_alarms_are_measured_on_the_test_inputs(setup: dict[str, Any]) -> 
     for row in risk.risk:
         assert row["false_alarm_ci95"] == alarms["ci95"]
         assert row["nominal_false_alarm_rate"] == 0.1
-    assert [c["code"] for c in risk.checks] == ["MR201"]
+    assert [c["code"] for c in risk.checks] == ["MR201", "MR202"]
     metrics: dict[str, Any] = {"checks": [{"code": "MR106"}]}
     risk.merge_into(metrics)
-    assert [c["code"] for c in metrics["checks"]] == ["MR106", "MR201"]
+    assert [c["code"] for c in metrics["checks"]] == ["MR106", "MR201", "MR202"]
+    assert metrics["plausibility"] == risk.plausibility
     assert metrics["detection"]["false_alarms"] == alarms
     keep = det.threshold
     try:  # a threshold that flags half the clean test images: the check says so
@@ -157,12 +158,17 @@ def test_threshold_extremes_give_exact_risks(setup: dict[str, Any]) -> None:
         never = assess_detector(model, det, loader, ev, adaptive=False)
         for row in never.risk:
             assert row["system_risk"] == pytest.approx(row["classifier_risk"])
+            assert row["pair_risk"] == pytest.approx(row["classifier_risk"])
             assert row["false_alarm_rate"] == 0.0 and row["system_risk_adaptive"] is None
+            assert row["pair_risk_adaptive"] is None
         det.set_threshold(float("-inf"))  # flags everything: nothing gets through
         always = assess_detector(model, det, loader, ev, adaptive_params={"steps": 3})
         for row in always.risk:
             assert row["system_risk"] == 0.0 and row["system_risk_adaptive"] == 0.0
             assert row["false_alarm_rate"] == 1.0
+            # every clean input is a false alarm: the pair classifies nothing
+            assert row["pair_risk"] == 1.0 and row["pair_risk_adaptive"] == 1.0
+        assert not any(p["implausible"] for p in always.plausibility)
     finally:
         det.set_threshold(keep)
 
@@ -194,9 +200,38 @@ def test_the_assessment_renders_as_report_sections(setup: dict[str, Any]) -> Non
     metrics = dict(setup["ev"].metrics)
     metrics.update(risk.to_metrics())
     sections = risk_sections(metrics)
-    assert [s.key for s in sections] == ["detection", "risk"]
+    assert [s.key for s in sections] == ["detection", "risk", "plausibility"]
     assert len(sections[1].figures[0].axes[0].lines) == 4  # three risks + false-alarm line
     assert len(sections[0].figures[0].axes[0].lines) == 5  # 4 attacks + chance
     html = render_report(metrics, extra_sections=sections)
     assert "System risk" in html and "Detection" in html and "pgd-adaptive" in html
+    assert "Plausibility of the detector" in html and "implied robust acc. at eps/2" in html
     assert "Other results" not in html
+
+
+def test_pair_risk_counts_every_clean_failure_and_feeds_mr202(setup: dict[str, Any]) -> None:
+    from medrobust.evaluation.plausibility import ReferenceClassifier
+
+    model, det, loader, ev = setup["model"], setup["det"], setup["loader"], setup["ev"]
+    risk: RiskAssessment = setup["risk"]
+    x = torch.cat([b["image"] for b in loader])
+    y = torch.cat([b["label"] for b in loader])
+    with torch.no_grad():
+        clean_failed = (model(x).argmax(1) != y) | det.predict(x).bool()
+    for row in risk.risk:
+        assert row["pair_risk"] >= float(clean_failed.double().mean()) - 1e-12
+        assert row["pair_risk"] >= row["system_risk"] and row["pair_risk_adaptive"] >= max(
+            row["pair_risk"], row["system_risk_adaptive"]
+        )
+    rows = risk.plausibility
+    assert [r["eps"] for r in rows] == EPS
+    for r, row in zip(rows, risk.risk, strict=True):
+        assert r["implied_accuracy"] == pytest.approx(1 - row["pair_risk_adaptive"])
+        assert r["reference"] == "the guarded classifier" and r["adaptive"] is True
+    # a reference classifier as robust as the clean accuracy everywhere: nothing implausible
+    best = ReferenceClassifier("perfect", 1.0, {e: 1.0 for e in EPS})
+    again = assess_detector(
+        model, det, loader, ev, attacks=[], adaptive_params={"steps": 3}, references=[best]
+    )
+    assert all(r["reference"] == "perfect" and not r["implausible"] for r in again.plausibility)
+    assert again.checks[1]["code"] == "MR202" and again.checks[1]["status"] == "pass"

@@ -68,6 +68,13 @@ CHECKS: dict[str, tuple[str, str]] = {
         "images; on the clean test images the measured rate must agree with it, or every "
         "detection number rests on a threshold that does not hold on new data.",
     ),
+    "MR202": (
+        "Detector robustness is plausible (Tramer's reduction)",
+        "A classifier + detector pair robust at eps yields a classifier robust at eps/2 with at "
+        "least the same accuracy (Tramer, ICML 2022); a detector whose measured risk implies a "
+        "classifier more robust than the best one measured for the task was most likely "
+        "attacked too weakly.",
+    ),
 }
 
 

@@ -15,7 +15,14 @@ budget ``eps``:
   *measured* on the clean test inputs with its Wilson 95% interval beside the *nominal* rate the
   threshold was calibrated for (:mod:`~medrobust.evaluation.false_alarms`; check MR201 warns when
   they disagree). Every risk is computed at the detector's real threshold on the test inputs,
-  i.e. at the measured rate.
+  i.e. at the measured rate;
+* **pair risk** ``P[f(x) != y or D(x) = 1 or f(x') != y and D(x') = 0]``: the system risk with
+  every clean input that is misclassified or flagged counted as an error too (a false alarm is
+  an input the system does not classify), non-adaptive and adaptive. It is Tramer's robust risk
+  of a detector; for a classifier without detector it equals the classifier-only risk, so it
+  puts "retrain" and "detect" on one scale. Check MR202
+  (:mod:`~medrobust.evaluation.plausibility`) compares ``1 - pair risk`` at ``eps`` with the
+  robust accuracy at ``eps / 2`` of reference classifiers.
 
 A sample that is misclassified and unflagged at a budget stays so at every larger budget (its
 input lies in the larger ball too), so the risks are non-decreasing in ``eps``.
@@ -51,6 +58,11 @@ from medrobust.detectors.base import Detector, NotFittedError
 from medrobust.evaluation.api import EvaluationResult
 from medrobust.evaluation.audit import AttackSpec
 from medrobust.evaluation.false_alarms import false_alarm_check, false_alarms
+from medrobust.evaluation.plausibility import (
+    ReferenceClassifier,
+    plausibility,
+    plausibility_check,
+)
 from medrobust.evaluation.tasks.base import read_pair
 from medrobust.metrics import roc_auc
 from medrobust.models.adapter import ModelAdapter
@@ -165,7 +177,9 @@ class RiskAssessment:
         risk: One row per budget: ``eps``, ``eps_display``, ``classifier_risk``,
             ``system_risk`` (non-adaptive), ``system_risk_adaptive``, ``false_alarm_rate``
             (measured on the clean test inputs), ``false_alarm_ci95``,
-            ``nominal_false_alarm_rate``, ``clean_error``, ``n``.
+            ``nominal_false_alarm_rate``, ``clean_error``, ``n``, ``pair_risk``,
+            ``pair_risk_adaptive`` (None without adaptive attacks) and, with adaptive attacks,
+            ``system_risk_by_attack``.
         detection: One row per attack and budget (``worst-case`` rows use the audit's
             worst-case examples, ``pgd-adaptive`` rows the adaptive attack's misclassified
             examples): ``attack``, ``eps``, ``eps_display``, ``auroc``, ``tpr_at_fpr``,
@@ -175,7 +189,9 @@ class RiskAssessment:
         timing: Seconds spent (``detection_s``, ``adaptive_s``).
         false_alarms: The measured clean false-alarm rate beside the nominal one
             (:func:`~medrobust.evaluation.false_alarms.false_alarms`).
-        checks: Check rows (MR201).
+        checks: Check rows (MR201, MR202).
+        plausibility: Tramer's comparison per budget
+            (:func:`~medrobust.evaluation.plausibility.plausibility`).
     """
 
     detector: dict[str, Any]
@@ -185,10 +201,12 @@ class RiskAssessment:
     timing: dict[str, float] = field(default_factory=dict)
     false_alarms: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    plausibility: list[dict[str, Any]] = field(default_factory=list)
 
     def to_metrics(self) -> dict[str, Any]:
         """The ``detection`` (detector description, FPR of the TPR column, measured and nominal
-        false alarms, per-attack rows) and ``risk`` entries for ``metrics.json``."""
+        false alarms, per-attack rows), ``risk`` and ``plausibility`` entries for
+        ``metrics.json``."""
         return {
             "detection": {
                 "detector": dict(self.detector),
@@ -197,6 +215,7 @@ class RiskAssessment:
                 "results": [dict(r) for r in self.detection],
             },
             "risk": [dict(r) for r in self.risk],
+            "plausibility": [dict(r) for r in self.plausibility],
         }
 
     def merge_into(self, metrics: dict[str, Any]) -> None:
@@ -269,6 +288,7 @@ class _Failures:
 
     fail: torch.Tensor
     adaptive: torch.Tensor
+    clean_failed: torch.Tensor
     adaptive_s: float = 0.0
     by_attack: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -437,6 +457,8 @@ def _budget(
         "nominal_false_alarm_rate": g.false_alarms["nominal"],
         "clean_error": float(g.clean_wrong.double().mean()),
         "n": int(g.x.shape[0]),
+        "pair_risk": float((failures.fail | failures.clean_failed).double().mean()),
+        "pair_risk_adaptive": None,
     }
     for name, params in g.adaptive:
         g.say(f"adaptive attack {name} at eps={fmt_eps(eps)}")
@@ -448,6 +470,9 @@ def _budget(
         failures.by_attack[name] = mine
         row.setdefault("system_risk_by_attack", {})[name] = float(mine.double().mean())
         row["system_risk_adaptive"] = float(failures.adaptive.double().mean())
+        row["pair_risk_adaptive"] = float(
+            (failures.adaptive | failures.clean_failed).double().mean()
+        )
         detection.append(adaptive_row)
     return row, detection
 
@@ -465,6 +490,7 @@ def assess_detector(
     fpr: float = 0.05,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    references: Sequence[ReferenceClassifier] = (),
 ) -> RiskAssessment:
     """Detection metrics per attack and budget, and the system risk of classifier + detector.
 
@@ -491,6 +517,8 @@ def assess_detector(
         fpr: FPR of the ``tpr_at_fpr`` column.
         batch_size: Batch size of the attacks and the scoring.
         progress: Receives one-line status messages.
+        references: Classifiers for Tramer's plausibility check (MR202) besides the guarded
+            classifier itself, whose audit (``evaluation``) is always one of them.
 
     Returns:
         A :class:`RiskAssessment`.
@@ -525,8 +553,9 @@ def assess_detector(
         ),
         say=progress or (lambda text: logger.info(text)),
     )
-    base = g.clean_wrong & ~(clean_scores > g.threshold)
-    failures = _Failures(fail=base, adaptive=base.clone())
+    flagged = clean_scores > g.threshold
+    base = g.clean_wrong & ~flagged
+    failures = _Failures(fail=base, adaptive=base.clone(), clean_failed=g.clean_wrong | flagged)
     detection: list[dict[str, Any]] = []
     risk: list[dict[str, Any]] = []
     for e_i, eps in enumerate(float(e) for e in threat["eps"]):
@@ -534,6 +563,9 @@ def assess_detector(
         risk.append(row)
         detection.extend(rows)
     spent = time.perf_counter() - t0
+    own = ReferenceClassifier.from_metrics("the guarded classifier", evaluation.metrics)
+    claims = plausibility(risk, [own, *references])
+    who = f"detector {detector.name!r}"
     return RiskAssessment(
         detector=detector.describe(),
         risk=risk,
@@ -541,5 +573,6 @@ def assess_detector(
         fpr=fpr,
         timing={"detection_s": spent - failures.adaptive_s, "adaptive_s": failures.adaptive_s},
         false_alarms=g.false_alarms,
-        checks=[false_alarm_check(g.false_alarms, f"detector {detector.name!r}")],
+        checks=[false_alarm_check(g.false_alarms, who), plausibility_check(claims, who)],
+        plausibility=claims,
     )

@@ -12,6 +12,7 @@ from medrobust.reporting import render_report
 from medrobust.reporting.sections.risk import (
     defense_section,
     detection_figure,
+    plausibility_section,
     risk_figure,
     risk_sections,
 )
@@ -110,6 +111,36 @@ def test_risk_sections_render_from_the_metrics_dictionary(metrics: dict[str, Any
         risk_sections({"risk": _risk_rows()})
     with pytest.raises(ValueError, match="no 'risk' rows"):
         risk_sections({"detection": full["detection"], "risk": []})
+
+
+def _plausibility_rows() -> list[dict[str, Any]]:
+    base = {
+        "half_eps_display": "0.025",
+        "implied_ci95": [0.5, 0.7],
+        "pair_accuracy_half": None,
+        "reference": "pgd-at<i>",
+        "adaptive": True,
+    }
+    return [
+        {**base, "eps_display": "0.05", "implied_accuracy": 0.6, "reference_accuracy": 0.8,
+         "reference_eps": 0.0, "implausible": False},
+        {**base, "eps_display": "0.15", "implied_accuracy": 0.6, "reference_accuracy": 0.3,
+         "reference_eps": 0.05, "implausible": True, "adaptive": False},
+    ]  # fmt: skip
+
+
+def test_plausibility_section_follows_the_rows(metrics: dict[str, Any]) -> None:
+    full = {**_metrics(metrics), "plausibility": _plausibility_rows()}
+    sections = risk_sections(full)
+    assert [s.key for s in sections] == ["detection", "risk", "plausibility"]
+    body = str(sections[2].body)
+    assert "0.600 (0.5-0.7)" in body and "pgd-at&lt;i&gt; (at clean)" in body
+    assert "pgd-at&lt;i&gt; (at 0.05)" in body and "no (MR202)" in body and "yes" in body
+    assert "0.15 (non-adaptive only)" in body
+    html = render_report(full, extra_sections=sections)
+    assert "Other results" not in html and "Tramer" in html
+    with pytest.raises(ValueError, match="no plausibility rows"):
+        plausibility_section([])
 
 
 def test_defense_section() -> None:

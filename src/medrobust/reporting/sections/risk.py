@@ -25,6 +25,7 @@ from medrobust.reporting.html import ReportSection, html_table
 __all__ = [
     "defense_section",
     "detection_figure",
+    "plausibility_section",
     "risk_figure",
     "risk_sections",
 ]
@@ -45,7 +46,9 @@ _RISK_TEXT = (
     "of the adaptive attacks, which fool the classifier while keeping the detector score "
     "under its threshold. The false-alarm rate is the share of clean test images flagged "
     "(measured, with its Wilson 95% interval, beside the nominal rate of the threshold); "
-    "every risk is at the measured rate."
+    "every risk is at the measured rate. The pair risk also counts every clean input that is "
+    "misclassified or flagged (a false alarm is an input the system does not classify), under "
+    "the strongest attack measured: for a classifier alone it is the classifier-only risk."
 )
 
 
@@ -236,6 +239,12 @@ def _ci(r: Mapping[str, Any]) -> str:
     return f"{float(ci[0]):.3f}-{float(ci[1]):.3f}"
 
 
+def _pair_risk(r: Mapping[str, Any]) -> Any:
+    """The pair risk under the strongest attack measured (adaptive when it ran)."""
+    adaptive = r.get("pair_risk_adaptive")
+    return r.get("pair_risk") if adaptive is None else adaptive
+
+
 def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
     rows = [
         {
@@ -243,6 +252,7 @@ def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
             "classifier-only risk": _round(r["classifier_risk"]),
             "system risk (non-adaptive)": _round(r["system_risk"]),
             "system risk (adaptive)": _round(r["system_risk_adaptive"]),
+            "pair risk (false alarms counted)": _round(_pair_risk(r)),
             "clean false-alarm rate (measured)": _round(r["false_alarm_rate"]),
             "95% interval": _ci(r),
             "nominal": _round(r.get("nominal_false_alarm_rate")),
@@ -262,16 +272,83 @@ def _risk_section(risk: Sequence[Mapping[str, Any]]) -> ReportSection:
     )
 
 
+_PLAUSIBILITY_TEXT = (
+    "Tramer's reduction (ICML 2022): a classifier + detector pair robust at eps yields a "
+    "classifier robust at eps/2 with at least the same accuracy. The pair risk counts an input "
+    "as lost when it is misclassified or flagged while clean (false alarms included) or when "
+    "the strongest attack measured gets it past both; one minus it is the robust accuracy at "
+    "eps/2 the claim implies. The reference is the best robust accuracy at eps/2 measured for "
+    "a classifier (at the largest measured budget below eps/2 when eps/2 was not measured, an "
+    "upper bound). A claim is implausible (check MR202) when even the lower end of its 95% "
+    "interval exceeds the reference: the attacks on the detector were then most likely too "
+    "weak."
+)
+
+
+def plausibility_section(
+    rows: Sequence[Mapping[str, Any]], title: str = "Plausibility of the detector's robustness"
+) -> ReportSection:
+    """Tramer's plausibility comparison: per budget (and per model and detector when the rows
+    name them) the implied robust accuracy at eps/2, the reference, and the flag.
+
+    Args:
+        rows: The ``"plausibility"`` rows (``eps_display``, ``half_eps_display``,
+            ``implied_accuracy``, ``implied_ci95``, ``pair_accuracy_half``,
+            ``reference_accuracy``, ``reference``, ``reference_eps``, ``adaptive``,
+            ``implausible``; optionally ``model`` and ``detector``).
+        title: Section title.
+
+    Returns:
+        A section keyed ``"plausibility"``.
+
+    Raises:
+        ValueError: If ``rows`` is empty.
+
+    References:
+        Tramer, "Detecting Adversarial Examples Is (Nearly) As Hard As Classifying Them",
+        ICML 2022.
+    """
+    if not rows:
+        raise ValueError("no plausibility rows to report")
+    table = []
+    for r in rows:
+        lo, hi = r["implied_ci95"]
+        ref_eps = float(r["reference_eps"])
+        table.append(
+            {
+                **{k: r[k] for k in ("model", "detector") if k in r},
+                "claim at eps": r["eps_display"]
+                + ("" if r["adaptive"] else " (non-adaptive only)"),
+                "implied robust acc. at eps/2": f"{r['implied_accuracy']:.3f} "
+                f"({_round(lo)}-{_round(hi)})",
+                "eps/2": r["half_eps_display"],
+                "pair's own robust acc. at eps/2": _round(r["pair_accuracy_half"]),
+                "reference": f"{r['reference']} (at "
+                + ("clean" if ref_eps == 0 else fmt_eps(ref_eps))
+                + ")",
+                "reference robust acc.": _round(r["reference_accuracy"]),
+                "plausible": "no (MR202)" if r["implausible"] else "yes",
+            }
+        )
+    return ReportSection(
+        title=title,
+        body=Markup("<p>{}</p>").format(escape(_PLAUSIBILITY_TEXT)) + html_table(table),
+        key="plausibility",
+    )
+
+
 def risk_sections(metrics: Mapping[str, Any]) -> list[ReportSection]:
-    """The "Detection" and "System risk" sections of a detector-guarded audit.
+    """The "Detection", "System risk" and (when the metrics hold its rows) "Plausibility"
+    sections of a detector-guarded audit.
 
     Args:
         metrics: A metrics dictionary holding the ``"detection"`` entry (``detector``
-            description, ``fpr``, per-attack ``results``) and the ``"risk"`` rows, as written by
-            ``RiskAssessment.to_metrics()``.
+            description, ``fpr``, per-attack ``results``), the ``"risk"`` rows and optionally
+            the ``"plausibility"`` rows, as written by ``RiskAssessment.to_metrics()``.
 
     Returns:
-        ``[detection, risk]`` sections, keyed ``"detection"`` and ``"risk"``.
+        ``[detection, risk]`` sections, keyed ``"detection"`` and ``"risk"``, then the one keyed
+        ``"plausibility"`` when there are such rows.
 
     Raises:
         ValueError: If either entry is missing or has no rows.
@@ -282,7 +359,10 @@ def risk_sections(metrics: Mapping[str, Any]) -> list[ReportSection]:
         raise ValueError("the metrics hold no 'detection' results to report")
     if not isinstance(risk, Sequence) or not risk:
         raise ValueError("the metrics hold no 'risk' rows to report")
-    return [_detection_section(detection), _risk_section(risk)]
+    out = [_detection_section(detection), _risk_section(risk)]
+    if metrics.get("plausibility"):
+        out.append(plausibility_section(metrics["plausibility"]))
+    return out
 
 
 def defense_section(rows: Sequence[Mapping[str, Any]], title: str = "Defence") -> ReportSection:

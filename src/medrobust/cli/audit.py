@@ -169,11 +169,12 @@ def train(
     from dataclasses import replace
 
     from medrobust.pipelines.audit import train_model
-    from medrobust.pipelines.config import RunConfig
+    from medrobust.pipelines.config import RunConfig, default_data_params
 
     cfg = RunConfig.from_yaml(config) if config else RunConfig()
     if not config:
         cfg.data.name, cfg.model.name = data, model
+        cfg.data.params = default_data_params(data)  # size=64 only where the data set takes it
     cfg.data.params.update(params(data_param, "--data-param"))
     cfg.model.params.update(params(model_param, "--model-param"))
     given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
@@ -217,6 +218,13 @@ def evaluate(
     out: Out = None,
     overwrite: Overwrite = False,
     allow_large_eps: AllowLargeEps = False,
+    allow_size_mismatch: Annotated[
+        bool,
+        typer.Option(
+            help="Audit a classifier on inputs of another size than its model card's (refused "
+            "by default: a data set that takes a size gets the card's)."
+        ),
+    ] = False,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out).
 
@@ -241,6 +249,7 @@ def evaluate(
         batch_size=batch_size,
         seed=seed,
         allow_large_eps=allow_large_eps,
+        allow_size_mismatch=allow_size_mismatch,
     )
     with progress() as reporter:
         outcome = evaluate_checkpoint(

@@ -247,13 +247,17 @@ class NiftiSegmentation(MedicalDataset):
         self.in_channels = channels.pop()
         chosen = _split_volumes(len(pairs), split, fractions, seed)
         self.pairs = [pairs[i] for i in chosen]
-        self.class_names = self._check_labels(class_names)
+        # classes from every volume, so that all splits agree on them
+        self.class_names = self._check_labels(class_names, pairs)
         self._index = self._items([shapes[i] for i in chosen], skip_empty)
 
-    def _check_labels(self, class_names: Sequence[str] | None) -> list[str]:
-        """The class names, checked against the largest label of the chosen label maps."""
+    def _check_labels(
+        self, class_names: Sequence[str] | None, pairs: list[tuple[Path, Path]]
+    ) -> list[str]:
+        """The class names, checked against the largest label of all label maps (every split
+        gets the same classes, even when a class is absent from one of them)."""
         max_label = 0
-        for _, lab in self.pairs:
+        for _, lab in pairs:
             max_label = max(max_label, int(self._read_label(lab).max(initial=0)))
         if class_names is None:
             class_names = ["background", *(f"class {c}" for c in range(1, max(max_label, 1) + 1))]

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from medrobust.evaluation import EvaluationResult
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
-from medrobust.pipelines.config import CheckpointAudit, RunConfig
+from medrobust.pipelines.config import CheckpointAudit, RunConfig, dataset_parameters
 from medrobust.pipelines.locking import EVALUATION_STATE, EXPLANATION_STATE, holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import evaluate
@@ -274,8 +274,11 @@ def evaluate_checkpoint(
 
     A segmenter gets the segmentation audit (Dice under attack, targeted attacks, noise) in the
     same run-folder layout, with ``pgd-seg``, ``apgd-seg``, ``asma`` and ``dag`` unless
-    ``settings.attacks`` names others; a classifier is audited at the resolution it was trained
-    on unless ``settings.data_params`` names a ``size``.
+    ``settings.attacks`` names others. The model is audited at the input size of its card
+    (any data set that takes a ``size`` gets it unless ``settings.data_params`` names one);
+    a classifier whose card size differs from the data's is refused unless
+    ``settings.allow_size_mismatch``; a segmenter run on inputs larger than those it was trained
+    on (patches vs whole volumes) gets a warning, recorded in the run's config.
 
     Args:
         checkpoint: A medrobust checkpoint (``best.pt``).
@@ -289,12 +292,18 @@ def evaluate_checkpoint(
 
     Raises:
         FileNotFoundError: If the checkpoint does not exist.
-        ValueError: For invalid settings.
+        ValueError: For invalid settings, or a classifier whose trained input size differs
+            from the data's (without ``allow_size_mismatch``).
     """
     from medrobust.models import load_checkpoint
 
     model, card = load_checkpoint(checkpoint)
-    extra = {"checkpoint": str(checkpoint)}
+    extra: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    settings = replace(settings, data_params=trained_size_params(settings, card, reporter))
+    check = check_input_size(settings, card, model.task.value)
+    if check is not None:
+        extra["input_check"] = check
+        (reporter or Reporter()).say(f"warning: {check['message']}")
     if model.task.value == "segmentation":
         from medrobust.pipelines.segmentation import (
             DEFAULT_TARGETED,
@@ -308,15 +317,89 @@ def evaluate_checkpoint(
             model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
         )
         return AuditOutcome("segmentation", seg, report)
-    params = dict(settings.data_params)
-    trained_size = card.data.image_size
-    if settings.data == card.data.name and trained_size and "size" not in params:
-        params["size"] = int(trained_size[-1])  # evaluate at the resolution it was trained on
-    cfg = replace(settings, data_params=params).run_config()
+    cfg = settings.run_config()
     result, report = evaluate_model(
         model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
     )
     return AuditOutcome(model.task.value, result, report)
+
+
+def trained_size_params(
+    settings: CheckpointAudit, card: Any, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """The data parameters of an audit with the model card's input size filled in.
+
+    A data set that takes a ``size`` and was not given one gets the card's (square or cubic)
+    training size, whichever data set the model was trained on; otherwise the parameters are
+    returned unchanged.
+
+    Args:
+        settings: The audit settings (data set name and parameters).
+        card: The model card (``card.data.image_size``, e.g. ``[64, 64]``).
+        reporter: Told which size was taken.
+    """
+    params = dict(settings.data_params)
+    trained = list(card.data.image_size or [])
+    if "size" in params or not trained or "size" not in dataset_parameters(settings.data):
+        return params
+    if len(set(trained)) == 1:
+        params["size"] = int(trained[0])
+        (reporter or Reporter()).say(
+            f"data set {settings.data!r} at size {trained[0]}: the input size of the model card"
+        )
+    return params
+
+
+def check_input_size(settings: CheckpointAudit, card: Any, task: str) -> dict[str, Any] | None:
+    """Compare the spatial size of the audit's data with the size the model was trained on.
+
+    Args:
+        settings: The audit settings (data set, parameters, split, ``allow_size_mismatch``).
+        card: The model card (``card.data.image_size``).
+        task: The model's task.
+
+    Returns:
+        None when the sizes agree (or the card records none), else a record
+        ``{"trained": [...], "data": [...], "message": ...}`` for a segmenter or an allowed
+        mismatch.
+
+    Raises:
+        ValueError: For a classifier (or multi-task model) whose trained size differs from the
+            data's, unless
+            ``settings.allow_size_mismatch`` (the message says how to fix it).
+    """
+    from medrobust.data import create_dataset
+
+    trained = list(card.data.image_size or [])
+    if not trained:
+        return None
+    ds = create_dataset(settings.data, split=settings.split, **settings.data_params)
+    shape = [int(s) for s in ds[0]["image"].shape[1:]]
+    if shape == trained:
+        return None
+    fmt = "x".join
+    message = (
+        f"the model was trained on {fmt(map(str, trained))} inputs (model card) but data set "
+        f"{settings.data!r} "
+        f"({settings.split}) gives {fmt(map(str, shape))} inputs"
+    )
+    if task != "segmentation" and not settings.allow_size_mismatch:
+        hint = (
+            f"pass --data-param size={trained[-1]}"
+            if "size" in dataset_parameters(settings.data)
+            else "resample the data to the trained size"
+        )
+        raise ValueError(
+            f"{message}: the results would not describe the model as trained; {hint}, or "
+            "--allow-size-mismatch to audit it at this size anyway"
+        )
+    if task == "segmentation":
+        message += (
+            "; it is run on the whole input without sliding-window inference, so Dice may "
+            "be lower than on the trained size (pass a patch size to the data set to match)"
+        )
+    logger.warning("%s", message)
+    return {"trained": trained, "data": shape, "message": message}
 
 
 __all__ = [

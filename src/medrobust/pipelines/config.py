@@ -53,10 +53,37 @@ class DataSection:
             ValueError: For unknown keys or invalid values.
         """
         _check_keys("data", d, {"name", "params", "eval_split"})
-        out = cls(**{k: d[k] for k in d})
+        kw = {k: d[k] for k in d}
+        if "params" not in kw and "name" in kw:
+            kw["params"] = default_data_params(str(kw["name"]))
+        out = cls(**kw)
         if not isinstance(out.params, dict):
             raise ValueError("data.params must be a mapping")
         return out
+
+
+def default_data_params(name: str) -> dict[str, Any]:
+    """The parameters a data set gets when none are given: ``size=64`` for the data sets that
+    take a ``size`` (2-D images resized to 64x64, the default of ``medrobust train``), nothing
+    for the others (``nifti``, ``mni152-tissue``, ``decathlon``, ... have no ``size``).
+
+    Args:
+        name: A data set name (an unknown name gets no parameters; creating it fails later
+            with a "did you mean").
+    """
+    return {"size": 64} if "size" in dataset_parameters(name) else {}
+
+
+def dataset_parameters(name: str) -> list[str]:
+    """The keyword parameters the registered data set ``name`` accepts (empty if unknown)."""
+    import inspect
+
+    from medrobust.data import DATASETS
+
+    if name not in DATASETS:
+        return []
+    params = inspect.signature(DATASETS.get(name).factory).parameters
+    return [p for p in params if p not in ("self", "split")]
 
 
 @dataclass
@@ -301,6 +328,8 @@ class CheckpointAudit:
         batch_size: Evaluation batch size.
         seed: Attack seed.
         allow_large_eps: Accept an Linf budget above the model's input range.
+        allow_size_mismatch: Audit a classifier on inputs of another size than its model card's
+            (refused by default).
     """
 
     data: str = "bus-phantom"
@@ -316,6 +345,7 @@ class CheckpointAudit:
     seed: int = 0
     allow_large_eps: bool = False
     per_attack: str = "own"
+    allow_size_mismatch: bool = False
 
     def run_config(self, *, segmentation: bool = False) -> RunConfig:
         """The run configuration of this audit.

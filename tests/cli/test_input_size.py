@@ -10,7 +10,7 @@ import pytest
 
 from medrobust.models import ModelCard, create_model, save_checkpoint
 from medrobust.models.card import DataInfo
-from medrobust.pipelines.audit import check_input_size, trained_size_params
+from medrobust.pipelines.audit import card_data_params, check_input_size
 from medrobust.pipelines.config import CheckpointAudit, RunConfig, default_data_params
 from tests.cli.test_audit import run_cli
 from tests.data.helpers import make_nifti_folder, write_grey_png
@@ -64,10 +64,10 @@ def test_train_on_nifti_from_the_command_line(tmp_path: Path) -> None:
 def test_another_data_set_gets_the_card_size(folder: Path) -> None:
     card = _card([32, 32])
     settings = CheckpointAudit(data="image-folder", data_params={"root": str(folder)})
-    params = trained_size_params(settings, card)
+    params = card_data_params(settings, card)
     assert params == {"root": str(folder), "size": 32}
     given = CheckpointAudit(data="image-folder", data_params={"root": str(folder), "size": 48})
-    assert trained_size_params(given, card)["size"] == 48
+    assert card_data_params(given, card)["size"] == 48
     assert (
         check_input_size(
             CheckpointAudit(data="image-folder", data_params=params), card, "classification"

@@ -78,6 +78,28 @@ PerAttack = Annotated[
     ),
 ]
 
+WindowOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--window",
+        help="Intensity window mapped to [0, 1], in the data's units: 'low,high' (e.g. "
+        "--window=-160,240 HU, --window 0,2200 for 16-bit counts), 'p0.5,p99.5' (percentiles), "
+        "a CT preset (ct-abdomen, ct-lung, ct-bone, ct-brain, ...), 'dtype' or 'header' "
+        "(DICOM). Recorded in the model card; evaluate reuses the card's by default.",
+    ),
+]
+
+
+def _with_window(data_params: dict[str, Any], window: str | None) -> dict[str, Any]:
+    """``data_params`` with ``window`` set (the window is checked here, before any work)."""
+    if window is None:
+        return data_params
+    from medrobust.data.windows import parse_window
+
+    parse_window(window)
+    return {**data_params, "window": window}
+
+
 # What an interrupted run keeps (the interrupt line of the error boundary).
 _TRAINED = "the training checkpoint of the last finished epoch (train/last.pt)"
 
@@ -149,6 +171,7 @@ def train(
     data: Data = "bus-phantom",
     model: Model = "small-cnn",
     data_param: DataParam = None,
+    window: WindowOpt = None,
     model_param: ModelParam = None,
     epochs: Epochs = None,
     lr: Lr = None,
@@ -175,7 +198,7 @@ def train(
     if not config:
         cfg.data.name, cfg.model.name = data, model
         cfg.data.params = default_data_params(data)  # size=64 only where the data set takes it
-    cfg.data.params.update(params(data_param, "--data-param"))
+    cfg.data.params.update(_with_window(params(data_param, "--data-param"), window))
     cfg.model.params.update(params(model_param, "--model-param"))
     given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
@@ -205,6 +228,7 @@ def evaluate(
     checkpoint: Checkpoint,
     data: Data = "bus-phantom",
     data_param: DataParam = None,
+    window: WindowOpt = None,
     split: Split = "test",
     suite: Suite = "standard",
     attacks: AttackNames = None,
@@ -237,7 +261,7 @@ def evaluate(
 
     settings = CheckpointAudit(
         data=data,
-        data_params=params(data_param, "--data-param"),
+        data_params=_with_window(params(data_param, "--data-param"), window),
         split=split,
         suite=suite,
         attacks=names(attacks),

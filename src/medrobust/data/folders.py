@@ -29,6 +29,7 @@ from medrobust.data.base import (
     check_split,
     stratified_split,
 )
+from medrobust.data.windows import Window, apply_window, coverage, parse_window, warn_coverage
 from medrobust.types import Task
 
 logger = logging.getLogger(__name__)
@@ -48,22 +49,28 @@ _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<extra>\d+))?$")
 # --------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike[str], channels: int) -> npt.NDArray[np.float32]:
+def read_image(
+    path: str | os.PathLike[str], channels: int, window: Window | None = None
+) -> npt.NDArray[np.float32]:
     """Decode an image file to float32 ``(C, H, W)`` in ``[0, 1]``.
 
-    8-bit images are scaled by 1/255 and 16-bit ones by 1/65535. ``channels=1`` converts colour
-    images to luminance; ``channels=3`` converts grey images to RGB.
+    Without a window, 8-bit images are scaled by 1/255, 16-bit ones by 1/65535 and
+    floating-point ones must already lie in ``[0, 1]``. With a window (see
+    :mod:`medrobust.data.windows`) the stored values (0-255, 0-65535 or the floats) are mapped
+    so that the window becomes ``[0, 1]``. ``channels=1`` converts colour images to luminance;
+    ``channels=3`` converts grey images to RGB.
 
     Args:
         path: Image file.
         channels: 1 (grey) or 3 (RGB).
+        window: The intensity window, or None for the scaling by the stored type.
 
     Returns:
         The image.
 
     Raises:
         ValueError: If the file cannot be decoded (the message names the file), or a
-            floating-point image has values outside ``[0, 1]``.
+            floating-point image read without a window has values outside ``[0, 1]``.
         FileNotFoundError: If the file does not exist.
 
     Shape:
@@ -74,7 +81,7 @@ def read_image(path: str | os.PathLike[str], channels: int) -> npt.NDArray[np.fl
     try:
         with Image.open(path) as img:
             img.load()
-            arr = _to_float(img, channels, path)
+            arr = _to_float(img, channels, path, window)
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
@@ -82,23 +89,36 @@ def read_image(path: str | os.PathLike[str], channels: int) -> npt.NDArray[np.fl
     return arr
 
 
-def _to_float(img: Image.Image, channels: int, path: Path) -> npt.NDArray[np.float32]:
+_WIDE = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I;16N": np.uint16}
+
+
+def _to_float(
+    img: Image.Image, channels: int, path: Path, window: Window | None = None
+) -> npt.NDArray[np.float32]:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        grey = np.asarray(img, dtype=np.float32) / 65535.0
-        arr = grey[None] if channels == 1 else np.repeat(grey[None], 3, axis=0)
-    elif mode == "F":
-        grey = np.asarray(img, dtype=np.float32)
-        if not np.all(np.isfinite(grey)) or grey.min() < 0.0 or grey.max() > 1.0:
-            raise ValueError(
-                f"floating-point image {path} must be finite and inside [0, 1], "
-                f"found values in [{np.nanmin(grey):.4g}, {np.nanmax(grey):.4g}]"
-            )
+    if mode in (*_WIDE, "I", "F"):
+        stored = np.dtype(_WIDE.get(mode, np.int32 if mode == "I" else np.float32))
+        raw = np.asarray(img, dtype=np.float64)
+        if window is not None:
+            grey, _ = apply_window(raw, window, stored_dtype=stored, source=str(path))
+        elif mode == "F":
+            if not np.all(np.isfinite(raw)) or raw.min() < 0.0 or raw.max() > 1.0:
+                raise ValueError(
+                    f"floating-point image {path} must be finite and inside [0, 1], "
+                    f"found values in [{np.nanmin(raw):.4g}, {np.nanmax(raw):.4g}]; give a "
+                    "window (e.g. window='p0.5,p99.5' or '--window low,high')"
+                )
+            grey = raw.astype(np.float32)
+        else:
+            grey = (raw / 65535.0).astype(np.float32)
         arr = grey[None] if channels == 1 else np.repeat(grey[None], 3, axis=0)
     else:
-        converted = img.convert("L" if channels == 1 else "RGB")
-        raw = np.asarray(converted, dtype=np.float32) / 255.0
-        arr = raw[None] if channels == 1 else raw.transpose(2, 0, 1)
+        converted = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+        raw8 = converted[None] if channels == 1 else converted.transpose(2, 0, 1)
+        if window is not None:
+            arr, _ = apply_window(raw8, window, stored_dtype=np.dtype(np.uint8), source=str(path))
+        else:
+            arr = raw8.astype(np.float32) / 255.0
     return np.ascontiguousarray(np.clip(arr, 0.0, 1.0), dtype=np.float32)
 
 
@@ -227,11 +247,29 @@ class _Item:
 class _FolderDataset(MedicalDataset):
     """Common machinery: a list of files with labels, read lazily."""
 
-    def __init__(self, items: list[_Item], size: int, channels: int, root: Path) -> None:
+    def __init__(
+        self, items: list[_Item], size: int, channels: int, root: Path, window: object = None
+    ) -> None:
         self._items = items
         self.size = size
         self.in_channels = channels
         self.root = root
+        self.window = parse_window(window)
+        self.intensity = self._probe_intensity()
+
+    def _probe_intensity(self, n: int = 8) -> dict[str, Any]:
+        """The window and the share of ``[0, 1]`` that the first ``n`` images occupy (a
+        warning below :data:`~medrobust.data.windows.COVERAGE_WARNING`)."""
+        probe = []
+        for it in self._items[:n]:
+            try:
+                probe.append(read_image(it.path, self.in_channels, self.window))
+            except ValueError:
+                continue  # an undecodable file is reported when its item is read
+        share = coverage(probe) if probe else 1.0
+        warn_coverage(share, f"{self.name} {self.root} ({self.split})", self.window)
+        window = self.window.to_dict() if self.window else {"kind": "dtype", "spec": None}
+        return {"window": window, "coverage": round(share, 4)}
 
     @property
     def targets(self) -> npt.NDArray[np.int64]:
@@ -255,7 +293,7 @@ class _FolderDataset(MedicalDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self._items[self._check_index(index)]
-        image = read_image(item.path, self.in_channels)
+        image = read_image(item.path, self.in_channels, self.window)
         out: dict[str, Any] = {
             "image": resize_image(image, self.size),
             "label": torch.tensor(item.label, dtype=torch.int64),
@@ -300,6 +338,13 @@ class ImageFolder(_FolderDataset):
         seed: Seed of the stratified split.
         fractions: ``(train, val, test)`` fractions of the stratified split.
         extensions: File extensions read as images.
+        window: Intensity window of the stored values (``"0,2200"``, ``"p0.5,p99.5"``, a
+            preset, see :mod:`medrobust.data.windows`); default: scale by the stored type
+            (1/255, 1/65535), with a warning when the images occupy little of ``[0, 1]``.
+
+    Attributes:
+        intensity: The window used and the share of ``[0, 1]`` the first images occupy
+            (recorded in the model card and the metrics).
 
     Raises:
         FileNotFoundError: If ``root`` does not exist.
@@ -320,6 +365,7 @@ class ImageFolder(_FolderDataset):
         seed: int = 0,
         fractions: Sequence[float] = (0.7, 0.1, 0.2),
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        window: str | Sequence[float] | None = None,
     ) -> None:
         self.split = check_split(split)
         size = _check_size(size)
@@ -362,7 +408,7 @@ class ImageFolder(_FolderDataset):
                     f"the {self.split!r} split of {base} is empty with fractions {fractions!r}; "
                     "add images or change the fractions"
                 )
-        super().__init__(items, size, channels, base)
+        super().__init__(items, size, channels, base, window)
 
 
 class BUSI(_FolderDataset):
@@ -383,6 +429,7 @@ class BUSI(_FolderDataset):
             malignant (1), the convention of ``bus-phantom``.
         seed: Seed of the stratified split.
         fractions: ``(train, val, test)`` fractions of the stratified split.
+        window: Intensity window of the stored values (see :class:`ImageFolder`).
 
     Raises:
         FileNotFoundError: If ``root`` or a class folder does not exist.
@@ -407,6 +454,7 @@ class BUSI(_FolderDataset):
         include_normal: bool = False,
         seed: int = 0,
         fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        window: str | Sequence[float] | None = None,
     ) -> None:
         self.split = check_split(split)
         size = _check_size(size)
@@ -432,7 +480,7 @@ class BUSI(_FolderDataset):
                 raise ValueError(
                     f"the {self.split!r} split of {base} is empty with fractions {fractions!r}"
                 )
-        super().__init__(items, size, channels, base)
+        super().__init__(items, size, channels, base, window)
 
 
 def _busi_items(folder: Path, label: int, require_masks: bool) -> list[_Item]:

@@ -31,6 +31,7 @@ import torch
 
 from medrobust.data.base import MedicalDataset, check_class_names, check_fractions
 from medrobust.data.registry import DATASETS
+from medrobust.data.windows import Window, apply_window, parse_window
 from medrobust.types import Task
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ __all__ = ["NiftiSegmentation", "find_nifti_pairs", "load_nifti"]
 
 _EXTENSIONS = (".nii.gz", ".nii")
 _FOLDERS = (("imagesTr", "labelsTr"), ("images", "labels"))
+#: The default intensity window: per-volume 0.5th and 99.5th percentiles.
+DEFAULT_WINDOW = Window("percentile", 0.5, 99.5)
 
 
 def _is_nifti(path: Path) -> bool:
@@ -125,15 +128,6 @@ def find_nifti_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
     return [(images[k], labels[k]) for k in sorted(images)]
 
 
-def _check_window(window: Sequence[float] | None) -> tuple[float, float] | None:
-    if window is None:
-        return None
-    w = [float(v) for v in window]
-    if len(w) != 2 or not all(math.isfinite(v) for v in w) or w[0] >= w[1]:
-        raise ValueError(f"window must be (low, high) with low < high, got {window!r}")
-    return (w[0], w[1])
-
-
 def _checked_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[int, ...]]:
     """Shapes of the images, each checked against its label map's."""
     shapes = []
@@ -186,7 +180,8 @@ class NiftiSegmentation(MedicalDataset):
         mode: ``"volume"`` or ``"slice"``.
         axis: Slice axis (0, 1 or 2) in slice mode.
         skip_empty: In slice mode, drop slices whose label map is all background.
-        window: Intensity window ``(low, high)`` mapped to ``[0, 1]`` (e.g. ``(-160, 240)`` HU);
+        window: Intensity window mapped to ``[0, 1]``: ``(low, high)`` or ``"-160,240"`` (HU),
+            a preset (``"ct-abdomen"``), ``"p1,p99"`` (see :mod:`medrobust.data.windows`);
             default: the per-volume 0.5th and 99.5th percentiles.
         class_names: Names of the label classes; default ``background``, ``class 1``, ... up to
             the largest label found.
@@ -219,7 +214,7 @@ class NiftiSegmentation(MedicalDataset):
         mode: str = "volume",
         axis: int = 2,
         skip_empty: bool = False,
-        window: Sequence[float] | None = None,
+        window: str | Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         seed: int = 0,
@@ -234,7 +229,8 @@ class NiftiSegmentation(MedicalDataset):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
         if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
             raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
-        self.window = _check_window(window)
+        self.window = parse_window(window) or DEFAULT_WINDOW
+        self.intensity = {"window": self.window.to_dict()}
         pairs = self._pairs(root, images, labels)
         self.mode, self.axis = mode, int(axis)
         self.pad_multiple = int(pad_multiple)
@@ -324,18 +320,13 @@ class NiftiSegmentation(MedicalDataset):
         return out
 
     def _normalise(self, data: npt.NDArray[Any], name: str) -> npt.NDArray[np.float32]:
-        arr = data.astype(np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"image {name} holds NaN or infinite values")
-        if self.window is not None:
-            lo, hi = self.window
-        else:
-            lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
-            if hi <= lo:
-                lo, hi = float(arr.min()), float(arr.max())
-        if hi <= lo:
-            return np.zeros(arr.shape, dtype=np.float32)
-        return np.clip((arr - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        arr = np.asarray(data)
+        if self.window.kind == "percentile":
+            lo, hi = (float(v) for v in np.percentile(arr, [self.window.low, self.window.high]))
+            if hi <= lo:  # a nearly constant volume: its whole range
+                window = Window("fixed", float(arr.min()), float(arr.max()) + 1e-12)
+                return apply_window(arr, window, source=f"image {name}")[0]
+        return apply_window(arr, self.window, source=f"image {name}")[0]
 
     def _volume(self, v: int) -> tuple[torch.Tensor, torch.Tensor]:
         if v in self._cache:

@@ -136,6 +136,10 @@ class DataInfo:
         image_size: Spatial size of the training inputs, e.g. ``[64, 64]``.
         seed: Seed used to generate or split the data.
         description: Free text (source, preprocessing, inclusion criteria).
+        intensity: How raw values were mapped into the input bounds, e.g.
+            ``{"window": {"kind": "fixed", "spec": "-160,240", "low": -160, "high": 240}}``
+            (see :mod:`medrobust.data.windows`); None when not recorded.
+        params: The data set parameters the model was trained with (plain values).
     """
 
     name: str | None = None
@@ -143,6 +147,8 @@ class DataInfo:
     image_size: list[int] | None = None
     seed: int | None = None
     description: str | None = None
+    intensity: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.name = _opt_str(self.name, "data.name")
@@ -170,16 +176,26 @@ class DataInfo:
                 raise TypeError("data.image_size must not contain None")
         self.seed = _opt_int(self.seed, "data.seed")
         self.description = _opt_str(self.description, "data.description")
+        for key in ("intensity", "params"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, Mapping):
+                raise TypeError(f"data.{key} must be a dict or None, got {type(value).__name__}")
+            setattr(self, key, None if value is None else _plain(value, f"data.{key}"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dictionary of the fields."""
-        return {
+        """Plain-JSON dictionary of the fields (``intensity`` and ``params`` only when set, so
+        cards written before they existed read back equal)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "split_sizes": dict(self.split_sizes),
             "image_size": None if self.image_size is None else list(self.image_size),
             "seed": self.seed,
             "description": self.description,
         }
+        for key in ("intensity", "params"):
+            if getattr(self, key) is not None:
+                out[key] = _plain(getattr(self, key), f"data.{key}")
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataInfo:
@@ -513,6 +529,9 @@ class ModelCard:
         ]
         if self.data.description:
             lines.append(f"| description | {self.data.description} |")
+        window = (self.data.intensity or {}).get("window")
+        if isinstance(window, Mapping):
+            lines.append(f"| intensity window | {fmt(window.get('spec') or window.get('kind'))} |")
         t = self.training
         lines += [
             "",

@@ -45,7 +45,16 @@ def data_info(config: RunConfig, ds: Any, split: str) -> dict[str, Any]:
         "n": len(ds),
         "class_names": list(getattr(ds, "class_names", []) or []),
         "image_shape": list(sample["image"].shape),
+        "intensity": getattr(ds, "intensity", None),
     }
+
+
+def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Data set parameters as plain JSON values (paths and other objects as strings)."""
+    import json
+
+    out: dict[str, Any] = json.loads(json.dumps(dict(params), default=str))
+    return out
 
 
 @holds_run_lock("out_dir")
@@ -105,6 +114,8 @@ def train_model(
                 "name": config.data.name,
                 "seed": config.data.params.get("seed"),
                 "description": f"{config.data.name} {info['params']}",
+                "intensity": info["intensity"],
+                "params": _plain_params(config.data.params),
             }
         },
         progress=rep.train,
@@ -299,7 +310,7 @@ def evaluate_checkpoint(
 
     model, card = load_checkpoint(checkpoint)
     extra: dict[str, Any] = {"checkpoint": str(checkpoint)}
-    settings = replace(settings, data_params=trained_size_params(settings, card, reporter))
+    settings = replace(settings, data_params=card_data_params(settings, card, reporter))
     check = check_input_size(settings, card, model.task.value)
     if check is not None:
         extra["input_check"] = check
@@ -324,29 +335,40 @@ def evaluate_checkpoint(
     return AuditOutcome(model.task.value, result, report)
 
 
-def trained_size_params(
+def card_data_params(
     settings: CheckpointAudit, card: Any, reporter: Reporter | None = None
 ) -> dict[str, Any]:
-    """The data parameters of an audit with the model card's input size filled in.
+    """The data parameters of an audit with the model card's input size and window filled in.
 
     A data set that takes a ``size`` and was not given one gets the card's (square or cubic)
-    training size, whichever data set the model was trained on; otherwise the parameters are
-    returned unchanged.
+    training size, whichever data set the model was trained on; the same data set, when it
+    takes a ``window`` and was not given one, gets the window the model was trained with (when
+    the card records one), so that eps means the same as in training (another data set may
+    have other units, so it only gets a note).
 
     Args:
         settings: The audit settings (data set name and parameters).
-        card: The model card (``card.data.image_size``, e.g. ``[64, 64]``).
-        reporter: Told which size was taken.
+        card: The model card (``card.data.image_size``, e.g. ``[64, 64]``, and
+            ``card.data.intensity``).
+        reporter: Told what was taken from the card.
     """
     params = dict(settings.data_params)
+    accepted = dataset_parameters(settings.data)
+    say = (reporter or Reporter()).say
     trained = list(card.data.image_size or [])
-    if "size" in params or not trained or "size" not in dataset_parameters(settings.data):
-        return params
-    if len(set(trained)) == 1:
+    if "size" not in params and "size" in accepted and trained and len(set(trained)) == 1:
         params["size"] = int(trained[0])
-        (reporter or Reporter()).say(
-            f"data set {settings.data!r} at size {trained[0]}: the input size of the model card"
-        )
+        say(f"data set {settings.data!r} at size {trained[0]}: the input size of the model card")
+    window = ((card.data.intensity or {}).get("window") or {}).get("spec")
+    if "window" not in params and "window" in accepted and window:
+        if settings.data == card.data.name:
+            params["window"] = str(window)
+            say(f"intensity window {window!r}: the window of the model card")
+        else:  # the window is in the units of the training data, which may differ
+            say(
+                f"the model was trained with the intensity window {window!r} on "
+                f"{card.data.name!r}; give --window in the units of {settings.data!r}"
+            )
     return params
 
 

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from medrobust.cli import app
-from medrobust.cli.defend import fractions_list, study_config
+from medrobust.cli.defend import detector_params, fractions_list, study_config
 
 
 @pytest.mark.slow
@@ -60,6 +60,12 @@ def test_defend_command_and_bad_input(tmp_path: Path) -> None:
                 "standard,fast-at",
                 "--fractions",
                 "1",
+                "--detectors",
+                "uad,feature-squeezing",
+                "--adaptive-attacks",
+                "pgd-adaptive,orthogonal-pgd",
+                "--target-risk",
+                "0.05",
                 "--out",
                 str(tmp_path / "ok"),
             ],
@@ -68,8 +74,25 @@ def test_defend_command_and_bad_input(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     assert "report:" in res.output
-    rows = json.loads((tmp_path / "ok" / "study.json").read_text())["defenses"]
-    assert [r["model"] for r in rows] == ["standard-100pct", "fast-at-100pct"]
+    doc = json.loads((tmp_path / "ok" / "study.json").read_text())
+    assert [r["model"] for r in doc["defenses"]] == ["standard-100pct", "fast-at-100pct"]
+    (sentence,) = doc["study"]["answer"]["sentences"]
+    assert sentence.startswith("With 100% of the labels at eps=4/255")
+    assert " ".join(sentence.split()) in " ".join(res.output.split())  # printed as is
+    options = {o["option"] for o in doc["study"]["answer"]["options"]}
+    assert {"standard + feature-squeezing", "fast-at + uad"} <= options and len(options) == 6
+    assert doc["study"]["config"]["adaptive_attacks"] == ["pgd-adaptive", "orthogonal-pgd"]
+
+
+def test_detector_params_name_their_detector() -> None:
+    assert detector_params(["k=3"], ["lid"]) == {"lid": {"k": 3}}
+    assert detector_params(["lid.k=3", "uad.fpr_hold=0.1"], ["lid", "uad"]) == {
+        "lid": {"k": 3},
+        "uad": {"fpr_hold": 0.1},
+    }
+    assert detector_params(None, ["uad"]) == {}
+    with pytest.raises(ValueError, match="must name the detector with several detectors"):
+        detector_params(["k=3"], ["lid", "uad"])
 
 
 def test_fractions_list() -> None:
@@ -103,8 +126,11 @@ def test_study_config_from_options() -> None:
         "eps": "4/255,2/255",
         "norm": "linf",
         "checks": False,
-        "detector": "uad",
-        "detector_param": None,
+        "detectors": "uad,mahalanobis",
+        "detector_param": ["mahalanobis.noise=0.001", "uad.fpr_hold=1/4"],
+        "adaptive_attacks": "pgd-adaptive,feature-matching",
+        "target_risk": 0.3,
+        "target_eps": "2/255",
         "fpr": 0.1,
         "adaptive": False,
         "adaptive_steps": 2,
@@ -118,5 +144,11 @@ def test_study_config_from_options() -> None:
     assert cfg.fractions == (0.5, 1.0) and cfg.train_eps == pytest.approx(8 / 255)
     assert cfg.recipe_params == {"ssat": {"lam": 2, "eps_min": pytest.approx(1 / 255)}}
     assert cfg.eps == (2 / 255, 4 / 255)
+    assert cfg.detectors == ("uad", "mahalanobis")
+    assert cfg.detector_params == {"mahalanobis": {"noise": 0.001}, "uad": {"fpr_hold": 0.25}}
+    assert cfg.adaptive_attacks == ("pgd-adaptive", "feature-matching")
+    assert cfg.target_risk == 0.3 and cfg.answer_eps == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match=r"target_eps .* is not one of the budgets"):
+        study_config({**opts, "target_eps": "8/255"})
     other = study_config({**opts, "data": "folder", "data_param": None, "defense_param": None})
     assert other.data_params == {} and other.split_sizes is None

@@ -1,5 +1,6 @@
 """``medrobust defend``: the defence study (standard training, PGD-AT, fast AT and SSAT at
-several labelled fractions, each audited with and without a detector, in one report).
+several labelled fractions, each audited with and without every detector, in one report that
+opens with the answer: the cheapest of retrain / detect / both that reaches ``--target-risk``).
 
 The job is :func:`medrobust.pipelines.study.run_study`; this module parses the options into its
 :class:`~medrobust.pipelines.study.StudyConfig` and prints the result. Bad input raises
@@ -47,10 +48,26 @@ RecipeParam = Annotated[
     list[str] | None,
     typer.Option("--defense-param", help="Recipe parameter recipe.key=value, e.g. ssat.lam=1."),
 ]
-DetectorName = Annotated[str, typer.Option(help="Detector (see `medrobust list detectors`).")]
+DetectorNames = Annotated[
+    str, typer.Option(help="Comma-separated detectors (see `medrobust list detectors`).")
+]
 DetectorParam = Annotated[
     list[str] | None,
-    typer.Option("--detector-param", help="Detector parameter key=value (repeatable)."),
+    typer.Option(
+        "--detector-param",
+        help="Detector parameter detector.key=value, e.g. mahalanobis.noise=0.001 (repeatable; "
+        "key=value alone with one detector).",
+    ),
+]
+AdaptiveAttacks = Annotated[
+    str,
+    typer.Option(help="Comma-separated attacks that know the detector (medrobust list attacks)."),
+]
+TargetRisk = Annotated[
+    float, typer.Option(help="Largest acceptable risk; the report names the cheapest option.")
+]
+TargetEps = Annotated[
+    str | None, typer.Option(help="Budget of the answer (one of --eps; default the largest).")
 ]
 PerAttack = Annotated[
     bool, typer.Option(help="Re-run each suite attack for per-attack detection rows.")
@@ -71,6 +88,28 @@ def fractions_list(text: str, what: str) -> list[float]:
             raise ValueError(f"{what} must be numbers such as 0.1,0.25,1, got {item!r}") from exc
     if not out:
         raise ValueError(f"{what} is empty")
+    return out
+
+
+def detector_params(items: list[str] | None, detectors: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-detector parameters of ``--detector-param`` items (``detector.key=value``; a bare
+    ``key=value`` when the study has one detector).
+
+    Raises:
+        ValueError: For an item that does not parse, or a bare key with several detectors.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in params(items, "--detector-param", fractions=True).items():
+        if "." in key:
+            name, param = key.split(".", 1)
+        elif len(detectors) == 1:
+            name, param = detectors[0], key
+        else:
+            raise ValueError(
+                f"--detector-param must name the detector with several detectors "
+                f"({','.join(detectors)}), e.g. {detectors[0]}.{key}=..., got {key!r}"
+            )
+        out.setdefault(name, {})[param] = value
     return out
 
 
@@ -96,6 +135,8 @@ def study_config(opts: Mapping[str, Any]) -> Any:
     data_params = params(opts["data_param"], "--data-param", fractions=True)
     model_params = params(opts["model_param"], "--model-param", fractions=True)
     sizes = {"train": opts["n_train"], "val": opts["n_val"], "test": opts["n_test"]}
+    detectors = names(opts["detectors"])
+    target_eps = opts.get("target_eps")
     return StudyConfig(
         data=opts["data"],
         data_params={**({"size": 32} if phantom else {}), **data_params},
@@ -117,13 +158,16 @@ def study_config(opts: Mapping[str, Any]) -> Any:
         eps=tuple(budgets(opts["eps"])),
         norm=opts["norm"],
         checks=opts["checks"],
-        detector=opts["detector"],
-        detector_params=params(opts["detector_param"], "--detector-param", fractions=True),
+        detectors=tuple(detectors),
+        detector_params=detector_params(opts["detector_param"], detectors),
         fpr=opts["fpr"],
         adaptive=opts["adaptive"],
+        adaptive_attacks=tuple(names(opts.get("adaptive_attacks") or "pgd-adaptive")),
         adaptive_params={"steps": opts["adaptive_steps"]},
         detection_per_attack=opts["per_attack"],
         write_audits=opts["audits"],
+        target_risk=opts.get("target_risk", 0.2),
+        target_eps=None if target_eps is None else parse_eps(target_eps),
     )
 
 
@@ -149,11 +193,14 @@ def defend(
     eps: Annotated[str, typer.Option(help="Evaluation budgets.")] = "1/255,2/255,4/255",
     norm: NormOpt = "linf",
     checks: Annotated[bool, typer.Option(help="Run the audit's sanity checks.")] = True,
-    detector: DetectorName = "uad",
+    detectors: DetectorNames = "uad",
     detector_param: DetectorParam = None,
     fpr: Annotated[float, typer.Option(help="Clean false-positive rate of the detector.")] = 0.05,
     adaptive: Annotated[bool, typer.Option(help="Attack each guarded model adaptively.")] = True,
-    adaptive_steps: Annotated[int, typer.Option(help="Steps of the adaptive attack.")] = 10,
+    adaptive_attacks: AdaptiveAttacks = "pgd-adaptive",
+    adaptive_steps: Annotated[int, typer.Option(help="Steps of the adaptive attacks.")] = 10,
+    target_risk: TargetRisk = 0.2,
+    target_eps: TargetEps = None,
     per_attack: PerAttack = False,
     threads: Threads = None,
     audits: Annotated[bool, typer.Option(help="Write each model's audit report.")] = True,
@@ -163,7 +210,8 @@ def defend(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted study.")] = False,
 ) -> None:
     """The defence study: standard training, PGD-AT, fast AT and SSAT at several labelled
-    fractions, each audited with and without a detector, in one report."""
+    fractions, each audited with and without every detector, in one report that names the
+    cheapest of retrain / detect / both reaching the target risk."""
     from medrobust.pipelines.reporter import set_threads
     from medrobust.pipelines.study import run_study
 
@@ -177,38 +225,47 @@ def defend(
     set_threads(threads)
     result = run_study(cfg, out, overwrite=overwrite, resume=resume, progress=say)
     out_console.print(study_table(result.metrics))
-    for line in result.metrics["study"]["summary"]:
-        out_console.print(line)
+    for line in result.metrics["study"]["answer"]["sentences"]:
+        out_console.print(line, markup=False, highlight=False)
     print_report(result.report)
 
 
 def study_table(metrics: Mapping[str, Any]) -> Table:
     """The study's table: per model, its cost, clean and robust accuracy, and its risk at the
-    largest budget without and with the detector (adaptive when measured)."""
+    answer's budget alone and with each detector (the pair risk: false alarms counted, under
+    the strongest attack measured)."""
     table = Table(title="Defence study")
     eps_keys = metrics["threat_model"]["eps_display"]
+    answer = metrics["study"]["answer"]
+    detectors = list(metrics["study"]["config"]["detectors"])
     for col in (
         "model",
         "train s",
         "cost",
         "clean",
         *[f"robust {e}" for e in eps_keys],
-        f"risk {eps_keys[-1]}",
-        "+ detector",
+        f"risk {answer['eps_display']}",
+        *[f"+ {d}" for d in detectors],
     ):
         table.add_column(col, justify="right")
-    last = metrics["threat_model"]["eps"][-1]
-    risk = {r["model"]: r for r in metrics["risk"] if math.isclose(r["eps"], last)}
+    risk = {
+        (r["model"], r["detector"]): r
+        for r in metrics["risk"]
+        if math.isclose(r["eps"], answer["eps"], rel_tol=1e-9)
+    }
     for row in metrics["defenses"]:
-        r = risk[row["model"]]
-        adaptive = r["system_risk_adaptive"]
+        pair = []
+        for d in detectors:
+            r = risk[(row["model"], d)]
+            adaptive = r.get("pair_risk_adaptive")
+            pair.append(f"{(r['pair_risk'] if adaptive is None else adaptive):.3f}")
         table.add_row(
             row["model"],
             f"{row['wall_time_s']:.1f}",
             "-" if row["cost_ratio"] is None else f"{row['cost_ratio']:.2f}x",
             f"{row['clean_accuracy']:.3f}",
             *[f"{row['robust_accuracy'][e]:.3f}" for e in eps_keys],
-            f"{r['classifier_risk']:.3f}",
-            f"{(adaptive if adaptive is not None else r['system_risk']):.3f}",
+            f"{1.0 - row['robust_accuracy'][answer['eps_display']]:.3f}",
+            *pair,
         )
     return table

@@ -3,11 +3,14 @@
 :func:`run_study` trains every recipe of the study (standard training, PGD-AT, fast AT and SSAT
 by default) at every labelled fraction (10%, 25% and 100% by default) with the same training
 loop, audits each model with the worst-case suite of :func:`medrobust.evaluation.evaluate`, fits
-a detector (UAD by default) on the model's clean training images, and measures the detector per
-attack and budget and the system risk of classifier + detector, non-adaptive and adaptive. One
-report compares them all: clean accuracy, robust accuracy per budget, detection metrics, system
-risk, and training cost (wall time, epochs, and the ratio to standard training at the same
-labelled fraction).
+every detector of the study (UAD by default; Mahalanobis, feature squeezing ...) on the model's
+clean training images, and measures each detector per attack and budget and the system risk of
+classifier + detector, against the suite and against every adaptive attack. One report compares
+them all: clean accuracy, robust accuracy per budget, detection metrics, system and pair risk,
+Tramer's plausibility check (MR202) against the best model of the study, training cost (wall
+time, epochs, and the ratio to standard training at the same labelled fraction) and, at its top,
+the answer: per labelled fraction, the cheapest of retrain / detect / both that reaches the
+target risk (:mod:`~medrobust.pipelines.study_answer`).
 
 The default settings are small, so the study runs in minutes on a laptop CPU (32x32 phantom
 images, a narrow small CNN, a few hundred images); every setting scales up through
@@ -34,18 +37,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
-import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from medrobust._utils.format import fmt_eps
 from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
-from medrobust._version import __version__
 from medrobust.defenses import RECIPES
 from medrobust.defenses.data import UnlabelledView, check_labelled_fraction
 from medrobust.detectors import DETECTORS, Detector, create_detector
@@ -55,7 +55,8 @@ from medrobust.evaluation.suites import resolve_suite
 from medrobust.models import ModelAdapter, create_model
 from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.results import check_docs, write_result
-from medrobust.reporting.html import render_report
+from medrobust.pipelines.study_answer import cost_ratios, study_document
+from medrobust.reporting.html import ReportSection, render_report
 from medrobust.reporting.sections.risk import defense_section, risk_sections
 from medrobust.reporting.sections.study import study_sections
 from medrobust.training import TrainConfig, TrainResult, fit
@@ -94,15 +95,17 @@ class StudyConfig:
         eps: Evaluation budgets.
         norm: ``"linf"`` or ``"l2"``.
         checks: Run the audit's sanity checks.
-        detector: Registered detector put in front of every model.
-        detector_params: Its parameters.
-        fpr: Clean false-positive rate of the detector's threshold.
+        detectors: Registered detectors, each put in front of every model.
+        detector_params: Per-detector parameters, e.g. ``{"mahalanobis": {"noise": 0.001}}``.
+        fpr: Clean false-positive rate of the detectors' thresholds.
         adaptive: Run the adaptive attacks on every guarded model.
         adaptive_attacks: Which (``pgd-adaptive``, ``orthogonal-pgd``, ``feature-matching``).
         adaptive_params: Settings shared by the adaptive attacks (e.g. ``{"steps": 20}``).
         detection_per_attack: Also re-run every attack of the suite for per-attack detection
             rows (the worst-case and adaptive rows are always there).
         write_audits: Write every model's audit run folder (report with detection sections).
+        target_risk: The largest acceptable risk of the answer, in ``[0, 1]``.
+        target_eps: The budget of the answer (one of ``eps``; None: the largest).
     """
 
     data: str = "bus-phantom"
@@ -127,14 +130,16 @@ class StudyConfig:
     eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255)
     norm: str = "linf"
     checks: bool = True
-    detector: str = "uad"
-    detector_params: dict[str, Any] = field(default_factory=dict)
+    detectors: tuple[str, ...] = ("uad",)
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     fpr: float = 0.05
     adaptive: bool = True
     adaptive_attacks: tuple[str, ...] = ("pgd-adaptive",)
     adaptive_params: dict[str, Any] = field(default_factory=lambda: {"steps": 10})
     detection_per_attack: bool = False
     write_audits: bool = True
+    target_risk: float = 0.2
+    target_eps: float | None = None
 
     def __post_init__(self) -> None:
         self.recipes = tuple(self.recipes)
@@ -167,15 +172,34 @@ class StudyConfig:
         self.eps = tuple(float(e) for e in self.eps)
         if not self.eps or any(not (math.isfinite(e) and e > 0) for e in self.eps):
             raise ValueError(f"eps must be a non-empty list of positive budgets, got {self.eps}")
-        DETECTORS.get(self.detector)
         if not 0 < self.fpr < 1:
             raise ValueError(f"fpr must be in (0, 1), got {self.fpr}")
-        unknown = sorted(set(self.recipe_params) - set(self.recipes))
-        if unknown:
+        self.detectors = _names_of("detectors", self.detectors, DETECTORS.get)
+        self.adaptive_attacks = tuple(self.adaptive_attacks)
+        for what, given, known in (
+            ("recipe_params", self.recipe_params, self.recipes),
+            ("detector_params", self.detector_params, self.detectors),
+        ):
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"{what} names {unknown}, which the study does not run ({list(known)})"
+                )
+        risk = self.target_risk
+        if isinstance(risk, bool) or not isinstance(risk, (int, float)) or not 0 <= risk <= 1:
+            raise ValueError(f"target_risk must be a number in [0, 1], got {risk!r}")
+        if self.target_eps is not None and not any(
+            math.isclose(self.target_eps, e, rel_tol=1e-9) for e in self.eps
+        ):
             raise ValueError(
-                f"recipe_params names recipe(s) {unknown} that are not in the study's recipes "
-                f"{list(self.recipes)}"
+                f"target_eps {self.target_eps!r} is not one of the budgets "
+                f"{[fmt_eps(e) for e in self.eps]}"
             )
+
+    @property
+    def answer_eps(self) -> float:
+        """The budget of the answer: ``target_eps`` or the largest budget."""
+        return max(self.eps) if self.target_eps is None else float(self.target_eps)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON/YAML-serialisable copy."""
@@ -184,6 +208,7 @@ class StudyConfig:
         out["fractions"] = list(self.fractions)
         out["eps"] = list(self.eps)
         out["adaptive_attacks"] = list(self.adaptive_attacks)
+        out["detectors"] = list(self.detectors)
         return out
 
     def params_for(self, recipe: str) -> dict[str, Any]:
@@ -217,6 +242,18 @@ class StudyResult:
 
 def _pct(f: float) -> str:
     return f"{100 * f:g}%"
+
+
+def _names_of(what: str, given: Any, lookup: Callable[[str], Any]) -> tuple[str, ...]:
+    """A non-empty tuple of distinct registered names (unknown ones fail with suggestions)."""
+    out = (given,) if isinstance(given, str) else tuple(given)
+    if not out:
+        raise ValueError(f"the study needs at least one of {what}")
+    for name in out:
+        lookup(name)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} must be distinct, got {list(out)}")
+    return out
 
 
 def _model_key(recipe: str, fraction: float) -> str:
@@ -337,21 +374,23 @@ def _audit(job: _Job, model: ModelAdapter, recipe: str, fraction: float) -> Eval
 
 
 def _guard(
-    job: _Job, model: ModelAdapter, ev: EvaluationResult, key: str, folder: Path
-) -> tuple[Detector, RiskAssessment]:
-    """Fit the detector on the clean training images, save it, and assess the guarded model."""
+    job: _Job, model: ModelAdapter, ev: EvaluationResult, key: str, folder: Path, name: str
+) -> tuple[Detector, RiskAssessment, float]:
+    """Fit detector ``name`` on the clean training images (timed), save it, and assess the
+    guarded model against the suite and every adaptive attack."""
     cfg = job.cfg
-    job.say(f"[{key}] fitting detector {cfg.detector!r} on clean training images")
-    det = create_detector(cfg.detector, fpr=cfg.fpr, **cfg.detector_params)
+    job.say(f"[{key}] fitting detector {name!r} on clean training images")
+    t0 = time.perf_counter()
+    det = create_detector(name, fpr=cfg.fpr, **cfg.detector_params.get(name, {}))
     det.fit(
         model,
         DataLoader(job.unlabelled, batch_size=100),
         calibration=DataLoader(job.val, batch_size=100),
     )
-    det.save(folder / "detector")
-    job.say(
-        f"[{key}] detection and system risk" + (" (with adaptive attack)" if cfg.adaptive else "")
-    )
+    fit_s = time.perf_counter() - t0
+    det.save(folder / "detectors" / name)
+    adaptive = f" (adaptive: {', '.join(cfg.adaptive_attacks)})" if cfg.adaptive else ""
+    job.say(f"[{key}] {name}: detection and system risk{adaptive}")
     assessment = assess_detector(
         model,
         det,
@@ -364,7 +403,7 @@ def _guard(
         fpr=0.05,
         progress=None,
     )
-    return det, assessment
+    return det, assessment, fit_s
 
 
 def _row(
@@ -400,15 +439,29 @@ _TRAINING_KEYS = (
 )
 
 
+def _audit_sections(per_detector: Mapping[str, RiskAssessment]) -> list[ReportSection]:
+    """The detection, risk and plausibility sections of every detector of one model's audit
+    (the first section presents the audit's ``detectors`` entry)."""
+    out: list[ReportSection] = []
+    for name, a in per_detector.items():
+        for sec in risk_sections(a.to_metrics()):
+            out.append(replace(sec, title=f"{sec.title}: {name}", key=None))
+    return [replace(out[0], key="detectors"), *out[1:]] if out else out
+
+
 def _study_model(job: _Job, recipe: str, fraction: float) -> dict[str, Any]:
-    """Train, audit and guard one model; write its audit folder. Returns its study entry
-    (``row``, ``detection``, ``risk``)."""
+    """Train, audit and guard one model with every detector; write its audit folder. Returns
+    its study entry (``row``, ``checks``, ``detectors``: per detector its metrics and fit
+    time)."""
     key = _model_key(recipe, fraction)
     folder = job.out / "models" / key
     model, result, train_cfg = _train(job, recipe, fraction, folder)
     ev = _audit(job, model, recipe, fraction)
-    det, assessment = _guard(job, model, ev, key, folder)
-    assessment.merge_into(ev.metrics)  # detection, risk, and check MR201 beside the audit's
+    guarded = {name: _guard(job, model, ev, key, folder, name) for name in job.cfg.detectors}
+    assessments = {name: a for name, (_, a, _) in guarded.items()}
+    ev.metrics["detectors"] = {name: a.to_metrics() for name, a in assessments.items()}
+    for a in assessments.values():
+        ev.metrics["checks"] = [*ev.metrics.get("checks", []), *a.checks]
     row = _row(job, key, recipe, fraction, result, ev)
     if job.cfg.write_audits:
         training = {k: row[k] for k in _TRAINING_KEYS}
@@ -417,11 +470,20 @@ def _study_model(job: _Job, recipe: str, fraction: float) -> dict[str, Any]:
             ev,
             folder / "audit",
             overwrite=True,
-            extra_sections=[defense_section([training]), *risk_sections(ev.metrics)],
-            config_extra={"training": train_cfg.to_dict(), "detector": det.describe()},
+            extra_sections=[defense_section([training]), *_audit_sections(assessments)],
+            config_extra={
+                "training": train_cfg.to_dict(),
+                "detectors": {name: det.describe() for name, (det, _, _) in guarded.items()},
+            },
         )
     checks = [{**c, "message": f"{key}: {c['message']}"} for c in ev.metrics["checks"]]
-    return {"row": row, "checks": checks, **assessment.to_metrics()}
+    return {
+        "row": row,
+        "checks": checks,
+        "detectors": {
+            name: {**a.to_metrics(), "fit_s": fit_s} for name, (_, a, fit_s) in guarded.items()
+        },
+    }
 
 
 @holds_run_lock("out_dir")
@@ -469,8 +531,8 @@ def run_study(
         for recipe in cfg.recipes
     }
     rows = [m["row"] for m in per_model.values()]
-    _cost_ratios(rows)
-    metrics = _study_metrics(cfg, rows, per_model, job.skipped, time.perf_counter() - t_start)
+    cost_ratios(rows)
+    metrics = study_document(cfg, rows, per_model, job.skipped, time.perf_counter() - t_start)
     report = out / "report.html"
     html = render_report(metrics, extra_sections=study_sections(metrics), check_docs=check_docs())
     write_text_atomic(report, html)
@@ -491,92 +553,3 @@ def _split_sizes(train_dir: Path) -> dict[str, int]:
     card = json.loads((train_dir / "model_card.json").read_text(encoding="utf-8"))
     sizes = (card.get("data") or {}).get("split_sizes") or {}
     return {str(k): int(v) for k, v in sizes.items()}
-
-
-def _cost_ratios(rows: list[dict[str, Any]]) -> None:
-    base = {r["labelled_fraction"]: r for r in rows if r["recipe"] == "standard"}
-    for r in rows:
-        ref = base.get(r["labelled_fraction"])
-        r["cost_ratio"] = (
-            r["wall_time_s"] / ref["wall_time_s"]
-            if ref is not None and ref["wall_time_s"] > 0
-            else None
-        )
-
-
-def _study_metrics(
-    cfg: StudyConfig,
-    rows: list[dict[str, Any]],
-    per_model: Mapping[str, Mapping[str, Any]],
-    skipped: Mapping[str, str],
-    total_s: float,
-) -> dict[str, Any]:
-    eps = list(cfg.eps)
-    risk, detection = [], []
-    for key, m in per_model.items():
-        for r in m["risk"]:
-            risk.append({"model": key, **r})
-        for d in m["detection"]["results"]:
-            detection.append({"model": key, **d})
-    summary = _summary(cfg, rows, risk)
-    return {
-        "schema_version": 1,
-        "medrobust_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "title": "Defence study: classification or detection?",
-        "task": "study",
-        "data": {
-            "name": cfg.data,
-            "params": dict(cfg.data_params),
-            "split_sizes": dict(cfg.split_sizes or {}),
-        },
-        "threat_model": {"norm": cfg.norm, "eps": eps, "eps_display": [fmt_eps(e) for e in eps]},
-        "study": {
-            "config": cfg.to_dict(),
-            "suite_skipped": dict(skipped),
-            "detectors": {k: m["detection"]["detector"] for k, m in per_model.items()},
-            "summary": summary,
-        },
-        "defenses": rows,
-        "detection": detection,
-        "risk": risk,
-        "checks": [c for m in per_model.values() for c in m.get("checks", [])],
-        "timing": {"total_s": total_s, "torch_threads": torch.get_num_threads()},
-    }
-
-
-def _summary(
-    cfg: StudyConfig, rows: Sequence[Mapping[str, Any]], risk: Sequence[Mapping[str, Any]]
-) -> list[str]:
-    """Plain sentences reading the numbers at the largest budget, per labelled fraction."""
-    e = max(cfg.eps)
-    lines = []
-    for fraction in cfg.fractions:
-        at = {
-            r["model"]: r
-            for r in risk
-            if math.isclose(r["eps"], e)
-            and any(x["model"] == r["model"] and x["labelled_fraction"] == fraction for x in rows)
-        }
-        if not at:
-            continue
-        recipe_of = {x["model"]: x["recipe"] for x in rows}
-        best_clf = min(at.values(), key=lambda r: r["classifier_risk"])
-        col = "system_risk_adaptive" if cfg.adaptive else "system_risk"
-        best_sys = min(at.values(), key=lambda r: float(r[col]))
-        text = (
-            f"{_pct(fraction)} labels, eps={fmt_eps(e)}: lowest classifier-only risk "
-            f"{best_clf['classifier_risk']:.3f} ({recipe_of[best_clf['model']]}); lowest system "
-            f"risk with {cfg.detector}{' under the adaptive attack' if cfg.adaptive else ''} "
-            f"{float(best_sys[col]):.3f} ({recipe_of[best_sys['model']]} + {cfg.detector}, clean "
-            f"false-alarm rate {best_sys['false_alarm_rate']:.3f})"
-        )
-        std = [r for k, r in at.items() if recipe_of[k] == "standard"]
-        if std:
-            s = std[0]
-            text += (
-                f"; standard training alone {s['classifier_risk']:.3f}, with "
-                f"{cfg.detector} {float(s[col]):.3f}"
-            )
-        lines.append(text + ".")
-    return lines

@@ -79,10 +79,14 @@ def test_detect_fit_and_score_commands(classifier: Path, tmp_path: Path) -> None
         "orthogonal-pgd",
         "feature-matching",
     }
-    assert "MR201" in {c["code"] for c in metrics["checks"]}
+    assert {"MR201", "MR202"} <= {c["code"] for c in metrics["checks"]}
     assert metrics["detection"]["false_alarms"]["nominal"] == 0.1
-    assert "System risk" in (tmp_path / "run" / "report.html").read_text()
-    assert "nominal" in res.output
+    (claim,) = metrics["plausibility"]
+    assert claim["reference"] == "the guarded classifier" and claim["half_eps_display"] == "4/255"
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "System risk" in html and "Plausibility of the detector" in html
+    assert "nominal" in res.output and "pair risk" in res.output
+    assert "eps=8/255: implies robust accuracy" in res.output and "eps/2=4/255" in res.output
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from medrobust.cli._common import (
     started,
 )
 
-__all__ = ["app", "fit", "risk_table", "score"]
+__all__ = ["app", "fit", "plausibility_lines", "risk_table", "score"]
 
 app = typer.Typer(
     help="Detectors of adversarial inputs: fit one on clean images, score it with attacks.",
@@ -58,23 +58,40 @@ AdaptiveWeight = Annotated[
 
 
 def risk_table(assessment: Any) -> Table:
-    """The system-risk table of a detector assessment, one row per budget."""
+    """The system-risk table of a detector assessment, one row per budget (the pair risk also
+    counts clean inputs misclassified or flagged, under the strongest attack measured)."""
     table = Table(title="System risk: P(wrong and undetected)")
-    cols = ("eps", "classifier only", "+ detector", "+ detector (adaptive)", "false alarms")
-    for col in (*cols, "nominal"):
+    cols = ("eps", "classifier only", "+ detector", "+ detector (adaptive)", "pair risk")
+    for col in (*cols, "false alarms", "nominal"):
         table.add_column(col, justify="right")
     for r in assessment.risk:
         adaptive = r["system_risk_adaptive"]
+        pair = r["pair_risk"] if r.get("pair_risk_adaptive") is None else r["pair_risk_adaptive"]
         lo, hi = r["false_alarm_ci95"]
         table.add_row(
             r["eps_display"],
             f"{r['classifier_risk']:.3f}",
             f"{r['system_risk']:.3f}",
             "-" if adaptive is None else f"{adaptive:.3f}",
+            f"{pair:.3f}",
             f"{r['false_alarm_rate']:.3f} ({lo:.3f}-{hi:.3f})",
             f"{r['nominal_false_alarm_rate']:g}",
         )
     return table
+
+
+def plausibility_lines(assessment: Any) -> list[str]:
+    """One line per budget of Tramer's check (MR202): the robust accuracy at eps/2 the pair's
+    risk implies beside the reference's, and whether the claim is plausible."""
+    out = []
+    for r in assessment.plausibility:
+        verdict = "IMPLAUSIBLE (MR202)" if r["implausible"] else "plausible"
+        out.append(
+            f"eps={r['eps_display']}: implies robust accuracy {r['implied_accuracy']:.3f} at "
+            f"eps/2={r['half_eps_display']}; {r['reference']} reaches "
+            f"{r['reference_accuracy']:.3f} there: {verdict}"
+        )
+    return out
 
 
 @app.command("fit")
@@ -171,4 +188,6 @@ def score(
     )
     out_console.print(f"clean accuracy: {scored.result.metrics['clean']['accuracy']:.3f}")
     out_console.print(risk_table(scored.assessment))
+    for line in plausibility_lines(scored.assessment):
+        out_console.print(line, markup=False, highlight=False)
     print_report(scored.report)

@@ -52,7 +52,9 @@ def test_segpgd_weight_schedule_and_loss() -> None:
         got = obj(model, X, target).loss[0].detach()
         assert float(got) == pytest.approx(float(want), rel=1e-6)
     # without a schedule (another engine): lambda = 0, the CE of the correct pixels only
-    assert float(obj(model, X, MASK).loss[0]) == pytest.approx(float((correct * ce).mean()))
+    assert float(obj(model, X, MASK).loss[0].detach()) == pytest.approx(
+        float((correct * ce).mean())
+    )
 
 
 def test_cospgd_weights_by_the_cosine_of_the_sigmoid() -> None:

@@ -6,6 +6,7 @@ SEA-style scheduling and state their iteration budget."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -112,7 +113,7 @@ def test_segmentation_suites_are_frozen_and_resolve_per_norm() -> None:
 def test_the_suite_runs_with_sea_scheduling_and_states_its_budget(tmp_path: Path) -> None:
     model = tiny()
     data, _ = poor_data(model)
-    res = evaluate_segmentation(model, data, suite="seg-standard", eps=[0.02, 0.3], **QUIET)
+    res = evaluate_segmentation(model, data, attacks="seg-standard", eps=[0.02, 0.3], **QUIET)
     seg = res.metrics["segmentation"]
     specs = resolve_suite("seg-standard", "linf", 3).attacks
     assert [a["name"] for a in res.metrics["attacks"]] == [a["name"] for a in specs]
@@ -139,7 +140,23 @@ def test_the_suite_runs_with_sea_scheduling_and_states_its_budget(tmp_path: Path
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Iteration budget per sample and budget" in html and "SEA-style scheduling" in html
     assert "Lesions found, by size" in html and "broken" in html
-    with pytest.raises(ValueError, match="either attacks= or suite="):
-        evaluate_segmentation(model, data, attacks=["pgd-seg"], suite="seg-standard", **QUIET)
-    with pytest.raises(ValueError, match="not a segmentation suite"):
-        evaluate_segmentation(model, data, suite="standard", **QUIET)
+    with pytest.raises(ValueError, match="unknown attack 'standard'"):
+        evaluate_segmentation(model, data, attacks="standard", **QUIET)  # a classifier suite
+
+
+def test_the_pipeline_passes_suite_and_broken_fraction() -> None:
+    from medrobust.pipelines.reporter import Reporter
+    from medrobust.pipelines.segmentation import _attack_lists, evaluate_segmenter
+
+    model = tiny()
+    data, _ = poor_data(model)
+    settings = {"suite": "seg-standard", "broken_fraction": 0.3, "eps": [0.05], "noise": []}
+    res = evaluate_segmenter(model, data, {**settings, "targeted": [], "n_examples": 0})
+    seg = res.metrics["segmentation"]
+    assert seg["broken_fraction"] == 0.3 and seg["scheduling"] == "cascade"
+    assert [a["name"] for a in res.metrics["attacks"]][-1] == "square-seg"
+
+    ev = SimpleNamespace(attacks=["pgd-seg", "asma"], suite="standard")
+    with pytest.raises(ValueError, match="names the untargeted attacks; list only targeted"):
+        _attack_lists(ev, "seg-standard", Reporter())
+    assert _attack_lists(ev, None, Reporter()) == (["pgd-seg"], ["asma"])

@@ -156,39 +156,27 @@ def _segmentation_specs(
 
 
 def resolve_segmentation_attacks(
-    attacks: Sequence[str | Mapping[str, Any]] | None,
-    suite: str | None,
-    options: dict[str, Any],
+    attacks: Sequence[str | Mapping[str, Any]] | str | None, options: dict[str, Any]
 ) -> Sequence[str | Mapping[str, Any]]:
-    """The untargeted attack list: ``attacks``, or the frozen ``suite`` resolved for the norm in
-    ``options`` (which then defaults to SEA-style scheduling, ``mode="cascade"``), or
-    ``pgd-seg`` alone.
-
-    Raises:
-        ValueError: For both ``attacks`` and ``suite``, or a suite that is not a segmentation
-            suite.
-    """
-    if suite is None:
-        return ("pgd-seg",) if attacks is None else attacks
-    if attacks is not None:
-        raise ValueError(f"give either attacks= or suite= ({suite!r}), not both")
-    key = str(suite).strip().lower()
-    if key not in SEGMENTATION_SUITES:
-        raise ValueError(
-            f"{suite!r} is not a segmentation suite; expected one of "
-            f"{', '.join(SEGMENTATION_SUITES)}"
-        )
-    options.setdefault("mode", "cascade")
-    resolved = resolve_suite(key, options.get("norm", "linf"), 2)
-    return resolved.attacks
+    """The untargeted attack list: ``attacks`` as given; the frozen suite it names when it is a
+    segmentation suite's name (resolved for the norm in ``options``, which then defaults to
+    SEA-style scheduling, ``mode="cascade"``); or ``pgd-seg`` alone when None."""
+    if attacks is None:
+        return ("pgd-seg",)
+    if isinstance(attacks, str):
+        key = attacks.strip().lower()
+        if key not in SEGMENTATION_SUITES:
+            return (attacks,)
+        options.setdefault("mode", "cascade")
+        return resolve_suite(key, options.get("norm", "linf"), 2).attacks
+    return attacks
 
 
 def evaluate_segmentation(
     model: nn.Module,
     loader: Iterable[Any],
     *,
-    attacks: Sequence[str | Mapping[str, Any]] | None = None,
-    suite: str | None = None,
+    attacks: Sequence[str | Mapping[str, Any]] | str | None = None,
     broken_fraction: float = BROKEN_FRACTION,
     eps: Any = (1 / 255, 2 / 255, 4 / 255, 8 / 255),
     targeted: Sequence[str | Mapping[str, Any]] = ("asma", "dag"),
@@ -198,7 +186,6 @@ def evaluate_segmentation(
     hd95: bool = True,
     spacing: float | Sequence[float] | None = None,
     max_voxels: int | None = DEFAULT_MAX_VOXELS,
-    n_examples: int = 4,
     **kwargs: Any,
 ) -> SegmentationEvaluation:
     """Audit a segmentation model: clean metrics, untargeted attacks per budget with the worst
@@ -220,10 +207,10 @@ def evaluate_segmentation(
         model: A segmentation :class:`~medrobust.models.ModelAdapter` (possibly running by
             sliding windows, see :func:`~medrobust.models.segmentation.sliding_window`).
         loader: Batches ``{"image", "mask", "id"?}`` or ``(images, masks)`` tuples.
-        attacks: Untargeted segmentation attacks (names or ``{"name", **params}``); default
-            ``pgd-seg`` alone.
-        suite: A frozen segmentation suite instead (``"seg-standard"``, ``"seg-thorough"``);
-            it runs with SEA-style scheduling (``mode="cascade"``: each attack only on the
+        attacks: Untargeted segmentation attacks (names or ``{"name", **params}``; default
+            ``pgd-seg`` alone), or the name of a frozen segmentation suite
+            (``"seg-standard"``, ``"seg-thorough"``, see :mod:`medrobust.evaluation.suites`),
+            which runs with SEA-style scheduling (``mode="cascade"``: each attack only on the
             samples the earlier ones left unbroken) unless ``mode`` is given.
         broken_fraction: A sample is broken when its Dice under attack falls below this
             fraction of its clean Dice (0.5, as Daza et al.), in ``(0, 1]``.
@@ -235,8 +222,8 @@ def evaluate_segmentation(
         hd95: Compute the 95th-percentile Hausdorff distance.
         spacing: Voxel size for the Hausdorff distance.
         max_voxels: Batch size limit without sliding windows (None: no check).
-        n_examples: Samples shown in the overlay figures.
-        **kwargs: As :func:`medrobust.evaluation.audit`: ``norm``, ``mode``, ``seed``,
+        **kwargs: ``n_examples`` (4), the samples shown in the overlay figures, and as
+            :func:`medrobust.evaluation.audit`: ``norm``, ``mode``, ``seed``,
             ``device``, ``max_samples``, ``checks``, ``probe_samples``, ``noise_draws``,
             ``checkpoint`` (resume), ``progress``, ``model_info``, ``data_info``, ``title``.
 
@@ -259,7 +246,8 @@ def evaluate_segmentation(
             "use medrobust.evaluate for classifiers"
         )
     fraction = check_fraction("broken_fraction", broken_fraction, open_low=True)
-    attack_list = resolve_segmentation_attacks(attacks, suite, kwargs)
+    attack_list = resolve_segmentation_attacks(attacks, kwargs)
+    n_examples = int(kwargs.pop("n_examples", 4))
     untargeted_specs = _segmentation_specs(attack_list, targeted=False)
     targeted_specs = _segmentation_specs(targeted, targeted=True)
     noise_kinds = [str(n).lower() for n in noise]

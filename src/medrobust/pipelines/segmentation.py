@@ -247,14 +247,13 @@ def evaluate_segmenter(
     if roi_size is not None:
         model = sliding_window(model, roi_size)
     suite = settings.get("suite")
-    attacks = settings.get("attacks") if suite is None else None
+    attacks = suite if suite is not None else settings.get("attacks", ("pgd-seg",))
     extra = {"mode": settings["mode"]} if "mode" in settings else {}
     with torch.random.fork_rng(devices=[]):
         return evaluate_segmentation(
             model,
             loader,
-            attacks=attacks or (None if suite else ("pgd-seg",)),
-            suite=suite,
+            attacks=attacks,
             broken_fraction=float(settings.get("broken_fraction", 0.5)),
             eps=settings.get("eps", (1 / 255, 2 / 255, 4 / 255, 8 / 255)),
             norm=settings.get("norm", "linf"),
@@ -301,6 +300,33 @@ def split_attacks(
             )
         (targeted if "targeted" in entry.tags else untargeted).append(spec)
     return untargeted, targeted
+
+
+def _attack_lists(
+    ev: Any, suite: str | None, rep: Reporter
+) -> tuple[list[str | Mapping[str, Any]], list[str | Mapping[str, Any]]]:
+    """The untargeted and targeted attacks of a saved segmenter's audit: with a segmentation
+    ``suite``, only targeted attacks beside it; else the configured attacks, or the defaults.
+
+    Raises:
+        ValueError: For untargeted attacks named beside a suite, or non-segmentation attacks.
+    """
+    if suite is not None:
+        untargeted, targeted = split_attacks(ev.attacks or DEFAULT_TARGETED)
+        if untargeted:
+            raise ValueError(
+                f"suite {suite!r} names the untargeted attacks; list only targeted attacks "
+                f"beside it, got {untargeted}"
+            )
+        rep.say(f"segmentation audit with the {suite} suite (SEA-style scheduling)")
+        return untargeted, targeted
+    if ev.attacks:
+        return split_attacks(ev.attacks)
+    rep.say(
+        f"segmentation audit with {', '.join((*DEFAULT_UNTARGETED, *DEFAULT_TARGETED))} (suite "
+        f"{ev.suite!r} is for classifiers)"
+    )
+    return list(DEFAULT_UNTARGETED), list(DEFAULT_TARGETED)
 
 
 @holds_run_lock("out_dir")
@@ -362,22 +388,7 @@ def evaluate_segmentation_model(
         )
     if suite is None and ev.suite in SEGMENTATION_SUITES:
         suite = ev.suite
-    if suite is not None:
-        untargeted, targeted = split_attacks(ev.attacks or DEFAULT_TARGETED)
-        if untargeted:
-            raise ValueError(
-                f"suite {suite!r} names the untargeted attacks; list only targeted attacks "
-                f"beside it, got {untargeted}"
-            )
-        rep.say(f"segmentation audit with the {suite} suite (SEA-style scheduling)")
-    elif ev.attacks:
-        untargeted, targeted = split_attacks(ev.attacks)
-    else:
-        untargeted, targeted = list(DEFAULT_UNTARGETED), list(DEFAULT_TARGETED)
-        rep.say(
-            f"segmentation audit with {', '.join((*DEFAULT_UNTARGETED, *DEFAULT_TARGETED))} (suite "
-            f"{ev.suite!r} is for classifiers)"
-        )
+    untargeted, targeted = _attack_lists(ev, suite, rep)
     card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card or {})
     sample = ds[0]
     info = {

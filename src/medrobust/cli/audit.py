@@ -17,7 +17,6 @@ from medrobust.cli._common import (
     EVALUATED,
     AllowLargeEps,
     AttackNames,
-    Checkpoint,
     CliError,
     Config,
     Data,
@@ -86,6 +85,38 @@ WindowOpt = Annotated[
         "--window=-160,240 HU, --window 0,2200 for 16-bit counts), 'p0.5,p99.5' (percentiles), "
         "a CT preset (ct-abdomen, ct-lung, ct-bone, ct-brain, ...), 'dtype' or 'header' "
         "(DICOM). Recorded in the model card; evaluate reuses the card's by default.",
+    ),
+]
+
+
+ModelFile = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The model: a medrobust checkpoint (best.pt), a TorchScript or torch.export "
+        "archive (a program you must trust), or a plain state_dict with --arch; optional with "
+        "--model-file."
+    ),
+]
+Arch = Annotated[
+    str | None,
+    typer.Option(help="Zoo architecture of a plain state_dict (see `medrobust list models`)."),
+]
+UserModel = Annotated[
+    str | None,
+    typer.Option(
+        "--model-file",
+        help="Your Python factory 'my_model.py:build' returning an nn.Module (called with the "
+        "--model-param values). This RUNS THE CODE IN THAT FILE; the weights file, if given, "
+        "is then loaded into the module as a state_dict.",
+    ),
+]
+ModelInput = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-input",
+        help="Input space of a model without a medrobust card, key=value (repeatable): "
+        "num_classes, in_channels, spatial_dims, size=224,224, bounds=0,1, mean=..., std=..., "
+        "class_names=a,b, task. Unset values come from the data set.",
     ),
 ]
 
@@ -225,7 +256,7 @@ def train(
 
 
 def evaluate(
-    checkpoint: Checkpoint,
+    checkpoint: ModelFile = None,
     data: Data = "bus-phantom",
     data_param: DataParam = None,
     window: WindowOpt = None,
@@ -249,12 +280,21 @@ def evaluate(
             "by default: a data set that takes a size gets the card's)."
         ),
     ] = False,
+    arch: Arch = None,
+    model_file: UserModel = None,
+    model_param: ModelParam = None,
+    model_input: ModelInput = None,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out).
+
+    The model may be a medrobust checkpoint, a TorchScript or torch.export archive, a plain
+    state_dict with --arch, or your own factory with --model-file.
 
     A segmentation model gets the segmentation audit (Dice under attack, targeted attacks,
     noise); ``evaluate-segmentation`` exposes its extra options.
     """
+    if checkpoint is None and model_file is None:
+        raise CliError("give the model file (e.g. best.pt), or --model-file my_model.py:build")
     run_dir = started_audit(out or default_out("evaluate"))
     from medrobust.pipelines.audit import evaluate_checkpoint
     from medrobust.pipelines.config import CheckpointAudit
@@ -274,7 +314,12 @@ def evaluate(
         seed=seed,
         allow_large_eps=allow_large_eps,
         allow_size_mismatch=allow_size_mismatch,
+        arch=arch,
+        model_file=model_file,
+        model_params=params(model_param, "--model-param"),
+        model_input=params(model_input, "--model-input"),
     )
+
     with progress() as reporter:
         outcome = evaluate_checkpoint(
             checkpoint,

@@ -274,7 +274,7 @@ class AuditOutcome:
 
 @holds_run_lock("out_dir")
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     settings: CheckpointAudit,
     out_dir: Path,
     *,
@@ -292,8 +292,10 @@ def evaluate_checkpoint(
     on (patches vs whole volumes) gets a warning, recorded in the run's config.
 
     Args:
-        checkpoint: A medrobust checkpoint (``best.pt``).
-        settings: Data, attacks and budgets.
+        checkpoint: A medrobust checkpoint (``best.pt``), a TorchScript or ``torch.export``
+            archive, or a state dict (with ``settings.arch`` or ``settings.model_file``); None
+            with a ``settings.model_file`` whose factory loads its own weights.
+        settings: Data, attacks, budgets and how to read the model.
         out_dir: The run folder (an interrupted classifier audit there is resumed).
         reporter: Progress callbacks.
         overwrite: Replace results already in ``out_dir``.
@@ -306,10 +308,10 @@ def evaluate_checkpoint(
         ValueError: For invalid settings, or a classifier whose trained input size differs
             from the data's (without ``allow_size_mismatch``).
     """
-    from medrobust.models import load_checkpoint
-
-    model, card = load_checkpoint(checkpoint)
-    extra: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    model, card = load_audited_model(checkpoint, settings)
+    extra: dict[str, Any] = {"checkpoint": None if checkpoint is None else str(checkpoint)}
+    if settings.arch or settings.model_file:
+        extra["model_source"] = {"arch": settings.arch, "model_file": settings.model_file}
     settings = replace(settings, data_params=card_data_params(settings, card, reporter))
     check = check_input_size(settings, card, model.task.value)
     if check is not None:
@@ -370,6 +372,40 @@ def card_data_params(
                 f"{card.data.name!r}; give --window in the units of {settings.data!r}"
             )
     return params
+
+
+def load_audited_model(checkpoint: str | Path | None, settings: CheckpointAudit) -> tuple[Any, Any]:
+    """The model of an audit: a medrobust checkpoint, a TorchScript or ``torch.export`` archive,
+    a state dict with ``settings.arch`` or the user's factory ``settings.model_file``; the input
+    space not given in ``settings.model_input`` is taken from the data set (read only when
+    needed).
+
+    Returns:
+        ``(adapter, model card)``.
+    """
+    from medrobust.models.loading import InputSpec, ModelSource, load_model
+
+    def from_data() -> InputSpec:
+        from medrobust.data import create_dataset
+
+        ds: Any = create_dataset(settings.data, split=settings.split, **settings.data_params)
+        size = [int(s) for s in ds[0]["image"].shape[1:]]
+        return InputSpec(
+            num_classes=int(ds.num_classes),
+            in_channels=int(ds.in_channels),
+            spatial_dims=int(ds.spatial_dims),
+            size=size,
+            class_names=list(ds.class_names),
+        )
+
+    source = ModelSource(
+        path=None if checkpoint is None else Path(checkpoint),
+        arch=settings.arch,
+        model_file=settings.model_file,
+        params=settings.model_params,
+        inputs=InputSpec.from_params(settings.model_input),
+    )
+    return load_model(source, from_data)
 
 
 def check_input_size(settings: CheckpointAudit, card: Any, task: str) -> dict[str, Any] | None:

@@ -330,6 +330,12 @@ class CheckpointAudit:
         allow_large_eps: Accept an Linf budget above the model's input range.
         allow_size_mismatch: Audit a classifier on inputs of another size than its model card's
             (refused by default).
+        arch: A zoo architecture for a plain state dict (``--arch``).
+        model_file: ``"file.py:factory"``, the user's Python factory (runs their code).
+        model_params: Keyword arguments of ``arch`` or the factory.
+        model_input: The input space of a model without a medrobust card (``task``,
+            ``num_classes``, ``in_channels``, ``spatial_dims``, ``size``, ``bounds``, ``mean``,
+            ``std``, ``class_names``); unset values come from the data set.
     """
 
     data: str = "bus-phantom"
@@ -346,6 +352,10 @@ class CheckpointAudit:
     allow_large_eps: bool = False
     per_attack: str = "own"
     allow_size_mismatch: bool = False
+    arch: str | None = None
+    model_file: str | None = None
+    model_params: dict[str, Any] = field(default_factory=dict)
+    model_input: dict[str, Any] = field(default_factory=dict)
 
     def run_config(self, *, segmentation: bool = False) -> RunConfig:
         """The run configuration of this audit.

@@ -160,3 +160,63 @@ def test_the_pipeline_passes_suite_and_broken_fraction() -> None:
     with pytest.raises(ValueError, match="names the untargeted attacks; list only targeted"):
         _attack_lists(ev, "seg-standard", Reporter())
     assert _attack_lists(ev, None, Reporter()) == (["pgd-seg"], ["asma"])
+
+
+def _records(scores: list[list[list[float]]], clean: list[float]) -> Any:
+    """Records of ``scores[a][e][n]`` (NaN: not attacked)."""
+    from medrobust.evaluation.records import CellRecord, Records
+
+    n_a, n_e = len(scores), len(scores[0])
+    rec = Records(n_a, n_e)
+    rec.clean_score = torch.tensor(clean, dtype=torch.float64)
+    rec.eligible = torch.ones(len(clean), dtype=torch.bool)
+    for a in range(n_a):
+        for e in range(n_e):
+            s = torch.tensor(scores[a][e], dtype=torch.float64)
+            n = len(clean)
+            cell = CellRecord.blank(n, broken=torch.zeros(n, dtype=torch.bool), attacked=~s.isnan())
+            cell.score = s
+            rec.cells[a][e] = cell
+    return rec
+
+
+def test_segmentation_checks_warn_when_they_should() -> None:
+    from medrobust.evaluation.audit import AttackSpec
+    from medrobust.evaluation.tasks.segmentation_checks import segmentation_checks
+
+    nan = float("nan")
+    ctx = SimpleNamespace(
+        specs=[AttackSpec("pgd-seg"), AttackSpec("square-seg")],
+        budgets=[0.01, 0.02],
+        per_attack="own",
+    )
+    # pgd-seg's Dice rises with the budget; square-seg finds a lower Dice on sample 1
+    rec = _records([[[0.5, 0.6], [0.7, 0.8]], [[nan, 0.3], [nan, 0.8]]], [0.9, 0.9])
+    rec.extra["check/mr301/short"] = torch.tensor([0.4, nan], dtype=torch.float64)
+    rec.extra["check/mr301/long"] = torch.tensor([0.6, nan], dtype=torch.float64)
+    rows = {r["code"]: r for r in segmentation_checks(ctx, rec)}  # type: ignore[arg-type]
+    assert {c: r["status"] for c, r in rows.items()} == {
+        "MR301": "warn",
+        "MR302": "warn",
+        "MR303": "warn",
+    }
+    assert "pgd-seg: 0.550 at 0.01, 0.750 at 0.02" in rows["MR302"]["message"]
+    assert "square-seg: 1 at eps=0.01" in rows["MR303"]["message"]
+    good = _records([[[0.5, 0.6], [0.4, 0.5]], [[nan, 0.6], [nan, 0.5]]], [0.9, 0.9])
+    good.extra["check/mr301/short"] = torch.tensor([0.4, 0.5], dtype=torch.float64)
+    good.extra["check/mr301/long"] = torch.tensor([0.3, 0.5], dtype=torch.float64)
+    rows = {r["code"]: r for r in segmentation_checks(ctx, good)}  # type: ignore[arg-type]
+    assert all(r["status"] == "pass" for r in rows.values()), rows
+
+
+def test_an_audit_runs_the_segmentation_checks() -> None:
+    model = tiny()
+    data, _ = poor_data(model)
+    attacks = [{"name": "pgd-seg", "steps": 3}, {"name": "square-seg", "n_queries": 20}]
+    res = evaluate_segmentation(
+        model, data, attacks=attacks, eps=[0.02, 0.1], targeted=[], noise=[], probe_samples=3
+    )
+    rows = {c["code"]: c for c in res.metrics["checks"]}
+    assert {"MR301", "MR302", "MR303"} <= set(rows)
+    assert "on 3 samples" in rows["MR301"]["message"]  # samples 0-2 are attacked and probed
+    assert rows["MR302"]["message"].endswith("(by construction, carried rows)")

@@ -75,6 +75,21 @@ CHECKS: dict[str, tuple[str, str]] = {
         "classifier more robust than the best one measured for the task was most likely "
         "attacked too weakly.",
     ),
+    "MR301": (
+        "More iterations do not raise the Dice",
+        "A segmentation attack run five times longer must reach at least as low a Dice; if the "
+        "longer run ends higher, the attack has not converged or its gradients mislead.",
+    ),
+    "MR302": (
+        "Dice does not rise with the budget",
+        "A larger budget contains every smaller one, so an attack's mean Dice must not rise "
+        "with it; if it does, the attack is too weak for the larger budgets.",
+    ),
+    "MR303": (
+        "Black-box segmentation attack no stronger than the gradient attacks",
+        "If the gradient-free random search finds a lower Dice than every gradient attack on "
+        "a sample, the gradients mislead (gradient masking).",
+    ),
 }
 
 

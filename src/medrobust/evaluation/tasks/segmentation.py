@@ -54,6 +54,7 @@ from medrobust.evaluation.tasks.base import (
     norms_of_all,
     read_pair,
 )
+from medrobust.evaluation.tasks.segmentation_checks import iterations_probe, segmentation_checks
 from medrobust.evaluation.tasks.segmentation_summary import summarise_segmentation
 from medrobust.metrics import SegmentationStats, pixel_agreement, sample_dice, ssim_or_nan
 from medrobust.metrics.lesions import lesion_counts
@@ -241,8 +242,11 @@ class SegmentationTask(AuditTask):
         cells: list[list[Any]],
         offset: int,
     ) -> dict[str, torch.Tensor]:
-        """Noise baselines at the first attack's SSIM, then the targeted attacks."""
+        """The iterations probe of check MR301, noise baselines at the first attack's SSIM,
+        then the targeted attacks."""
         out: dict[str, torch.Tensor] = {}
+        if ctx.checks and ctx.specs:
+            out.update(iterations_probe(self, ctx, batch, clean, offset))
         seed = ctx.seed + offset
         if ctx.specs and self.settings.noise:
             for e_i in range(len(ctx.budgets)):
@@ -371,6 +375,10 @@ class SegmentationTask(AuditTask):
     def summarise(self, ctx: AuditContext, records: Records) -> dict[str, Any]:
         """The ``"segmentation"`` part of ``metrics.json``."""
         return summarise_segmentation(self, ctx, records)
+
+    def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
+        """MR301-MR303 (:mod:`medrobust.evaluation.tasks.segmentation_checks`)."""
+        return segmentation_checks(ctx, records) if ctx.specs else []
 
 
 def _tags(name: str) -> tuple[str, ...]:

@@ -185,3 +185,33 @@ def test_square_seg_is_seeded_counts_queries_and_stays_in_the_ball() -> None:
         create_attack("square-seg", n_queries=0)
     with pytest.raises(TypeError, match="targeted"):
         create_attack("square-seg", targeted=True)
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+def test_asma_spends_one_forward_pass_per_step_even_when_clipping() -> None:
+    from medrobust.models import ModelAdapter
+
+    counting = _Counting(tiny_unet(2).net)
+    model = ModelAdapter(counting, num_classes=3, task="segmentation", spatial_dims=2).eval()
+    x = inputs(2)
+    with torch.no_grad():
+        target = torch.roll(model(x).argmax(1), 1, dims=0)
+    counting.calls = 0
+    steps = 6
+    # large normalised steps: every iterate leaves [0, 1] and is clipped
+    attack = create_attack("asma", steps=steps, normalize="linf", tau=0.5, beta=0.5)
+    res = attack(model, x, target)
+    assert float(res.x_adv.min()) == 0.0 or float(res.x_adv.max()) == 1.0  # clipping happened
+    # one to prepare the target, one clean check, one per step, one for the last iterate
+    assert counting.calls == steps + 3

@@ -14,7 +14,7 @@ import torch
 
 from medrobust.attacks.engine import Run, _check_positive, subset_region
 from medrobust.attacks.objectives.base import ObjectiveOutput, Target, index_target
-from medrobust.attacks.objectives.segmentation import ASMALoss, class_argmax, target_iou
+from medrobust.attacks.objectives.segmentation import ASMALoss, target_iou
 from medrobust.attacks.presets import register_attack
 from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.threat import sample_norm
@@ -34,11 +34,14 @@ class ASMA(SegmentationAttack):
 
     Each iteration ascends ``J = L_pred - w ||X - X_0||^2`` (:class:`ASMALoss`) by
     ``X~_{n+1} = X_n + rho_n d_n``, with ``d_n`` the raw gradient (``normalize=None``, as in the
-    paper) or the gradient normalised per sample to unit Linf or L2 norm. The IoU between the
-    prediction at ``X~_{n+1}`` (before clamping) and the target sets the next multiplier
-    ``rho_{n+1} = beta IoU_{n+1} + tau`` (``rho_0 = tau``), then ``X_{n+1}`` is ``X~_{n+1}``
-    clipped to the bounds (and, with ``eps``, projected onto the ball: the budget-bounded
-    variant). Every sample has its own multiplier.
+    paper) or the gradient normalised per sample to unit Linf or L2 norm; ``X_{n+1}`` is
+    ``X~_{n+1}`` clipped to the bounds (and, with ``eps``, projected onto the ball: the
+    budget-bounded variant). The IoU between the prediction at ``X_{n+1}`` and the target sets
+    the next multiplier ``rho_{n+1} = beta IoU_{n+1} + tau`` (``rho_0 = tau``); that prediction
+    comes from the forward pass the next step runs anyway, so a step costs one forward and one
+    backward pass. (The paper measures the IoU at ``X~_{n+1}`` before clipping, which costs a
+    second forward pass wherever clipping changed the point; the two agree wherever it did
+    not.) Every sample has its own multiplier.
 
     The best iterate per sample is kept: success first, then the most pixels agreeing with the
     target, then the smaller L2 perturbation. The result's ``loss`` is that score,
@@ -156,7 +159,6 @@ class ASMA(SegmentationAttack):
         if not isinstance(target, dict):  # pragma: no cover - prepare always builds a dict
             raise TypeError("ASMA needs the dict target of ASMALoss.prepare")
         b, k = x.shape[0], model.num_classes
-        mask = target["mask"]
         view = (-1,) + (1,) * (x.ndim - 1)
         tau, beta = self.multipliers(model, x)
         rho = torch.full((b,), tau, dtype=x.dtype, device=x.device)
@@ -192,14 +194,7 @@ class ASMA(SegmentationAttack):
             x0 = x[idx]
             x_next = x0 + threat.project(x0, x_tilde - x0, ra)
             best.steps[idx] += 1
-            changed = (x_next != x_tilde).flatten(1).any(dim=1)
-            if bool(changed.any()):  # IoU before clamping needs its own forward pass
-                rows = changed.nonzero().flatten()
-                with torch.no_grad():
-                    pred = class_argmax(model(x_tilde[rows]))
-                iou = target_iou(pred, mask[idx][rows], k).to(x.dtype)
-                rho[idx[rows]] = beta * iou + tau
-            pending[idx] = ~changed  # unchanged rows: the next forward pass sees X~ itself
+            pending[idx] = True  # the next forward pass gives the IoU at X_{n+1}
             xt[idx] = x_next
         if idx.numel():
             ta = index_target(target, idx)

@@ -98,3 +98,57 @@ def make_nifti_folder(root: Path, n: int = 4, shape: tuple[int, int, int] = (10,
         write_nifti(root / "imagesTr" / f"case{i:02d}.nii.gz", img)
         write_nifti(root / "labelsTr" / f"case{i:02d}.nii.gz", lab)
     return root
+
+
+def write_ct(
+    path: Path,
+    hu: np.ndarray,
+    *,
+    z: float = 0.0,
+    series: str = "1.2.3.4",
+    instance: int = 1,
+    window: tuple[float, float] | None = (40.0, 400.0),
+) -> None:
+    """A CT slice stored as uint16 with RescaleIntercept -1024, position z mm."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "CT", series, instance
+    ds.ImagePositionPatient = [0.0, 0.0, z]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [0.7, 0.8]
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = (hu + 1024).astype(np.uint16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def dicom_slice(value: float, shape: tuple[int, int] = (12, 10)) -> np.ndarray:
+    """A uniform slice of ``value`` HU."""
+    return np.full(shape, value, dtype=np.float64)
+
+
+def make_dicom_classes(root: Path, series: bool) -> None:
+    """Two classes of five CT files (or three-slice series) each: ``root/<class>/...``."""
+    for k, (cls, hu) in enumerate((("normal", -50.0), ("lesion", 150.0))):
+        for i in range(5):
+            value = dicom_slice(hu + 10 * i)
+            if series:
+                for s in range(3):
+                    write_ct(
+                        root / cls / f"p{i}" / f"{s}.dcm", value, z=2.0 * s, series=f"1.{k}.{i}"
+                    )
+            else:
+                write_ct(root / cls / f"{i}.dcm", value)

@@ -26,6 +26,7 @@ from medrobust.data.base import MedicalDataset
 from medrobust.types import Task
 
 from .helpers import (
+    make_dicom_classes,
     make_nifti_folder,
     write_grey_png,
     write_mask_png,
@@ -68,6 +69,16 @@ BUILDERS: dict[str, dict[str, Builder]] = {
             include_normal=True,
             fractions=(1.0, 0.0, 0.0),
         ),
+    },
+    "dicom": {
+        "files": lambda tmp: (
+            make_dicom_classes(tmp / "dcm", series=False),
+            create_dataset("dicom", root=str(tmp / "dcm"), size=8, window="ct-abdomen"),
+        )[1],
+        "series": lambda tmp: (
+            make_dicom_classes(tmp / "dcm", series=True),
+            create_dataset("dicom", root=str(tmp / "dcm"), size=8, split="test"),
+        )[1],
     },
     "image-folder": {
         "rgb": lambda tmp: create_dataset(

@@ -9,7 +9,7 @@ Example:
     >>> loader = make_loader(test, batch_size=32, shuffle=False, seed=0)
 """
 
-from medrobust.data import anatomy, nifti, volumes  # noqa: F401 (register data sets)
+from medrobust.data import anatomy, dicom, nifti, volumes  # noqa: F401 (register data sets)
 from medrobust.data._phantom.scanner import SCANNERS, Scanner
 from medrobust.data.base import (
     SPLITS,

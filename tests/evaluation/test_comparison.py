@@ -90,10 +90,11 @@ def _doc(key: str, clean: list[int], robust: list[int], be: float) -> dict:
     return {
         "key": key,
         "label": key.upper(),
-        "clean": {"accuracy": acc, "ci95": ci, "balanced_error": 1 - acc, "n": n},
-        "shifted": {"accuracy": acc - 0.1, "ci95": ci},
-        "corruption_mean_be": be,
-        "adversarial": {"worst_case": [{"eps": 0.01, "robust_accuracy": rob, "ci95": [0, 1]}]},
+        "metric": "accuracy",
+        "clean": {"score": acc, "ci95": ci, "n": n},
+        "shifted": {"score": acc - 0.1, "ci95": ci},
+        "corruption": {"score": be, "name": "balanced error", "lower_is_better": True},
+        "robust": [{"eps": 0.01, "score": rob, "ci95": [0, 1]}],
         "minimal": {"deepfool_l2": {"median": 0.1 + rob}, "jsma_l0_share": {"median": "inf"}},
         "facts": {"parameters": 10, "depth": 2, "flops": 40},
         "per_sample": {"clean": clean, "robust@0.01": robust},
@@ -107,7 +108,7 @@ def test_summary_states_a_robustness_gap_between_comparable_models() -> None:
     c = _doc("c", [1] * 50 + [0] * 50, [0] * 100, 0.5)  # worse on every axis
     s = summarise_comparison([a, b, c], [0.01], "a")
     assert s["rankings"]["clean accuracy"] == {"a": 1.5, "b": 1.5, "c": 3.0}
-    assert s["rankings"]["corruption error"] == {"a": 1.0, "b": 2.0, "c": 3.0}
+    assert s["rankings"]["corruption balanced error"] == {"a": 1.0, "b": 2.0, "c": 3.0}
     pair = next(p for p in s["pairs"] if (p["a"], p["b"]) == ("a", "b"))
     assert pair["comparable"] is True
     t = pair["robust_tests"]["0.01"]
@@ -118,7 +119,7 @@ def test_summary_states_a_robustness_gap_between_comparable_models() -> None:
     assert s["finding"].startswith(
         "Models of comparable clean accuracy differ in robustness: A and B"
     )
-    assert s["table"][1]["corruption_relative_be"] == pytest.approx(2.0)
+    assert s["table"][1]["corruption_relative"] == pytest.approx(2.0)
     assert s["table"][0]["jsma_l0_share_median"] == "inf"
     assert s["spearman"]["robust accuracy @ 0.01"] == pytest.approx(0.866, abs=1e-3)
 
@@ -136,3 +137,35 @@ def test_summary_says_when_it_cannot_answer() -> None:
         summarise_comparison([a], [0.01], "a")
     with pytest.raises(ValueError, match="unknown reference model 'z'"):
         summarise_comparison([a, b], [0.01], "z")
+
+
+def test_summary_of_segmenters_uses_dice_and_the_paired_bootstrap() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.7, 0.9, 60).tolist()
+
+    def seg(key: str, robust: list[float], corr: float) -> dict:
+        return {
+            "key": key,
+            "label": key,
+            "metric": "dice",
+            "clean": {"score": float(np.mean(clean)), "ci95": [0.75, 0.85], "n": 60},
+            "shifted": None,
+            "corruption": {"score": corr, "name": "Dice", "lower_is_better": False},
+            "robust": [{"eps": 0.01, "score": float(np.mean(robust)), "ci95": None}],
+            "facts": {},
+            "per_sample": {"clean": clean, "robust@0.01": robust},
+        }
+
+    a = seg("a", [c - 0.1 for c in clean], 0.7)
+    b = seg("b", [c - 0.5 for c in clean], 0.6)
+    s = summarise_comparison([a, b], [0.01], "a")
+    assert s["metric"] == "dice"
+    assert s["rankings"]["corruption Dice"] == {"a": 1.0, "b": 2.0}  # higher Dice is better
+    t = s["pairs"][0]["robust_tests"]["0.01"]
+    assert t["test"] == "bootstrap" and t["difference"] == pytest.approx(0.4)
+    assert s["finding"].startswith("Models of comparable clean dice differ in robustness")
+    assert "paired bootstrap p" in s["finding"]
+    with pytest.raises(ValueError, match="one metric"):
+        summarise_comparison([a, {**b, "metric": "accuracy"}], [0.01], "a")

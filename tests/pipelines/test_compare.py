@@ -161,3 +161,48 @@ def test_cli_help_and_bad_input() -> None:
         main(["compare", "--model", "small-cnn", "--out", "/tmp/medrobust-never-written"])
     assert exc.value.code == 2
     assert not Path("/tmp/medrobust-never-written/models").exists()
+
+
+@pytest.mark.slow
+def test_segmenters_are_compared_by_dice_with_dag(tmp_path: Path) -> None:
+    cfg = CompareConfig.for_segmentation(
+        data="bus-phantom",
+        data_params={"size": 32},
+        split_sizes={"train": 32, "val": 8, "test": 12},
+        shift_params={"scanner": "shifted"},
+        models=["unet:channels=[4, 8],strides=[2]", "unet:channels=[4, 8, 16],strides=[2, 2]"],
+        epochs=1,
+        batch_size=8,
+        eps=["2/255", "8/255"],
+        targeted=[{"name": "dag", "steps": 3}],
+        adv_samples=8,
+        corruptions=["gaussian"],
+        corrupt_samples=8,
+    )
+    m = run_compare(cfg, tmp_path).metrics
+    cmp = m["comparison"]
+    assert cmp["metric"] == "dice" and cmp["corruption_metric"] == "Dice"
+    for d in m["compare"]["models"]:
+        assert d["metric"] == "dice" and set(d["clean"]["per_class"]) == {"lesion"}
+        assert 0.0 <= d["clean"]["score"] <= 1.0 and d["shifted"]["n"] == 12
+        assert [t["attack"] for t in d["adversarial"]["targeted"]] == ["dag"]
+        assert [r["eps"] for r in d["robust"]] == [2 / 255, 8 / 255]
+        per = json.loads((tmp_path / "models" / d["key"] / "result.json").read_text())["per_sample"]
+        worst = per[f"robust@{8 / 255:.6g}"]
+        assert len(worst) == 8  # the attacked samples are the first 8 of the 12 test images
+        assert all(w <= c + 1e-9 for w, c in zip(worst, per["clean"][:8], strict=True))
+        assert d["robust"][1]["score"] == pytest.approx(sum(worst) / 8)
+    test = cmp["pairs"][0]["robust_tests"]["8/255"]
+    assert test["test"] == "bootstrap" and test["n"] == 8
+    assert "minimal L2 (DeepFool)" not in cmp["rankings"]
+
+
+def test_segmentation_settings_are_checked_before_compute(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'small-cnn' is not a segmenter"):
+        run_compare(CompareConfig.for_segmentation(models=["unet", "small-cnn"]), tmp_path)
+    with pytest.raises(ValueError, match="'fgsm' is not a segmentation attack"):
+        run_compare(CompareConfig.for_segmentation(attacks=["fgsm"]), tmp_path)
+    with pytest.raises(ValueError, match="has no segmentation labels"):
+        run_compare(CompareConfig.for_segmentation(data="medmnist"), tmp_path)
+    with pytest.raises(ValueError, match="task must be 'classification' or 'segmentation'"):
+        CompareConfig(task="detection")

@@ -54,51 +54,68 @@ Shift = Annotated[
 def compare_config(opts: Mapping[str, Any]) -> Any:
     """The comparison settings of the ``compare`` options (keyed by parameter name).
 
+    Options left at None take the task's defaults (:class:`CompareConfig` for classification,
+    :meth:`CompareConfig.for_segmentation` for segmentation).
+
     Raises:
         ValueError: For options that do not parse or settings the comparison rejects.
     """
-    from medrobust.pipelines.compare_config import DEFAULT_MODELS, CompareConfig
+    from medrobust.pipelines.compare_config import CompareConfig
 
-    phantom = opts["data"] == "bus-phantom"
+    task = opts["task"]
+    if task not in ("classification", "segmentation"):
+        raise ValueError(f"--task must be classification or segmentation, got {task!r}")
+    seg = task == "segmentation"
+    data = opts["data"] or ("mni152-tissue" if seg else "bus-phantom")
+    phantom = data == "bus-phantom"
+    out: dict[str, Any] = {"data": data, "task": task}
     data_params = params(opts["data_param"], "--data-param", fractions=True)
+    if opts["data"] is not None or data_params:
+        out["data_params"] = {**({"size": 64} if phantom else {}), **data_params}
     shift = params(opts["shift_param"], "--shift-param", fractions=True)
-    if not shift and phantom and opts["shift_data"] is None:
-        shift = {"scanner": "shifted"}
-    sizes = {"train": opts["n_train"], "val": opts["n_val"], "test": opts["n_test"]}
-    models = list(opts["model"] or [])
-    checkpoints = [str(p) for p in opts["checkpoint"] or []]
-    if not models and not checkpoints:
-        models = list(DEFAULT_MODELS)
-    corruptions = names(opts["corruptions"]) if opts["corruptions"] else None
-    return CompareConfig(
-        data=opts["data"],
-        data_params={**({"size": 64} if phantom else {}), **data_params},
-        split_sizes=sizes if phantom else None,
-        shift_params=shift or None,
-        shift_data=opts["shift_data"],
-        shift_split=opts["shift_split"],
-        models=models,
-        checkpoints=checkpoints,
-        seeds=[int(s) for s in names(opts["seeds"])],
-        epochs=opts["epochs"],
-        batch_size=opts["batch_size"],
-        lr=opts["lr"],
-        attacks=names(opts["attacks"]),
-        eps=budgets(opts["eps"]),
-        adv_samples=opts["adv_samples"],
-        corruptions=corruptions,
-        corrupt_samples=opts["corrupt_samples"],
-        minimal=opts["minimal"],
-        reference=opts["reference"],
-        modality=opts["modality"],
-        seed=opts["seed"],
+    if shift or opts["shift_data"] is not None:
+        out["shift_params"] = shift or None
+    else:  # the phantom's other scanner; no shift known for other data sets
+        out["shift_params"] = {"scanner": "shifted"} if phantom else None
+    out["split_sizes"] = (
+        {"train": opts["n_train"], "val": opts["n_val"], "test": opts["n_test"]}
+        if phantom
+        else None
     )
+    if opts["model"] or opts["checkpoint"]:
+        out["models"] = list(opts["model"] or [])
+        out["checkpoints"] = [str(p) for p in opts["checkpoint"] or []]
+    simple = {
+        "shift_data": opts["shift_data"],
+        "shift_split": opts["shift_split"],
+        "seeds": [int(s) for s in names(opts["seeds"])],
+        "epochs": opts["epochs"],
+        "batch_size": opts["batch_size"],
+        "lr": opts["lr"],
+        "attacks": names(opts["attacks"]) if opts["attacks"] else None,
+        "eps": budgets(opts["eps"]),
+        "adv_samples": opts["adv_samples"],
+        "corruptions": names(opts["corruptions"]) if opts["corruptions"] else None,
+        "corrupt_samples": opts["corrupt_samples"],
+        "minimal": opts["minimal"],
+        "reference": opts["reference"],
+        "modality": opts["modality"],
+        "seed": opts["seed"],
+    }
+    out.update({k: v for k, v in simple.items() if v is not None})
+    return CompareConfig.for_segmentation(**out) if seg else CompareConfig(**out)
 
 
 def compare(
     model: Models = None,
     checkpoint: Checkpoints = None,
-    data: Annotated[str, typer.Option(help="Data set name.")] = "bus-phantom",
+    task: Annotated[
+        str, typer.Option(help="classification (accuracy) or segmentation (Dice).")
+    ] = "classification",
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data set (default: bus-phantom; segmentation: mni152-tissue)."),
+    ] = None,
     data_param: DataParam = None,
     n_train: Annotated[int, typer.Option(help="Training images (phantom).")] = 400,
     n_val: Annotated[int, typer.Option(help="Validation images (phantom).")] = 100,
@@ -109,10 +126,13 @@ def compare(
     ] = None,
     shift_split: Annotated[str, typer.Option(help="Split of the shifted data.")] = "test",
     seeds: Annotated[str, typer.Option(help="Training seeds, e.g. 0,1,2.")] = "0",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-3,
-    attacks: Annotated[str, typer.Option(help="Attacks per budget.")] = "fgsm,deepfool,pgd",
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (task default).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(help="Attacks per budget (default fgsm,deepfool,pgd; segmentation pgd-seg)."),
+    ] = None,
     eps: Annotated[str, typer.Option(help="Linf budgets.")] = "1/255,2/255,4/255",
     adv_samples: Annotated[int, typer.Option(help="Test images attacked.")] = 100,
     corruptions: Annotated[
@@ -120,8 +140,9 @@ def compare(
     ] = None,
     corrupt_samples: Annotated[int, typer.Option(help="Test images corrupted.")] = 100,
     minimal: Annotated[
-        bool, typer.Option(help="Measure the minimal perturbation (DeepFool L2, JSMA L0).")
-    ] = True,
+        bool | None,
+        typer.Option(help="Measure the minimal perturbation (DeepFool L2, JSMA L0; classifiers)."),
+    ] = None,
     reference: Annotated[
         str | None, typer.Option(help="Reference model of the relative corruption error.")
     ] = None,
@@ -133,8 +154,8 @@ def compare(
     out: Annotated[Path, typer.Option(help="Comparison folder.")] = Path("runs/compare"),
     overwrite: Annotated[bool, typer.Option(help="Start over in --out.")] = False,
 ) -> None:
-    """Compare models on clean accuracy, a shifted test split, natural corruptions and
-    adversarial robustness, and say whether the accurate models are the robust ones.
+    """Compare models on clean accuracy (or Dice), a shifted test split, natural corruptions
+    and adversarial robustness, and say whether the best models are the robust ones.
 
     Reruns in --out reuse every finished model, so an interrupted comparison continues where
     it stopped."""
@@ -156,12 +177,16 @@ def compare_table(metrics: Mapping[str, Any]) -> Table:
     from medrobust._utils.format import fmt_eps
 
     e = fmt_eps(cmp["headline_eps"])
-    table = Table(title=f"Generalizability vs robustness (robust at {e})")
-    for col in ("model", "params", "clean", "shifted", "corr. BE", f"robust {e}", "L2 to flip"):
+    metric = cmp.get("metric", "accuracy")
+    table = Table(title=f"Generalizability vs robustness ({metric}; robust at {e})")
+    corr = "corr. BE" if metric == "accuracy" else "corr. Dice"
+    for col in ("model", "params", "clean", "shifted", corr, f"robust {e}", "L2 to flip"):
         table.add_column(col, justify="right")
 
     def pct(v: Any) -> str:
-        return "-" if v is None else f"{100 * float(v):.1f}%"
+        if v is None:
+            return "-"
+        return f"{100 * float(v):.1f}%" if metric == "accuracy" else f"{float(v):.3f}"
 
     for r in cmp["table"]:
         l2 = r["deepfool_l2_median"]
@@ -169,10 +194,10 @@ def compare_table(metrics: Mapping[str, Any]) -> Table:
         table.add_row(
             r["label"],
             f"{r['parameters']:,}" if r["parameters"] is not None else "-",
-            pct(r["clean_accuracy"]),
-            pct(r["shifted_accuracy"]),
-            pct(r["corruption_mean_be"]),
-            pct(r["robust"][e]["accuracy"]),
+            pct(r["clean"]),
+            pct(r["shifted"]),
+            pct(r["corruption"]),
+            pct(r["robust"][e]["score"]),
             l2_text,
         )
     return table

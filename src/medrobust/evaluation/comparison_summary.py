@@ -9,9 +9,10 @@ per-sample outcomes on shared samples) and returns the ``comparison`` section of
 * ``table``: one row per model with every axis;
 * ``rankings``: the rank of every model on every axis (1 = best);
 * ``spearman``: the rank correlation of the clean-accuracy ranking with each other axis;
-* ``pairs``: for every pair of models, whether their clean-accuracy 95% intervals overlap
-  ("comparable generalizability"), and the exact McNemar test of their clean and robust
-  correctness on the same samples at every budget, with Holm's correction over the pairs;
+* ``pairs``: for every pair of models, whether their clean-score 95% intervals overlap
+  ("comparable generalizability"), and a paired test of their clean and robust outcomes on the
+  same samples at every budget, with Holm's correction over the pairs: the exact McNemar test
+  of 0/1 correctness for classifiers, the paired bootstrap of per-sample Dice for segmenters;
 * ``finding``: one sentence saying whether models of comparable clean accuracy differed
   significantly in robustness at the headline budget (the middle one of the list, fixed in
   advance so that the sentence is not chosen after seeing the results).
@@ -25,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from medrobust._utils.format import fmt_eps
-from medrobust.evaluation.ranking import mcnemar, rank, spearman
+from medrobust.evaluation.ranking import mcnemar, paired_bootstrap, rank, spearman
 
 __all__ = ["as_number", "headline_budget", "holm", "summarise_comparison"]
 
@@ -51,11 +52,11 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _worst(doc: Mapping[str, Any], e: float) -> dict[str, Any]:
-    for row in doc["adversarial"]["worst_case"]:
+def _robust(doc: Mapping[str, Any], e: float) -> dict[str, Any]:
+    for row in doc["robust"]:
         if math.isclose(float(row["eps"]), e, rel_tol=1e-9):
             return dict(row)
-    raise KeyError(f"model {doc['key']!r} has no worst-case row at eps={e:g}")
+    raise KeyError(f"model {doc['key']!r} has no robust score at eps={e:g}")
 
 
 def _minimal_median(doc: Mapping[str, Any], name: str) -> float | str | None:
@@ -74,6 +75,7 @@ def as_number(value: float | str | None) -> float:
 def _row(doc: Mapping[str, Any], eps: Sequence[float], ref: Mapping[str, Any]) -> dict[str, Any]:
     facts = doc.get("facts") or {}
     shifted = doc.get("shifted") or {}
+    corruption = doc.get("corruption") or {}
     row: dict[str, Any] = {
         "key": doc["key"],
         "label": doc["label"],
@@ -81,23 +83,22 @@ def _row(doc: Mapping[str, Any], eps: Sequence[float], ref: Mapping[str, Any]) -
         "depth": facts.get("depth"),
         "flops": facts.get("flops"),
         "train_time_s": facts.get("train_time_s"),
-        "clean_accuracy": doc["clean"]["accuracy"],
+        "clean": doc["clean"]["score"],
         "clean_ci95": doc["clean"]["ci95"],
-        "clean_balanced_error": doc["clean"]["balanced_error"],
-        "shifted_accuracy": shifted.get("accuracy"),
+        "shifted": shifted.get("score"),
         "shifted_ci95": shifted.get("ci95"),
-        "corruption_mean_be": doc.get("corruption_mean_be"),
-        "corruption_relative_be": None,
+        "corruption": corruption.get("score"),
+        "corruption_relative": None,
         "robust": {},
         "deepfool_l2_median": _minimal_median(doc, "deepfool_l2"),
         "jsma_l0_share_median": _minimal_median(doc, "jsma_l0_share"),
     }
-    ref_be = ref.get("corruption_mean_be")
-    if row["corruption_mean_be"] is not None and ref_be:
-        row["corruption_relative_be"] = row["corruption_mean_be"] / ref_be
+    ref_score = (ref.get("corruption") or {}).get("score")
+    if row["corruption"] is not None and ref_score:
+        row["corruption_relative"] = row["corruption"] / ref_score
     for e in eps:
-        w = _worst(doc, e)
-        row["robust"][fmt_eps(e)] = {"accuracy": w["robust_accuracy"], "ci95": w.get("ci95")}
+        r = _robust(doc, e)
+        row["robust"][fmt_eps(e)] = {"score": r["score"], "ci95": r.get("ci95")}
     return row
 
 
@@ -105,23 +106,32 @@ def _nan(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def _axes(rows: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> dict[str, list[float]]:
-    """Every ranked axis as one value per model, with whether higher is better."""
+def _axes(
+    rows: Sequence[Mapping[str, Any]], eps: Sequence[float], metric: str, corruption: str
+) -> dict[str, list[float]]:
+    """Every ranked axis as one value per model."""
     axes: dict[str, list[float]] = {
-        "clean accuracy": [r["clean_accuracy"] for r in rows],
-        "shifted accuracy": [_nan(r["shifted_accuracy"]) for r in rows],
-        "corruption error": [_nan(r["corruption_mean_be"]) for r in rows],
+        f"clean {metric}": [r["clean"] for r in rows],
+        f"shifted {metric}": [_nan(r["shifted"]) for r in rows],
+        f"corruption {corruption}": [_nan(r["corruption"]) for r in rows],
     }
     for e in eps:
-        axes[f"robust accuracy @ {fmt_eps(e)}"] = [
-            r["robust"][fmt_eps(e)]["accuracy"] for r in rows
-        ]
+        axes[f"robust {metric} @ {fmt_eps(e)}"] = [r["robust"][fmt_eps(e)]["score"] for r in rows]
     axes["minimal L2 (DeepFool)"] = [as_number(r["deepfool_l2_median"]) for r in rows]
     axes["minimal L0 (JSMA)"] = [as_number(r["jsma_l0_share_median"]) for r in rows]
     return {k: v for k, v in axes.items() if not all(math.isnan(x) for x in v)}
 
 
-def _pairs(docs: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> list[dict[str, Any]]:
+def _paired(a: Sequence[float], b: Sequence[float], metric: str) -> dict[str, Any]:
+    """McNemar for 0/1 correctness (accuracy), the paired bootstrap for scores (Dice)."""
+    if metric == "accuracy":
+        return mcnemar(a, b).to_dict()
+    return paired_bootstrap(a, b).to_dict()
+
+
+def _pairs(
+    docs: Sequence[Mapping[str, Any]], eps: Sequence[float], metric: str
+) -> list[dict[str, Any]]:
     pairs = []
     for a, b in itertools.combinations(docs, 2):
         lo_a, hi_a = a["clean"]["ci95"]
@@ -129,15 +139,16 @@ def _pairs(docs: Sequence[Mapping[str, Any]], eps: Sequence[float]) -> list[dict
         pair: dict[str, Any] = {
             "a": a["key"],
             "b": b["key"],
-            "clean_difference": a["clean"]["accuracy"] - b["clean"]["accuracy"],
+            "clean_difference": a["clean"]["score"] - b["clean"]["score"],
             "comparable": bool(lo_a <= hi_b and lo_b <= hi_a),
-            "clean_test": mcnemar(a["per_sample"]["clean"], b["per_sample"]["clean"]).to_dict(),
+            "clean_test": _paired(a["per_sample"]["clean"], b["per_sample"]["clean"], metric),
             "robust_tests": {},
         }
         for e in eps:
             name = f"robust@{e:.6g}"
-            test = mcnemar(a["per_sample"][name], b["per_sample"][name])
-            pair["robust_tests"][fmt_eps(e)] = test.to_dict()
+            pair["robust_tests"][fmt_eps(e)] = _paired(
+                a["per_sample"][name], b["per_sample"][name], metric
+            )
         pairs.append(pair)
     for e in eps:
         tests = [p["robust_tests"][fmt_eps(e)] for p in pairs]
@@ -151,38 +162,42 @@ def _finding(
     pairs: Sequence[Mapping[str, Any]],
     rho: float,
     e: float,
+    metric: str,
 ) -> str:
     label = {r["key"]: r["label"] for r in rows}
-    acc = {r["key"]: r["robust"][fmt_eps(e)]["accuracy"] for r in rows}
-    clean = {r["key"]: r["clean_accuracy"] for r in rows}
+    acc = {r["key"]: r["robust"][fmt_eps(e)]["score"] for r in rows}
+    clean = {r["key"]: r["clean"] for r in rows}
+    fmt = "{:.1%}" if metric == "accuracy" else "{:.3f}"
+    test_name = "McNemar" if metric == "accuracy" else "paired bootstrap"
     eps_s = fmt_eps(e)
     comparable = [p for p in pairs if p["comparable"]]
     differing = [p for p in comparable if p["robust_tests"][eps_s]["p_holm"] < ALPHA]
     rho_s = "undefined (too few models or no spread)" if math.isnan(rho) else f"{rho:+.2f}"
     tail = (
-        f" The clean-accuracy ranking and the robustness ranking at {eps_s} have Spearman "
+        f" The clean-{metric} ranking and the robustness ranking at {eps_s} have Spearman "
         f"rho = {rho_s}."
     )
     if differing:
         p = max(differing, key=lambda q: abs(acc[q["a"]] - acc[q["b"]]))
         t = p["robust_tests"][eps_s]
+        a, b = p["a"], p["b"]
         return (
-            f"Models of comparable clean accuracy differ in robustness: {label[p['a']]} and "
-            f"{label[p['b']]} reach {clean[p['a']]:.1%} and {clean[p['b']]:.1%} clean accuracy "
-            f"(overlapping 95% intervals) but {acc[p['a']]:.1%} and {acc[p['b']]:.1%} robust "
-            f"accuracy at {eps_s} (McNemar p = {t['p_value']:.3g}, Holm-adjusted "
+            f"Models of comparable clean {metric} differ in robustness: {label[a]} and "
+            f"{label[b]} reach {fmt.format(clean[a])} and {fmt.format(clean[b])} clean {metric} "
+            f"(overlapping 95% intervals) but {fmt.format(acc[a])} and {fmt.format(acc[b])} "
+            f"robust {metric} at {eps_s} ({test_name} p = {t['p_value']:.3g}, Holm-adjusted "
             f"{t['p_holm']:.3g}, n = {t['n']}); {len(differing)} of {len(comparable)} "
             f"comparable pairs differ significantly." + tail
         )
     if comparable:
         return (
-            f"No pair of models with comparable clean accuracy ({len(comparable)} pairs with "
-            f"overlapping 95% intervals) differs significantly in robust accuracy at {eps_s} "
+            f"No pair of models with comparable clean {metric} ({len(comparable)} pairs with "
+            f"overlapping 95% intervals) differs significantly in robust {metric} at {eps_s} "
             f"after Holm's correction: this run does not reproduce Paschali et al.'s finding "
             f"(more test samples or more models may)." + tail
         )
     return (
-        "No two models have overlapping clean-accuracy intervals, so this run cannot say "
+        f"No two models have overlapping clean-{metric} intervals, so this run cannot say "
         "whether models of comparable generalizability differ in robustness." + tail
     )
 
@@ -193,35 +208,47 @@ def summarise_comparison(
     """The ``comparison`` section of ``metrics.json`` (see the module docstring).
 
     Args:
-        docs: Per-model documents, in the order of the comparison.
+        docs: Per-model documents, in the order of the comparison, each with ``metric``
+            (``"accuracy"`` or ``"dice"``), ``clean``/``shifted`` (``score``, ``ci95``),
+            ``corruption`` (``score``, ``name``, ``lower_is_better``), ``robust`` (per budget
+            ``eps``, ``score``, ``ci95``) and ``per_sample`` outcomes (``clean``,
+            ``robust@<eps>``) on shared samples.
         eps: The budgets every model was attacked at.
-        reference: Key of the reference model of the relative corruption error.
+        reference: Key of the reference model of the relative corruption score.
 
     Raises:
-        ValueError: For fewer than two models or an unknown reference.
+        ValueError: For fewer than two models, mixed metrics or an unknown reference.
     """
     if len(docs) < 2:
         raise ValueError(f"a comparison needs at least two models, got {len(docs)}")
+    metrics = {d.get("metric", "accuracy") for d in docs}
+    if len(metrics) != 1:
+        raise ValueError(f"every model must be scored by one metric, got {sorted(metrics)}")
+    metric = metrics.pop()
     by_key = {d["key"]: d for d in docs}
     if reference not in by_key:
         raise ValueError(f"unknown reference model {reference!r}; models: {sorted(by_key)}")
+    corruption = by_key[reference].get("corruption") or {}
+    corruption_name = str(corruption.get("name", "error"))
+    lower_better = {f"corruption {corruption_name}"} if corruption.get("lower_is_better") else set()
     rows = [_row(d, eps, by_key[reference]) for d in docs]
-    axes = _axes(rows, eps)
-    lower_better = {"corruption error"}
+    axes = _axes(rows, eps, metric, corruption_name)
     rankings = {
         axis: rank(values, higher_is_better=axis not in lower_better)
         for axis, values in axes.items()
     }
-    clean_ranks = rankings["clean accuracy"]
+    clean_ranks = rankings[f"clean {metric}"]
     rhos = {
         axis: spearman(clean_ranks, ranks)
         for axis, ranks in rankings.items()
-        if axis != "clean accuracy"
+        if axis != f"clean {metric}"
     }
-    pairs = _pairs(docs, eps)
+    pairs = _pairs(docs, eps, metric)
     e = headline_budget(eps)
-    rho = rhos.get(f"robust accuracy @ {fmt_eps(e)}", math.nan)
+    rho = rhos.get(f"robust {metric} @ {fmt_eps(e)}", math.nan)
     return {
+        "metric": metric,
+        "corruption_metric": corruption_name,
         "headline_eps": e,
         "reference": reference,
         "alpha": ALPHA,
@@ -229,5 +256,5 @@ def summarise_comparison(
         "rankings": {axis: dict(zip(by_key, r, strict=True)) for axis, r in rankings.items()},
         "spearman": rhos,
         "pairs": pairs,
-        "finding": _finding(rows, pairs, rho, e),
+        "finding": _finding(rows, pairs, rho, e, metric),
     }

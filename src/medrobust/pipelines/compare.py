@@ -57,11 +57,13 @@ from medrobust.evaluation.corruptions import (
 from medrobust.models import list_models
 from medrobust.models.zoo import MODELS
 from medrobust.pipelines.compare_config import CandidateSpec, CompareConfig
-from medrobust.pipelines.compare_models import SharedData, load_candidate, measure_candidate
+from medrobust.pipelines.compare_data import SharedData
+from medrobust.pipelines.compare_models import load_candidate, measure_candidate
 from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.results import check_docs
 from medrobust.reporting.html import render_report
 from medrobust.reporting.sections.compare import compare_sections
+from medrobust.types import Task
 
 __all__ = ["CompareResult", "compare", "run_compare"]
 
@@ -101,12 +103,24 @@ def _load(data: str, params: dict[str, Any], split: str, sizes: dict[str, int] |
     return create_dataset(data, split=split, **p)
 
 
-def _tensors(ds: Dataset[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _tensors(ds: Dataset[Any], target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and targets (``"label"`` or ``"mask"``) of a whole split, stacked."""
     items = [ds[i] for i in range(len(ds))]  # type: ignore[arg-type]
     if not items:
         raise ValueError("the test split is empty: nothing to compare on")
+    if target not in items[0]:
+        raise ValueError(
+            f"the data set's items have no {target!r} (keys: {sorted(items[0])}); a "
+            f"segmentation comparison needs masks"
+        )
+    shapes = {tuple(it["image"].shape) for it in items}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the test images differ in shape ({sorted(shapes)[:3]}...): compare needs one "
+            "input size (pass a size or patch parameter)"
+        )
     return torch.stack([it["image"] for it in items]), torch.stack(
-        [torch.as_tensor(it["label"]) for it in items]
+        [torch.as_tensor(it[target]) for it in items]
     ).long()
 
 
@@ -137,16 +151,19 @@ def check_config(
             continue
         if spec.architecture not in list_models():
             raise ValueError(f"unknown architecture {spec.architecture!r}; known: {list_models()}")
-        if "classification" not in MODELS.get(spec.architecture).tags:
+        if cfg.task not in MODELS.get(spec.architecture).tags:
+            noun = "classifier" if cfg.task == "classification" else "segmenter"
             raise ValueError(
-                f"{spec.architecture!r} is not a classifier (compare trains classifiers; "
-                f"classifiers: {list_models(tag='classification')})"
+                f"{spec.architecture!r} is not a {noun} (this comparison's task is {cfg.task}; "
+                f"its architectures: {list_models(tag=cfg.task)})"
             )
-    for name in cfg.attacks:
+    targeted = list(cfg.targeted) if cfg.task == "segmentation" else []
+    for item in [*cfg.attacks, *targeted]:
+        name = item["name"] if isinstance(item, Mapping) else str(item)
         if name not in ATTACKS:
             raise ValueError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}")
-        if "classification" not in ATTACKS.get(name).tags:
-            raise ValueError(f"{name!r} is not a classification attack")
+        if cfg.task not in ATTACKS.get(name).tags:
+            raise ValueError(f"{name!r} is not a {cfg.task} attack")
     return specs, *_corruptions(cfg)
 
 
@@ -155,6 +172,8 @@ def _corruptions(cfg: CompareConfig) -> tuple[list[str], dict[str, str]]:
 
     if cfg.data not in DATASETS:
         raise ValueError(f"unknown data set {cfg.data!r}; known: {sorted(DATASETS)}")
+    if cfg.task not in DATASETS.get(cfg.data).tags:
+        raise ValueError(f"data set {cfg.data!r} has no {cfg.task} labels")
     modality = str(cfg.modality or getattr(DATASETS.get(cfg.data).factory, "modality", "any"))
     if cfg.corruptions is None:
         return list_corruptions(modality), {}
@@ -202,7 +221,8 @@ def _prepare(cfg: CompareConfig, say: Callable) -> SharedData:
     say(f"preparing data set {cfg.data!r}")
     train = _load(cfg.data, cfg.data_params, "train", cfg.split_sizes)
     val = _load(cfg.data, cfg.data_params, "val", cfg.split_sizes)
-    x, y = _tensors(_load(cfg.data, cfg.data_params, "test", cfg.split_sizes))
+    target = "label" if cfg.task == "classification" else "mask"
+    x, y = _tensors(_load(cfg.data, cfg.data_params, "test", cfg.split_sizes), target)
     x_shift = y_shift = None
     if cfg.shift_params is not None or cfg.shift_data is not None:
         shift_params = {**cfg.data_params, **(cfg.shift_params or {})}
@@ -210,12 +230,19 @@ def _prepare(cfg: CompareConfig, say: Callable) -> SharedData:
             shift_params = dict(cfg.shift_params or {})
         name = cfg.shift_data or cfg.data
         shifted = _load(name, shift_params, cfg.shift_split, cfg.split_sizes)
-        x_shift, y_shift = _tensors(shifted)
+        x_shift, y_shift = _tensors(shifted, target)
         if x_shift.shape[1:] != x.shape[1:]:
             raise ValueError(
                 f"the shifted split's images are {tuple(x_shift.shape[1:])}, the test split's "
                 f"{tuple(x.shape[1:])}: pass the same size in the shift parameters"
             )
+    names = list(getattr(train, "class_names", []) or [])
+    if cfg.task == "segmentation" and getattr(train, "task", None) != Task.SEGMENTATION:
+        # a classification data set with lesion masks (the phantom, BUSI): its class names are
+        # the image labels, the masks hold background and lesion
+        names = ["background", "lesion"]
+    if not names:
+        names = [f"class {i}" for i in range(int(y.max()) + 1)]
     data = SharedData(
         train=train,
         val=val,
@@ -224,10 +251,10 @@ def _prepare(cfg: CompareConfig, say: Callable) -> SharedData:
         x_shift=x_shift,
         y_shift=y_shift,
         plans=[],
-        num_classes=int(getattr(train, "num_classes", int(y.max()) + 1)),
+        num_classes=len(names),
         in_channels=int(x.shape[1]),
         spatial_dims=x.dim() - 2,
-        class_names=list(getattr(train, "class_names", []) or []),
+        class_names=names,
     )
     return data
 
@@ -269,7 +296,7 @@ def run_compare(
     data = _prepare(cfg, say)
     for spec in specs:  # checkpoints and given models must fit the data before any training
         if spec.architecture is None:
-            load_candidate(spec, data)
+            load_candidate(spec, data, cfg.task)
     n = min(CALIBRATION_SAMPLES, cfg.corrupt_samples, data.x.shape[0])
     data.plans, failed = _plans(names, data.x[:n], cfg, out, say)
     skipped.update(failed)

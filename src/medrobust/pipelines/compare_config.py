@@ -28,6 +28,15 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "inception:width=8",
 )
 
+#: The default segmenters: UNets of two depths and widths, an attention U-Net and a SegResNet
+#: (for 2-D inputs whose sides are multiples of 16, such as the MNI152 tissue slices).
+SEGMENTATION_MODELS: tuple[str, ...] = (
+    "unet:channels=[8, 16, 32],strides=[2, 2]",
+    "unet:channels=[16, 32, 64, 128],strides=[2, 2, 2]",
+    "attentionunet:channels=[8, 16, 32],strides=[2, 2]",
+    "segresnet:init_filters=8",
+)
+
 #: The budgeted attacks of Paschali et al. (FGSM, DeepFool) plus PGD for the worst case. JSMA,
 #: their third attack, is an L0 attack: under a small Linf budget its per-pixel change is capped
 #: at eps and it says little, so it measures the minimal L0 perturbation instead (``minimal``);
@@ -178,8 +187,36 @@ class CompareConfig:
     modality: str | None = None
     seed: int = 0
     eval_batch_size: int = 100
+    #: ``"classification"`` (accuracy, McNemar) or ``"segmentation"`` (Dice, bootstrap).
+    task: str = "classification"
+    #: Targeted segmentation attacks (Paschali et al.'s DAG), run once toward the
+    #: all-background target (segmentation only).
+    targeted: list[Any] = field(default_factory=lambda: [{"name": "dag", "steps": 50}])
+
+    @classmethod
+    def for_segmentation(cls, **overrides: Any) -> CompareConfig:
+        """The segmentation defaults: four segmenters on the MNI152 tissue slices (real
+        anatomy without a download: CSF, grey and white matter), PGD on Dice per budget and
+        DAG toward the background, corruptions of MRI; ``overrides`` replace any field."""
+        settings: dict[str, Any] = {
+            "task": "segmentation",
+            "data": "mni152-tissue",
+            "data_params": {"resolution": 2},
+            "split_sizes": None,
+            "shift_params": None,
+            "models": list(SEGMENTATION_MODELS),
+            "attacks": ["pgd-seg"],
+            "minimal": False,
+            "epochs": 15,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+        }
+        settings.update(overrides)
+        return cls(**settings)
 
     def __post_init__(self) -> None:
+        if self.task not in ("classification", "segmentation"):
+            raise ValueError(f"task must be 'classification' or 'segmentation', got {self.task!r}")
         self.eps = parse_budgets(self.eps)
         for name in ("epochs", "batch_size", "adv_samples", "corrupt_samples", "eval_batch_size"):
             value = getattr(self, name)

@@ -13,17 +13,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 from medrobust._utils.io import read_json, write_json_atomic
 from medrobust.evaluation import evaluate
 from medrobust.evaluation.comparison import (
-    CorruptionPlan,
     balanced_error,
     corruption_outcomes,
     finite_median,
@@ -35,44 +32,22 @@ from medrobust.evaluation.records import wilson_interval
 from medrobust.models import ModelAdapter, create_model, load_checkpoint
 from medrobust.models.adapter import as_adapter
 from medrobust.pipelines.compare_config import CandidateSpec, CompareConfig
+from medrobust.pipelines.compare_data import SharedData, corruption_summary
+from medrobust.pipelines.compare_seg import measure_segmenter, segmenter_adversarial
 from medrobust.training import TrainConfig, fit
 
-__all__ = ["SharedData", "measure_candidate"]
+__all__ = ["load_candidate", "measure_candidate"]
 
 logger = logging.getLogger(__name__)
 
 RESULT = "result.json"
 
 
-@dataclass
-class SharedData:
-    """What every candidate is measured on (the same tensors for all of them).
-
-    Attributes:
-        train, val: Training data sets (for the candidates the command trains).
-        x, y: The test images ``(N, C, *spatial)`` and labels ``(N,)``.
-        x_shift, y_shift: The shifted test split, or None.
-        plans: The calibrated corrupted copies (of the first ``corrupt_samples`` images).
-        num_classes, in_channels, spatial_dims, class_names: The data set's description.
-    """
-
-    train: Dataset[Any]
-    val: Dataset[Any]
-    x: torch.Tensor
-    y: torch.Tensor
-    x_shift: torch.Tensor | None
-    y_shift: torch.Tensor | None
-    plans: list[CorruptionPlan]
-    num_classes: int
-    in_channels: int
-    spatial_dims: int
-    class_names: list[str]
-
-
 def _accuracy_block(correct: torch.Tensor, pred: torch.Tensor, y: torch.Tensor, k: int) -> dict:
     n, hits = int(correct.numel()), int(correct.sum())
     return {
         "n": n,
+        "score": hits / n,
         "accuracy": hits / n,
         "ci95": list(wilson_interval(hits, n)),
         "balanced_error": balanced_error(pred, y, k),
@@ -100,7 +75,7 @@ def _train(
         weight_decay=5e-4,
         scheduler="cosine",
         seed=spec.seed,
-        monitor="val_accuracy",
+        monitor="val_accuracy" if cfg.task == "classification" else "val_dice",
     )
     say(f"[{spec.key}] training {spec.label} ({cfg.epochs} epochs)")
     t0 = time.perf_counter()
@@ -124,7 +99,9 @@ def _train(
     }
 
 
-def load_candidate(spec: CandidateSpec, data: SharedData) -> ModelAdapter:
+def load_candidate(
+    spec: CandidateSpec, data: SharedData, task: str = "classification"
+) -> ModelAdapter:
     """Load a checkpoint candidate (or wrap an in-memory one) and check it fits the data
     (channels, classes, dims).
 
@@ -142,9 +119,10 @@ def load_candidate(spec: CandidateSpec, data: SharedData) -> ModelAdapter:
         assert spec.checkpoint is not None
         model, _ = load_checkpoint(spec.checkpoint)
     where = spec.checkpoint or f"model {spec.label!r}"
-    if model.task.value != "classification":
+    if model.task.value != task:
         raise ValueError(
-            f"{where}: compare handles classifiers, but this model is a {model.task.value} model"
+            f"{where}: this comparison's task is {task}, but the model is a "
+            f"{model.task.value} model"
         )
     facts = {
         "input channels": (model.in_channels, data.in_channels),
@@ -194,6 +172,11 @@ def _adversarial(
     return {k: m[k] for k in keep}, per_sample
 
 
+def robust_rows(worst_case: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The task's worst-case rows as ``{"eps", "score", "ci95"}`` (``key``: the row's score)."""
+    return [{"eps": w["eps"], "score": w[key], "ci95": w.get("ci95")} for w in worst_case]
+
+
 def _minimal(model: ModelAdapter, cfg: CompareConfig, data: SharedData) -> dict[str, Any]:
     n = min(cfg.adv_samples, data.x.shape[0])
     found = minimal_perturbation(
@@ -235,20 +218,31 @@ def measure_candidate(
     clock = _Clock()
     if spec.architecture is None:
         source = "checkpoint" if spec.checkpoint is not None else "given"
-        model, training = load_candidate(spec, data), {"source": source}
+        model, training = load_candidate(spec, data, cfg.task), {"source": source}
     else:
         model, training = _train(spec, cfg, data, folder, say)
         training["source"] = "trained"
     model.eval()
     clock.lap("load_or_train")
-    say(f"[{spec.key}] measuring clean, shifted and corrupted accuracy")
-    doc = _measure(model, cfg, data, spec)
-    clock.lap("clean_shift_corruptions")
-    say(f"[{spec.key}] attacking ({', '.join(cfg.attacks)})")
-    doc["adversarial"], robust = _adversarial(model, cfg, data, folder, spec.key)
+    say(f"[{spec.key}] measuring on clean, shifted and corrupted images")
+    names = ", ".join(str(a) for a in cfg.attacks)
+    robust: dict[str, list[Any]]
+    if cfg.task == "segmentation":
+        doc = measure_segmenter(model, cfg, data, spec)
+        clock.lap("clean_shift_corruptions")
+        say(f"[{spec.key}] attacking ({names}; targeted: DAG)")
+        doc["adversarial"], robust, doc["robust"] = segmenter_adversarial(
+            model, cfg, data, folder, spec.key
+        )
+    else:
+        doc = _measure(model, cfg, data, spec)
+        clock.lap("clean_shift_corruptions")
+        say(f"[{spec.key}] attacking ({names})")
+        doc["adversarial"], robust = _adversarial(model, cfg, data, folder, spec.key)
+        doc["robust"] = robust_rows(doc["adversarial"]["worst_case"], "robust_accuracy")
     doc["per_sample"].update(robust)
     clock.lap("attacks")
-    if cfg.minimal:
+    if cfg.minimal and cfg.task == "classification":
         say(f"[{spec.key}] minimal perturbations (DeepFool L2, JSMA L0)")
         doc["minimal"] = _minimal(model, cfg, data)
         clock.lap("minimal")
@@ -282,6 +276,7 @@ def _measure(
     doc: dict[str, Any] = {
         "key": spec.key,
         "label": spec.label,
+        "metric": "accuracy",
         "spec": spec.to_dict(),
         "clean": _accuracy_block(correct, pred, data.y, k),
         "per_sample": {"clean": correct.int().tolist()},
@@ -297,14 +292,11 @@ def _measure(
     )
     for plan in data.plans:
         pc = preds[plan.key]
+        be = balanced_error(pc, data.y[:n], k)
         doc["corruptions"][plan.key] = {
             "accuracy": float((pc == data.y[:n]).double().mean()),
-            "balanced_error": balanced_error(pc, data.y[:n], k),
+            "balanced_error": be,
+            "score": be,
         }
-    if data.plans:
-        doc["corruption_mean_be"] = sum(
-            c["balanced_error"] for c in doc["corruptions"].values()
-        ) / len(data.plans)
-    else:
-        doc["corruption_mean_be"] = None
+    doc["corruption"] = corruption_summary(doc["corruptions"], "balanced error", True)
     return doc

@@ -56,7 +56,7 @@ def _one_line(res: subprocess.CompletedProcess[str], code: int) -> str:
     [
         (["frobnicate"], "No such command"),
         (["train", "--epochs", "abc"], "Invalid value for '--epochs'"),
-        (["evaluate"], "Missing argument"),
+        (["explain"], "Missing argument"),
         (["demo", "--bogus"], "No such option: --bogus"),
     ],
 )

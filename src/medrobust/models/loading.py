@@ -156,8 +156,13 @@ def detect_format(path: PathLike) -> str:
 
     Raises:
         FileNotFoundError: If the file does not exist.
+        IsADirectoryError: If the path is a folder.
     """
     file = Path(path)
+    if file.is_dir():
+        best = file / "train" / "best.pt"
+        hint = f" (did you mean {best}?)" if best.is_file() else ""
+        raise IsADirectoryError(f"model path {file} is a folder, not a file{hint}")
     if not file.is_file():
         raise FileNotFoundError(f"model file not found: {file}")
     if not zipfile.is_zipfile(file):

@@ -40,13 +40,19 @@ def _args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/compare.json"))
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="keep the comparison's folder here (else a temporary folder)",
+    )
     return p.parse_args()
 
 
 def _pairs(cmp: dict[str, Any]) -> list[dict[str, Any]]:
     e = fmt_eps(cmp["headline_eps"])
-    rob = {r["key"]: r["robust"][e]["accuracy"] for r in cmp["table"]}
-    clean = {r["key"]: r["clean_accuracy"] for r in cmp["table"]}
+    rob = {r["key"]: r["robust"][e]["score"] for r in cmp["table"]}
+    clean = {r["key"]: r["clean"] for r in cmp["table"]}
     out = []
     for p in cmp["pairs"]:
         t = p["robust_tests"][e]
@@ -81,7 +87,8 @@ def main() -> None:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_compare(cfg, Path(tmp) / "compare", progress=print)
+        run_dir = args.run_dir or Path(tmp) / "compare"
+        result = run_compare(cfg, run_dir, overwrite=True, progress=print)
     wall = time.perf_counter() - t0
     cmp = result.metrics["comparison"]
     record = {
@@ -93,9 +100,10 @@ def main() -> None:
         "models": {
             d["key"]: {
                 "timing_s": d.get("timing"),
-                "clean": d["clean"]["accuracy"],
-                "shifted": (d.get("shifted") or {}).get("accuracy"),
-                "corruption_mean_be": d.get("corruption_mean_be"),
+                "clean": d["clean"]["score"],
+                "shifted": (d.get("shifted") or {}).get("score"),
+                "corruption": d.get("corruption"),
+                "robust": d.get("robust"),
                 "facts": d["facts"],
                 "minimal": d.get("minimal"),
             }

@@ -48,6 +48,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--detectors", default=",".join(list_detectors()))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="train the model of `medrobust demo` (small CNN at its default width, 64x64, the "
+        "demo's training settings) instead of the small width-8 model",
+    )
     return p.parse_args()
 
 
@@ -57,8 +63,15 @@ def _model(args: argparse.Namespace, work: Path) -> tuple[Any, Any, Any, Any]:
         create_dataset("bus-phantom", split=s, n=n, **data)
         for s, n in (("train", args.n_train), ("val", args.n_val), ("test", args.n_test))
     )
-    model = create_model("small-cnn", num_classes=2, in_channels=1, width=8, seed=0)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=3e-3, seed=0)
+    if args.demo:
+        from medrobust.pipelines.config import demo_config
+
+        demo = demo_config()
+        model = create_model("small-cnn", num_classes=2, in_channels=1, seed=0)
+        cfg = demo.train
+    else:
+        model = create_model("small-cnn", num_classes=2, in_channels=1, width=8, seed=0)
+        cfg = TrainConfig(epochs=args.epochs, batch_size=32, lr=3e-3, seed=0)
     fit(model, train, val, cfg, work / "train")
     return model.eval(), train, val, test
 

@@ -12,7 +12,7 @@ import torch
 from medrobust.detectors.base import DETECTORS, Detector, NotFittedError
 from medrobust.detectors.features import capture_features
 from medrobust.detectors.gaussian import GaussianStats
-from medrobust.detectors.uad import mahalanobis_min
+from medrobust.detectors.uad import LayerGaussians, mahalanobis_min
 from medrobust.models.adapter import ModelAdapter
 
 __all__ = ["NOISE_GRID", "Mahalanobis"]
@@ -21,7 +21,7 @@ __all__ = ["NOISE_GRID", "Mahalanobis"]
 NOISE_GRID = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
 
 
-class Mahalanobis(Detector):
+class Mahalanobis(LayerGaussians, Detector):
     """Lee et al.'s Mahalanobis detector.
 
     1. Per layer ``l`` (spatially averaged features, default: the architecture's stages and the
@@ -189,20 +189,6 @@ class Mahalanobis(Detector):
                 for i, n in enumerate(layers)
             ]
         return logits[:b], torch.stack(comp, dim=1)
-
-    def _component_state(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, n in enumerate(self.layers_):
-            out[f"mean{i}"] = self._means[n]
-            out[f"precision{i}"] = self._precisions[n]
-        return out
-
-    def _load_component_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        for i, n in enumerate(self.layers_):
-            if f"mean{i}" not in state or f"precision{i}" not in state:
-                raise ValueError(f"the saved Mahalanobis state lacks the statistics of layer {n!r}")
-            self._means[n] = state[f"mean{i}"]
-            self._precisions[n] = state[f"precision{i}"]
 
 
 @DETECTORS.register(

@@ -9,7 +9,7 @@ import torch
 
 from medrobust.detectors.base import DETECTORS, Detector, NotFittedError
 
-__all__ = ["UAD", "fit_gaussians", "mahalanobis_min"]
+__all__ = ["UAD", "LayerGaussians", "fit_gaussians", "mahalanobis_min"]
 
 
 def fit_gaussians(
@@ -83,7 +83,32 @@ def mahalanobis_min(
     return d2.min(dim=1).values
 
 
-class UAD(Detector):
+class LayerGaussians:
+    """Mixin of the detectors whose state is one Gaussian model per layer (class means and a
+    tied precision): saving and loading that state (UAD, Mahalanobis)."""
+
+    layers_: list[str]
+    _means: dict[str, torch.Tensor]
+    _precisions: dict[str, torch.Tensor]
+
+    def _component_state(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, n in enumerate(self.layers_):
+            out[f"mean{i}"] = self._means[n]
+            out[f"precision{i}"] = self._precisions[n]
+        return out
+
+    def _load_component_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        for i, n in enumerate(self.layers_):
+            if f"mean{i}" not in state or f"precision{i}" not in state:
+                raise ValueError(
+                    f"the saved {type(self).__name__} state lacks the statistics of layer {n!r}"
+                )
+            self._means[n] = state[f"mean{i}"]
+            self._precisions[n] = state[f"precision{i}"]
+
+
+class UAD(LayerGaussians, Detector):
     """Unsupervised adversarial detection (Li, Pan & Zhu's UAD, following Li & Zhu).
 
     Fitted on clean images only, with no labels and no adversarial examples:
@@ -169,20 +194,6 @@ class UAD(Detector):
             [mahalanobis_min(feats[n], self._means[n], self._precisions[n]) for n in self.layers_],
             dim=1,
         )
-
-    def _component_state(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for i, n in enumerate(self.layers_):
-            out[f"mean{i}"] = self._means[n]
-            out[f"precision{i}"] = self._precisions[n]
-        return out
-
-    def _load_component_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        for i, n in enumerate(self.layers_):
-            if f"mean{i}" not in state or f"precision{i}" not in state:
-                raise ValueError(f"the saved UAD state lacks the statistics of layer {n!r}")
-            self._means[n] = state[f"mean{i}"]
-            self._precisions[n] = state[f"precision{i}"]
 
 
 @DETECTORS.register(

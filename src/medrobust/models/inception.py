@@ -35,7 +35,7 @@ from torch import nn
 
 from medrobust.models.zoo import (
     MODELS,
-    _adaptive_avgpool,
+    PooledClassifier,
     _batchnorm,
     _check_float,
     _check_int,
@@ -111,7 +111,7 @@ class InceptionBlock(nn.Module):
         return torch.cat([b(x) for b in branches], dim=1)
 
 
-class InceptionNet(nn.Module):
+class InceptionNet(PooledClassifier):
     """A compact Inception-v1-style classifier; see the module docstring for the layout.
 
     Args:
@@ -159,15 +159,7 @@ class InceptionNet(nn.Module):
                 channels = block.out_channels
             layers[f"stage{i + 1}"] = nn.Sequential(*stage)
         self.features = nn.Sequential(layers)
-        self.pool = _adaptive_avgpool(spatial_dims)(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K)`` of a batch ``(B, C, *spatial)``."""
-        h = self.pool(self.features(x)).flatten(1)
-        out: torch.Tensor = self.classifier(self.dropout(h))
-        return out
+        self._init_head(spatial_dims, channels, num_classes, dropout)
 
 
 @MODELS.register(

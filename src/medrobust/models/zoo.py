@@ -356,13 +356,29 @@ def _adaptive_avgpool(spatial_dims: int) -> type[nn.Module]:
     return {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}[spatial_dims]
 
 
-class SmallCNN(nn.Module):
+class PooledClassifier(nn.Module):
+    """The zoo CNNs' head: ``features`` (the subclass's), average pooling, dropout, linear."""
+
+    features: nn.Module
+
+    def _init_head(self, dims: int, channels: int, classes: int, dropout: float) -> None:
+        self.pool = _adaptive_avgpool(dims)(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K)`` of a batch ``(B, C, *spatial)``."""
+        out: torch.Tensor = self.classifier(self.dropout(self.pool(self.features(x)).flatten(1)))
+        return out
+
+
+class SmallCNN(PooledClassifier):
     """A compact CNN for quick experiments on small 2-D images or 3-D volumes.
 
     Four conv stages ``features.layer1`` ... ``features.layer4``, each ``conv3 -> BatchNorm ->
     ReLU``; the first three end with a 2x max-pool, the last keeps its resolution so Grad-CAM on
-    ``features.layer4`` has a 1/8-resolution map. Then global average pooling (``pool``),
-    optional dropout and a linear head (``classifier``). Widths are ``width * (1, 2, 4, 8)``.
+    ``features.layer4`` has a 1/8-resolution map; then the shared head (``pool``, ``dropout``,
+    ``classifier``, see :class:`PooledClassifier`). Widths are ``width * (1, 2, 4, 8)``.
 
     Args:
         num_classes: Number of output logits ``K``.
@@ -372,8 +388,7 @@ class SmallCNN(nn.Module):
         dropout: Dropout probability before the head.
 
     Shape:
-        - Input: ``(B, C, *spatial)``; each spatial size at least 8 is recommended (smaller
-          sizes work, the pooling floors at 1).
+        - Input: ``(B, C, *spatial)``; spatial sizes of at least 8 are recommended.
         - Output: ``(B, K)``.
     """
 
@@ -400,15 +415,7 @@ class SmallCNN(nn.Module):
                 layers.append(pool(kernel_size=2, ceil_mode=True))
             stages[f"layer{i + 1}"] = nn.Sequential(*layers)
         self.features = nn.Sequential(stages)
-        self.pool = _adaptive_avgpool(spatial_dims)(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(chans[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K)`` of a batch ``(B, C, *spatial)``."""
-        h = self.pool(self.features(x)).flatten(1)
-        out: torch.Tensor = self.classifier(self.dropout(h))
-        return out
+        self._init_head(spatial_dims, chans[-1], num_classes, dropout)
 
 
 @MODELS.register(

@@ -92,6 +92,21 @@ def test_only_unbroken_samples_are_attacked_further() -> None:
         assert attacked == [20] * len(EPS)  # carried samples count as attacked (at a smaller eps)
 
 
+def test_cascade_skips_only_what_this_budget_already_broke() -> None:
+    model = tiny_cnn(2)
+    budgets = [0.1, 0.3]
+    res = run(model, loader_for(model), mode="cascade", eps=budgets)
+    rows = {(r["attack"], r["eps"]): r for r in res.metrics["results"]}
+    for e in budgets:
+        fgsm, pgd = rows[("fgsm", e)], rows[("pgd", e)]
+        assert fgsm["n_attacked"] == 20  # the first attack sees every eligible sample
+        # PGD sees exactly what FGSM left unbroken at this budget; a sample broken at a smaller
+        # budget is attacked again (its score may still fall)
+        assert pgd["n_attacked"] == 20 - fgsm["n_broken"]
+    # something broke below the largest budget, so the larger budgets really re-attack it
+    assert rows[("fgsm", 0.1)]["n_broken"] > 0
+
+
 class Backwards(nn.Module):
     """FGSM's step overshoots: the loss is periodic in the input, so a larger step can land on
     the right class again (a deliberately non-monotone model for the per-attack rows)."""

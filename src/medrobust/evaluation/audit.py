@@ -318,13 +318,16 @@ def run_audit(
 
 @dataclass
 class _Worst:
-    """The running worst case of one batch across budgets (carried from small to large)."""
+    """The running worst case of one batch across budgets (carried from small to large), and
+    ``now``: the samples broken at the current budget so far (what ``"unbroken"`` scopes skip;
+    reset at every budget, so a sample broken at a smaller budget is attacked again)."""
 
     by: torch.Tensor
     score: torch.Tensor
     broken: torch.Tensor
     x: torch.Tensor
     pred: torch.Tensor
+    now: torch.Tensor
 
 
 def _process_batch(
@@ -347,6 +350,7 @@ def _process_batch(
         torch.zeros(b, dtype=torch.bool, device=dev),
         batch.x.clone(),
         clean.pred.clone(),
+        torch.zeros(b, dtype=torch.bool, device=dev),
     )
     prev: list[CellRecord | None] = [None] * n_a
     cells = [[CellRecord.empty() for _ in range(n_e)] for _ in range(n_a)]
@@ -354,6 +358,7 @@ def _process_batch(
     worst_score = torch.full((n_e, b), math.nan, dtype=torch.float64)
     scopes = attack_scopes(ctx.specs, ctx.mode)
     for e_i, e in enumerate(ctx.budgets):
+        worst.now.zero_()
         for a_i, spec in enumerate(ctx.specs):
             if ctx.progress:
                 ctx.progress(ProgressEvent("attack", b_idx, n_batches, records.n, spec.name, e))
@@ -399,8 +404,9 @@ def _attack_cell(
         prev = None
     carried = prev.broken.to(eligible.device) if prev is not None else eligible & False
     todo = eligible & ~carried
-    if scopes[a_i] == "unbroken":
-        todo &= ~worst.broken
+    if scopes[a_i] == "unbroken":  # broken at this budget by an earlier attack of the list
+        todo &= ~worst.now
+    worst.now |= carried
     cell = CellRecord.blank(b, broken=carried.cpu().clone(), attacked=(todo | carried).cpu())
     if prev is not None:
         cell.carry_from(prev, carried.cpu())
@@ -432,6 +438,7 @@ def _attack_cell(
         worst.x[upd] = res.x_adv[better]
         worst.pred[upd] = res.pred_adv[better].to(worst.pred.dtype)
         worst.broken[hit] = True
+        worst.now[hit] = True
     cell.time_s = time.perf_counter() - t0
     return cell
 

@@ -76,9 +76,9 @@ def compare(model: Any, data: Any, batch_size: int) -> dict[str, Any]:
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     runs = {
         "pgd-seg": {"attacks": [{"name": "pgd-seg", "steps": 10}]},
-        "seg-standard (cascade)": {"suite": "seg-standard"},
+        "seg-standard (cascade)": {"attacks": "seg-standard"},
         "seg-standard (every attack on every sample)": {
-            "suite": "seg-standard",
+            "attacks": "seg-standard",
             "mode": "individual",
         },
     }
@@ -110,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n", type=int, default=8, help="phantom test images")
-    parser.add_argument("--n3d", type=int, default=2, help="3-D volumes")
+    parser.add_argument("--n3d", type=int, default=2, help="3-D volumes (0: skip the 3-D part)")
     parser.add_argument("--checkpoint", default=None, help="a trained phantom UNet (skip training)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -129,8 +129,9 @@ def main() -> None:
         subset = torch.utils.data.Subset(test, range(min(args.n, len(test))))
         print(f"phantom UNet, {len(subset)} images of 64x64:", flush=True)
         record["phantom_2d"] = compare(model, subset, batch_size=args.n)
-    print(f"3-D UNet, {args.n3d} volumes of 32^3:", flush=True)
-    record["unet_3d"] = compare(*volumes(args.n3d), batch_size=args.n3d)
+    if args.n3d > 0:  # 0 skips the 3-D part
+        print(f"3-D UNet, {args.n3d} volumes of 32^3:", flush=True)
+        record["unet_3d"] = compare(*volumes(args.n3d), batch_size=args.n3d)
     record["load_after"] = os.getloadavg()
     print(f"load average before {record['load_before']}, after {record['load_after']}")
     if args.out:

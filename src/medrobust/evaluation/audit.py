@@ -318,9 +318,8 @@ def run_audit(
 
 @dataclass
 class _Worst:
-    """The running worst case of one batch across budgets (carried from small to large), and
-    ``now``: the samples broken at the current budget so far (what ``"unbroken"`` scopes skip;
-    reset at every budget, so a sample broken at a smaller budget is attacked again)."""
+    """The running worst case of one batch, carried from small to large budgets; ``now``: what
+    is broken at the current budget (reset per budget; ``"unbroken"`` scopes skip it)."""
 
     by: torch.Tensor
     score: torch.Tensor
@@ -404,8 +403,7 @@ def _attack_cell(
         prev = None
     carried = prev.broken.to(eligible.device) if prev is not None else eligible & False
     todo = eligible & ~carried
-    if scopes[a_i] == "unbroken":  # broken at this budget by an earlier attack of the list
-        todo &= ~worst.now
+    todo = todo & ~worst.now if scopes[a_i] == "unbroken" else todo  # broken at this budget
     worst.now |= carried
     cell = CellRecord.blank(b, broken=carried.cpu().clone(), attacked=(todo | carried).cpu())
     if prev is not None:

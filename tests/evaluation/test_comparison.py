@@ -169,3 +169,17 @@ def test_summary_of_segmenters_uses_dice_and_the_paired_bootstrap() -> None:
     assert "paired bootstrap p" in s["finding"]
     with pytest.raises(ValueError, match="one metric"):
         summarise_comparison([a, {**b, "metric": "accuracy"}], [0.01], "a")
+
+
+def test_a_robust_gap_that_only_carries_the_clean_gap_is_not_called_a_robustness_gap() -> None:
+    a = _doc("a", [1] * 80 + [0] * 20, [1] * 60 + [0] * 40, 0.2)
+    b = _doc("b", [1] * 75 + [0] * 25, [1] * 52 + [0] * 48, 0.2)
+    s = summarise_comparison([a, b], [0.01], "a")
+    t = s["pairs"][0]["robust_tests"]["0.01"]
+    assert s["pairs"][0]["comparable"] and t["p_holm"] < 0.05  # significant, 8 points
+    # but 8 points is less than twice the 5-point clean gap
+    assert "robustness here follows generalizability" in s["finding"]
+    wide = _doc("b", [1] * 75 + [0] * 25, [1] * 40 + [0] * 60, 0.2)  # 20 points: beyond
+    assert summarise_comparison([a, wide], [0.01], "a")["finding"].startswith(
+        "Models of comparable clean accuracy differ in robustness"
+    )

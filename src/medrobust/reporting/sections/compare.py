@@ -220,7 +220,9 @@ def _finding_section(cmp: Mapping[str, Any]) -> ReportSection:
             cmp["finding"],
             f"Two models are of comparable generalizability when {how}, Holm-corrected over all "
             f"pairs, at the headline budget {e} (the middle budget of the list, fixed before "
-            f"the run). Spearman's rho compares the ranking by clean {metric} with the ranking "
+            f"the run). A significant robust gap counts as a difference in robustness only when it "
+            "is at least twice the pair's clean gap; a smaller one is robustness following the "
+            f"clean score. Spearman's rho compares the ranking by clean {metric} with the ranking "
             f"by robust {metric}: near +1 when the best models on clean data are also the "
             "robust ones, near 0 or below when the clean score says nothing about robustness.",
         ),

@@ -32,6 +32,7 @@ from torch import nn
 
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import create_attack
+from medrobust.evaluation.audit import model_device
 from medrobust.evaluation.corruptions import corrupt
 from medrobust.models.adapter import ModelAdapter, as_adapter
 
@@ -57,7 +58,7 @@ def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 100) -> 
         - x: ``(N, C, *spatial)`` in the model's bounds; returns ``(N,)`` int64 on the CPU.
     """
     adapter = _adapter(model)
-    dev = next((p.device for p in adapter.parameters()), torch.device("cpu"))
+    dev = model_device(adapter)
     out = []
     with eval_mode(adapter), torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
@@ -166,7 +167,7 @@ def minimal_perturbation(
         "jsma_l0_share": create_attack("jsma", gamma=jsma_gamma, seed=seed),
     }
     idx = correct.nonzero().flatten()
-    dev = next((p.device for p in adapter.parameters()), torch.device("cpu"))
+    dev = model_device(adapter)
     for key, attack in attacks.items():
         for i in range(0, idx.numel(), batch_size):
             sel = idx[i : i + batch_size]
@@ -206,7 +207,7 @@ def model_facts(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
     try:
         from torch.utils.flop_counter import FlopCounterMode
 
-        dev = next((p.device for p in net.parameters()), torch.device("cpu"))
+        dev = model_device(net)
         counter = FlopCounterMode(display=False)
         with eval_mode(net), torch.no_grad(), counter:
             net(torch.zeros((1, *input_shape), device=dev))

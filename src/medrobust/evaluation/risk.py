@@ -56,7 +56,7 @@ from medrobust._utils.format import fmt_eps
 from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.base import Detector, NotFittedError
 from medrobust.evaluation.api import EvaluationResult
-from medrobust.evaluation.audit import AttackSpec
+from medrobust.evaluation.audit import AttackSpec, model_device
 from medrobust.evaluation.false_alarms import false_alarm_check, false_alarms
 from medrobust.evaluation.plausibility import (
     ReferenceClassifier,
@@ -293,10 +293,6 @@ class _Failures:
     by_attack: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _device(model: ModelAdapter) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 def _check_pair(model: ModelAdapter, detector: Detector) -> None:
     if not detector.fitted:
         raise NotFittedError(
@@ -530,7 +526,7 @@ def assess_detector(
     """
     _check_pair(model, detector)
     threat = evaluation.metrics["threat_model"]
-    x_all, y_all = _gather(loader, evaluation, _device(model))
+    x_all, y_all = _gather(loader, evaluation, model_device(model))
     t0 = time.perf_counter()
     clean_scores, clean_pred = _clean_side(model, detector, x_all, batch_size)
     chosen = (evaluation.config.get("attacks") or []) if attacks is None else attacks

@@ -28,6 +28,20 @@ from medrobust.pipelines.results import evaluate
 logger = logging.getLogger(__name__)
 
 
+def load_split(
+    data: str, params: Mapping[str, Any], split: str, sizes: Mapping[str, int] | None = None
+) -> Dataset[Any]:
+    """One split of a registered data set; ``sizes`` gives the split's ``n`` (images per split,
+    for data sets that take one) unless ``params`` already sets it."""
+    from medrobust.data import create_dataset
+
+    p = dict(params)
+    if sizes and split in sizes and "n" not in p:
+        p["n"] = int(sizes[split])
+    ds: Dataset[Any] = create_dataset(data, split=split, **p)
+    return ds
+
+
 def load_splits(config: RunConfig, splits: Sequence[str]) -> dict[str, Dataset[Any]]:
     """Build the named splits of the configured data set."""
     from medrobust.data import create_dataset

@@ -56,6 +56,7 @@ from medrobust.evaluation.corruptions import (
 )
 from medrobust.models import list_models
 from medrobust.models.zoo import MODELS
+from medrobust.pipelines.audit import load_split
 from medrobust.pipelines.compare_config import CandidateSpec, CompareConfig
 from medrobust.pipelines.compare_data import SharedData
 from medrobust.pipelines.compare_models import load_candidate, measure_candidate
@@ -92,15 +93,6 @@ class CompareResult:
     def finding(self) -> str:
         """The one-sentence answer of the comparison."""
         return str(self.metrics["comparison"]["finding"])
-
-
-def _load(data: str, params: dict[str, Any], split: str, sizes: dict[str, int] | None) -> Any:
-    from medrobust.data import create_dataset
-
-    p = dict(params)
-    if sizes and split in sizes and "n" not in p:
-        p["n"] = int(sizes[split])
-    return create_dataset(data, split=split, **p)
 
 
 def _tensors(ds: Dataset[Any], target: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,17 +211,17 @@ def _plans(
 def _prepare(cfg: CompareConfig, say: Callable) -> SharedData:
     """Load the training splits and the (shifted) test tensors; corruptions come later."""
     say(f"preparing data set {cfg.data!r}")
-    train = _load(cfg.data, cfg.data_params, "train", cfg.split_sizes)
-    val = _load(cfg.data, cfg.data_params, "val", cfg.split_sizes)
+    train = load_split(cfg.data, cfg.data_params, "train", cfg.split_sizes)
+    val = load_split(cfg.data, cfg.data_params, "val", cfg.split_sizes)
     target = "label" if cfg.task == "classification" else "mask"
-    x, y = _tensors(_load(cfg.data, cfg.data_params, "test", cfg.split_sizes), target)
+    x, y = _tensors(load_split(cfg.data, cfg.data_params, "test", cfg.split_sizes), target)
     x_shift = y_shift = None
     if cfg.shift_params is not None or cfg.shift_data is not None:
         shift_params = {**cfg.data_params, **(cfg.shift_params or {})}
         if cfg.shift_data is not None:
             shift_params = dict(cfg.shift_params or {})
         name = cfg.shift_data or cfg.data
-        shifted = _load(name, shift_params, cfg.shift_split, cfg.split_sizes)
+        shifted = load_split(name, shift_params, cfg.shift_split, cfg.split_sizes)
         x_shift, y_shift = _tensors(shifted, target)
         if x_shift.shape[1:] != x.shape[1:]:
             raise ValueError(

@@ -53,6 +53,7 @@ from medrobust.evaluation import EvaluationResult, evaluate
 from medrobust.evaluation.risk import RiskAssessment, assess_detector
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models import ModelAdapter, create_model
+from medrobust.pipelines.audit import load_split
 from medrobust.pipelines.locking import holds_run_lock
 from medrobust.pipelines.results import check_docs, write_result
 from medrobust.pipelines.study_answer import cost_ratios, study_document
@@ -261,13 +262,7 @@ def _model_key(recipe: str, fraction: float) -> str:
 
 
 def _load_split(cfg: StudyConfig, split: str) -> Dataset[Any]:
-    from medrobust.data import create_dataset
-
-    params = dict(cfg.data_params)
-    if cfg.split_sizes and split in cfg.split_sizes and "n" not in params:
-        params["n"] = int(cfg.split_sizes[split])
-    ds: Dataset[Any] = create_dataset(cfg.data, split=split, **params)
-    return ds
+    return load_split(cfg.data, cfg.data_params, split, cfg.split_sizes)
 
 
 @dataclass

@@ -27,12 +27,11 @@ call (see :mod:`medrobust.training.batches`).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,12 @@ from medrobust.models.checkpoint import load_state_dict_into, read_checkpoint, s
 from medrobust.training.batches import LoaderSetup, length, prepare_batch, split_labelled
 from medrobust.training.config import TrainConfig
 from medrobust.training.events import ProgressCallback, TrainEvent, TrainResult
+from medrobust.training.setup import (
+    check_arguments,
+    check_run_dir,
+    derived_seed,
+    reproducible,
+)
 from medrobust.training.state import (
     STATE_KEY,
     Generators,
@@ -121,81 +126,17 @@ def fit(
     References:
         Prechelt, "Early Stopping - But When?", 1998 (patience-based model selection).
     """
-    _check_arguments(model, config, card_info, progress, unlabelled)
-    run = _check_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
+    check_arguments(model, config, card_info, progress, unlabelled)
+    run = check_run_dir(Path(run_dir), resume=resume, overwrite=overwrite)
     device = config.resolve_device()
     trainer = _Trainer(model, config, run, device, dict(card_info or {}), progress)
     was_training = model.training
     try:
-        with _reproducible(device):
+        with reproducible(device):
             return trainer.run(train_loader, val_loader, resume=resume, unlabelled=unlabelled)
     finally:
         trainer.restore_loaders()
         model.train(was_training)
-
-
-def _check_arguments(
-    model: Any, config: Any, card_info: Any, progress: Any, unlabelled: Any
-) -> None:
-    if not isinstance(model, ModelAdapter):
-        raise TypeError(
-            f"model must be a medrobust ModelAdapter, got {type(model).__name__}; build it with "
-            "medrobust.models.create_model"
-        )
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if card_info is not None and not isinstance(card_info, Mapping):
-        raise TypeError(f"card_info must be a dict or None, got {type(card_info).__name__}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
-    if unlabelled is not None:
-        if isinstance(unlabelled, DataLoader) or not isinstance(unlabelled, Dataset):
-            raise TypeError(
-                f"unlabelled must be a map-style torch Dataset, got {type(unlabelled).__name__}"
-            )
-        if not hasattr(unlabelled, "__len__") or len(unlabelled) == 0:
-            raise ValueError(
-                "the unlabelled data set is empty; give it some images or leave unlabelled=None"
-            )
-
-
-def _check_run_dir(run: Path, *, resume: bool, overwrite: bool) -> Path:
-    if run.exists() and not run.is_dir():
-        raise NotADirectoryError(f"run_dir {run} exists and is not a folder")
-    last_path = run / "last.pt"
-    if resume and not last_path.is_file():
-        raise FileNotFoundError(
-            f"cannot resume: {last_path} does not exist; start without resume=True"
-        )
-    if not resume and not overwrite and (last_path.exists() or (run / "best.pt").exists()):
-        raise FileExistsError(
-            f"{run} already holds a training run; pass resume=True to continue it, "
-            "overwrite=True to start again, or choose another folder"
-        )
-    return run
-
-
-@contextlib.contextmanager
-def _reproducible(device: torch.device) -> Iterator[None]:
-    """Fork the global generators and switch deterministic algorithms on, restoring both."""
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    fork_devices: list[int] = []
-    if device.type == "cuda":
-        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    try:
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-            yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.backends.cudnn.benchmark = prev_bench
-
-
-def _derived_seed(seed: int, stream: int) -> int:
-    return (seed * 1_000_003 + 7919 * stream) % (2**63)
 
 
 class _Trainer:
@@ -442,11 +383,11 @@ class _Trainer:
         """Seed the generators, split the labels, build the loaders and set up the recipe."""
         cfg = self.config
         torch.manual_seed(cfg.seed)  # the forked global generator (dropout)
-        data_gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
-        recipe_gen = torch.Generator(device=self.device).manual_seed(_derived_seed(cfg.seed, 2))
+        data_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, 1))
+        recipe_gen = torch.Generator(device=self.device).manual_seed(derived_seed(cfg.seed, 2))
         self.gens = Generators(self.device, data_gen, recipe_gen)
         train_data, unlabelled = split_labelled(
-            train_data, unlabelled, cfg, self.recipe, _derived_seed(cfg.seed, 3)
+            train_data, unlabelled, cfg, self.recipe, derived_seed(cfg.seed, 3)
         )
         if unlabelled is not None:
             self.recipe.set_unlabelled(unlabelled)

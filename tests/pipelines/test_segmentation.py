@@ -44,3 +44,30 @@ def test_a_classifier_is_refused(tmp_path: Path) -> None:
     ckpt = save_checkpoint(tmp_path / "best.pt", model, ModelCard.from_model(model))
     with pytest.raises(ValueError, match="use `medrobust evaluate`"):
         evaluate_segmentation_checkpoint(ckpt, CheckpointAudit(), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_evaluate_keeps_a_segmentation_suite(tmp_path: Path) -> None:
+    """``medrobust evaluate SEGMENTER.pt --suite seg-standard`` runs the suite (it was dropped)."""
+    from medrobust.evaluation.suites import resolve_suite
+    from medrobust.models import create_model, save_checkpoint
+    from medrobust.models.card import ModelCard
+    from medrobust.pipelines.audit import evaluate_checkpoint
+
+    model = create_model(
+        "unet", num_classes=2, in_channels=1, spatial_dims=2, channels=[4, 8], strides=[2], seed=0
+    )
+    ckpt = save_checkpoint(tmp_path / "best.pt", model, ModelCard.from_model(model))
+    settings = CheckpointAudit(
+        data_params={"size": 32, "n": 4},
+        suite="seg-standard",
+        eps=["8/255"],
+        max_samples=2,
+        batch_size=2,
+    )
+    outcome = evaluate_checkpoint(ckpt, settings, tmp_path / "out")
+    seg = outcome.result.metrics["segmentation"]
+    suite = [a["name"] for a in resolve_suite("seg-standard", "linf", 2).attacks]
+    assert list(seg["iterations"]["per_attack"]) == suite
+    assert outcome.result.config["mode"] == "cascade"
+    assert {r["attack"] for r in seg["targeted"]} == {"asma", "dag"}

@@ -332,16 +332,27 @@ def evaluate_checkpoint(
         extra["input_check"] = check
         (reporter or Reporter()).say(f"warning: {check['message']}")
     if model.task.value == "segmentation":
+        from medrobust.evaluation.suites import SEGMENTATION_SUITES
         from medrobust.pipelines.segmentation import (
             DEFAULT_TARGETED,
             DEFAULT_UNTARGETED,
             evaluate_segmentation_model,
         )
 
-        attacks = settings.attacks or [*DEFAULT_UNTARGETED, *DEFAULT_TARGETED]
+        # a segmentation suite names the untargeted attacks; ``attacks`` then adds targeted ones
+        suite = settings.suite if settings.suite in SEGMENTATION_SUITES else None
+        default = DEFAULT_TARGETED if suite else (*DEFAULT_UNTARGETED, *DEFAULT_TARGETED)
+        attacks = settings.attacks or list(default)
         cfg = replace(settings, attacks=attacks).run_config(segmentation=True)
         seg, report = evaluate_segmentation_model(
-            model, card, cfg, out_dir, reporter=reporter, overwrite=overwrite, config_extra=extra
+            model,
+            card,
+            cfg,
+            out_dir,
+            reporter=reporter,
+            overwrite=overwrite,
+            config_extra=extra,
+            suite=suite,
         )
         return AuditOutcome("segmentation", seg, report)
     cfg = settings.run_config()

@@ -144,7 +144,10 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
     ("kwargs", "match"),
     [
         ({"flag": "breastmnst"}, "unknown MedMNIST flag 'breastmnst'. Did you mean 'breastmnist'"),
-        ({"flag": "organmnist3d"}, "3-D MedMNIST volumes are not supported"),
+        (
+            {"flag": "organmnist3d", "size": 128},
+            r"one of \[28, 64\], got 128 \(organmnist3d is 3-D",
+        ),
         ({"size": 32}, r"size must be one of \[28, 64, 128, 224\], got 32"),
         ({"split": "training"}, "unknown split 'training'"),
         ({"channels": 2}, "channels must be None, 1 or 3, got 2"),

@@ -136,6 +136,16 @@ def check_class_names(class_names: Sequence[str], source: str) -> list[str]:
     return names
 
 
+def parse_names(names: str | Sequence[str]) -> list[str]:
+    """Class names from a list or a comma-separated string (``"bg,liver,tumour"``), checked.
+
+    Raises:
+        ValueError: If the list is empty or has duplicates or empty names.
+    """
+    items = [t.strip() for t in names.split(",")] if isinstance(names, str) else list(names)
+    return check_class_names(items, "class_names")
+
+
 def check_labels(labels: np.ndarray, num_classes: int, source: str) -> npt.NDArray[np.int64]:
     """Validate integer class labels against the class list.
 
@@ -209,14 +219,16 @@ class ArrayDataset(MedicalDataset):
     """A data set held in memory as arrays (the base of MedMNIST; useful for custom arrays).
 
     Args:
-        images: ``(N, H, W)`` (one channel) or ``(N, C, H, W)``; uint8 (scaled by 1/255) or float
-            in ``[0, 1]``. Converted to float32 one item at a time.
+        images: ``(N, H, W)`` (one channel) or ``(N, C, H, W)``; with ``spatial_dims=3``
+            ``(N, D, H, W)`` or ``(N, C, D, H, W)``; uint8 (scaled by 1/255) or float in
+            ``[0, 1]``. Converted to float32 one item at a time.
         labels: Integer labels ``(N,)`` or ``(N, 1)`` in ``[0, len(class_names))``.
         class_names: Names of the classes.
         masks: Optional integer masks ``(N, H, W)``.
         name: Name used in ids and messages.
         split: The split these arrays are.
         ids: Optional item ids (default ``"{name}/{split}/{index:05d}"``).
+        spatial_dims: 2 (images) or 3 (volumes).
 
     Raises:
         ValueError: For empty or inconsistent arrays, NaN values, values out of range or labels
@@ -233,18 +245,21 @@ class ArrayDataset(MedicalDataset):
         name: str = "arrays",
         split: str = "train",
         ids: Sequence[str] | None = None,
+        spatial_dims: int = 2,
     ) -> None:
         self.name = name
         self.split = check_split(split)
         source = f"{name} ({split})"
         self.class_names = check_class_names(class_names, source)
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        self.spatial_dims = int(spatial_dims)
         images = np.asarray(images)
-        if images.ndim == 3:
+        if images.ndim == spatial_dims + 1:
             images = images[:, None]
-        if images.ndim != 4:
-            raise ValueError(
-                f"{source}: images must have shape (N, H, W) or (N, C, H, W), got {images.shape}"
-            )
+        if images.ndim != spatial_dims + 2:
+            layout = "(N, H, W) or (N, C, H, W)" if spatial_dims == 2 else "(N, [C,] D, H, W)"
+            raise ValueError(f"{source}: images must have shape {layout}, got {images.shape}")
         check_image_array(images, source)
         self._labels = check_labels(labels, self.num_classes, source)
         if self._labels.shape[0] != images.shape[0]:

@@ -1,9 +1,12 @@
-"""MedMNIST (v2/v3, 2-D) from its official ``.npz`` files.
+"""MedMNIST+ (v3, 2-D and 3-D) from its official ``.npz`` files, and custom files in its format.
 
-A file ``{flag}.npz`` (28 x 28) or ``{flag}_{size}.npz`` (64, 128, 224) holds the arrays
-``train_images``, ``train_labels``, ``val_images``, ``val_labels``, ``test_images`` and
-``test_labels``; images are uint8 ``(N, H, W)`` (grey) or ``(N, H, W, 3)`` (RGB), labels are
-``(N, 1)``. Files are only downloaded (from the official Zenodo record) when ``download=True``.
+A file ``{flag}.npz`` (28) or ``{flag}_{size}.npz`` (64, 128, 224 for 2-D; 64 for 3-D) holds
+the arrays ``train_images``, ``train_labels``, ``val_images``, ``val_labels``, ``test_images``
+and ``test_labels``; images are uint8 ``(N, H, W)`` (grey), ``(N, H, W, 3)`` (RGB) or
+``(N, D, H, W)`` (3-D), labels are ``(N, 1)`` (``(N, 14)`` for the multi-label ChestMNIST).
+Files are only downloaded (from the official Zenodo record, MD5 verified) when
+``download=True``; a custom file in the same format is read from ``path=`` with its own
+``class_names``.
 
 References:
     Yang et al., "MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical
@@ -19,21 +22,38 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from medrobust.data.base import ArrayDataset, check_split
+from medrobust.data.base import ArrayDataset, check_split, parse_names
 from medrobust.data.cache import atomic_write_bytes, default_cache_dir
+from medrobust.data.medmnist_info import (
+    MEDMNIST_INFO,
+    MEDMNIST_SIZES,
+    MEDMNIST_SIZES_3D,
+    MedMNISTInfo,
+    medmnist_filename,
+    medmnist_url,
+)
+
+__all__ = [
+    "MEDMNIST_INFO",
+    "MEDMNIST_SIZES",
+    "MEDMNIST_SIZES_3D",
+    "NPZ_KEYS",
+    "MedMNIST",
+    "MedMNISTInfo",
+    "download_medmnist",
+    "medmnist_filename",
+    "medmnist_url",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Image sizes MedMNIST is published in.
-MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
-#: The Zenodo record of MedMNIST v3 (MedMNIST+), which holds every flag at every size.
-_ZENODO = "https://zenodo.org/records/10519652/files"
 #: Keys every MedMNIST ``.npz`` file holds.
 NPZ_KEYS: tuple[str, ...] = (
     "train_images",
@@ -45,235 +65,38 @@ NPZ_KEYS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class MedMNISTInfo:
-    """What medrobust knows about one MedMNIST flag.
-
-    Attributes:
-        class_names: Label ``k`` is ``class_names[k]`` (as in MedMNIST's ``INFO``).
-        channels: 1 (grey) or 3 (RGB).
-        task: MedMNIST's task description.
-        md5: MD5 checksum of the official file for each size.
-    """
-
-    class_names: tuple[str, ...]
-    channels: int
-    task: str
-    md5: dict[int, str]
-
-
-_ORGANS = (
-    "bladder",
-    "femur-left",
-    "femur-right",
-    "heart",
-    "kidney-left",
-    "kidney-right",
-    "liver",
-    "lung-left",
-    "lung-right",
-    "pancreas",
-    "spleen",
-)
-
-#: The 2-D MedMNIST flags (class names, channels and checksums as published by MedMNIST).
-MEDMNIST_INFO: dict[str, MedMNISTInfo] = {
-    "breastmnist": MedMNISTInfo(
-        ("malignant", "normal/benign"),
-        1,
-        "binary-class",
-        {
-            28: "750601b1f35ba3300ea97c75c52ff8f6",
-            64: "742edef2a1fd1524b2efff4bd7ba9364",
-            128: "363e4b3f8d712e9b5de15470a2aaadf1",
-            224: "b56378a6eefa9fed602bb16d192d4c8b",
-        },
-    ),
-    "pneumoniamnist": MedMNISTInfo(
-        ("normal", "pneumonia"),
-        1,
-        "binary-class",
-        {
-            28: "28209eda62fecd6e6a2d98b1501bb15f",
-            64: "8f4eceb4ccffa70c672198ea285246c6",
-            128: "05b46931834c231683c68f40c47b2971",
-            224: "d6a3c71de1b945ea11211b03746c1fe1",
-        },
-    ),
-    "dermamnist": MedMNISTInfo(
-        (
-            "actinic keratoses and intraepithelial carcinoma",
-            "basal cell carcinoma",
-            "benign keratosis-like lesions",
-            "dermatofibroma",
-            "melanoma",
-            "melanocytic nevi",
-            "vascular lesions",
-        ),
-        3,
-        "multi-class",
-        {
-            28: "0744692d530f8e62ec473284d019b0c7",
-            64: "b70a2f5635c6199aeaa28c31d7202e1f",
-            128: "2defd784463fa5243564e855ed717de1",
-            224: "8974907d8e169bef5f5b96bc506ae45d",
-        },
-    ),
-    "octmnist": MedMNISTInfo(
-        ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
-        1,
-        "multi-class",
-        {
-            28: "c68d92d5b585d8d81f7112f81e2d0842",
-            64: "e229e9440236b774d9f0dfef9d07bdaf",
-            128: "0a97e76651ace45c5d943ee3f65b63ae",
-            224: "abc493b6d529d5de7569faaef2773ba3",
-        },
-    ),
-    "pathmnist": MedMNISTInfo(
-        (
-            "adipose",
-            "background",
-            "debris",
-            "lymphocytes",
-            "mucus",
-            "smooth muscle",
-            "normal colon mucosa",
-            "cancer-associated stroma",
-            "colorectal adenocarcinoma epithelium",
-        ),
-        3,
-        "multi-class",
-        {
-            28: "a8b06965200029087d5bd730944a56c1",
-            64: "55aa9c1e0525abe5a6b9d8343a507616",
-            128: "ac42d08fb904d92c244187169d1fd1d9",
-            224: "2c51a510bcdc9cf8ddb2af93af1eadec",
-        },
-    ),
-    "bloodmnist": MedMNISTInfo(
-        (
-            "basophil",
-            "eosinophil",
-            "erythroblast",
-            "immature granulocytes (myelocytes, metamyelocytes and promyelocytes)",
-            "lymphocyte",
-            "monocyte",
-            "neutrophil",
-            "platelet",
-        ),
-        3,
-        "multi-class",
-        {
-            28: "7053d0359d879ad8a5505303e11de1dc",
-            64: "2b94928a2ae4916078ca51e05b6b800b",
-            128: "adace1e0ed228fccda1f39692059dd4c",
-            224: "b718ff6835fcbdb22ba9eacccd7b2601",
-        },
-    ),
-    "retinamnist": MedMNISTInfo(
-        ("0", "1", "2", "3", "4"),
-        3,
-        "ordinal-regression",
-        {
-            28: "bd4c0672f1bba3e3a89f0e4e876791e4",
-            64: "afda852cc34dcda56f86ad2b2457dbcc",
-            128: "e48e916a24454daf90583d4e6efb1a18",
-            224: "eae7e3b6f3fcbda4ae613ebdcbe35348",
-        },
-    ),
-    "tissuemnist": MedMNISTInfo(
-        (
-            "Collecting Duct, Connecting Tubule",
-            "Distal Convoluted Tubule",
-            "Glomerular endothelial cells",
-            "Interstitial endothelial cells",
-            "Leukocytes",
-            "Podocytes",
-            "Proximal Tubule Segments",
-            "Thick Ascending Limb",
-        ),
-        1,
-        "multi-class",
-        {
-            28: "ebe78ee8b05294063de985d821c1c34b",
-            64: "123ece2eba09d0aa5d698fda57103344",
-            128: "61b955355d7425a89687b06cca3ce0c2",
-            224: "b077128c4a949f0a4eb01517f9037b9c",
-        },
-    ),
-    "organamnist": MedMNISTInfo(
-        _ORGANS,
-        1,
-        "multi-class",
-        {
-            28: "68e3f8846a6bd62f0c9bf841c0d9eacc",
-            64: "2dcccc29b88e6da5a01161ef20cda288",
-            128: "eeae80d0a227a8d099027e1b3cfd3b60",
-            224: "50747347e05c87dd3aaf92c49f9f3170",
-        },
-    ),
-    "organcmnist": MedMNISTInfo(
-        _ORGANS,
-        1,
-        "multi-class",
-        {
-            28: "b9ceb9546e10131b32923c5bbeaea2b1",
-            64: "3ce34a8724ea6f548e6db4744d03b6a9",
-            128: "773c1f009daa3fe5d9a2a201b2a7ed94",
-            224: "050f5e875dc056f6768abf94ec9995d1",
-        },
-    ),
-    "organsmnist": MedMNISTInfo(
-        _ORGANS,
-        1,
-        "multi-class",
-        {
-            28: "9ab87b696fb54e2a387ebe992d6ed5f1",
-            64: "53a6d115339d874c25e309a994ff46d3",
-            128: "ded0c5fa01a95dc4978b956f613e9b8e",
-            224: "b354719e553fbbb2513d5533f52a4cb1",
-        },
-    ),
-}
-
-#: Flags that exist in MedMNIST but that this loader does not support yet, and why.
-_UNSUPPORTED: dict[str, str] = {
-    "chestmnist": "ChestMNIST is multi-label (14 findings per image); only single-label "
-    "classification is supported for now",
-}
-
-
-def medmnist_filename(flag: str, size: int) -> str:
-    """The official file name: ``{flag}.npz`` for 28 x 28, ``{flag}_{size}.npz`` otherwise."""
-    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
-
-def medmnist_url(flag: str, size: int) -> str:
-    """The official download URL of a MedMNIST file (Zenodo record 10519652)."""
-    return f"{_ZENODO}/{medmnist_filename(flag, size)}?download=1"
-
-
 class MedMNIST(ArrayDataset):
-    """A 2-D MedMNIST data set read from its official ``.npz`` file.
+    """A MedMNIST+ data set (2-D or 3-D) read from an official ``.npz`` file, or a custom file
+    in the same format.
 
-    Items are ``{"image": float32 (C, size, size) in [0, 1], "label": int64 scalar,
-    "id": "medmnist/<flag>/<split>/<index:05d>"}``. Class names follow MedMNIST's ``INFO``
-    (e.g. BreastMNIST: 0 = malignant, 1 = normal/benign).
+    Items are ``{"image": float32 (C, size, size) or (C, size, size, size) in [0, 1],
+    "label": int64 scalar, "id": "medmnist/<flag>/<split>/<index:05d>"}``. Class names follow
+    MedMNIST's ``INFO`` (e.g. BreastMNIST: 0 = malignant, 1 = normal/benign) or ``class_names``.
 
     Args:
-        flag: The MedMNIST flag, e.g. ``"breastmnist"``, ``"pneumoniamnist"``, ``"dermamnist"``,
-            ``"octmnist"`` (see :data:`MEDMNIST_INFO`).
+        flag: The MedMNIST flag (see :data:`MEDMNIST_INFO`): 2-D ``"breastmnist"``,
+            ``"pneumoniamnist"``, ``"chestmnist"`` (with ``finding``), ... or 3-D
+            ``"organmnist3d"``, ``"nodulemnist3d"``, ...; default ``"breastmnist"``. With
+            ``path``, an optional source of class names.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        root: Folder holding the ``.npz`` files; default ``<cache>/medmnist``.
-        size: 28, 64, 128 or 224.
-        download: Download the file from Zenodo if it is missing (never otherwise).
-        channels: ``None`` keeps the flag's channels; 3 repeats grey images to RGB; 1 converts
+        root: Folder holding the official files; default ``<cache>/medmnist``.
+        size: Official files: 28, 64, 128 or 224 (2-D), 28 or 64 (3-D); default 28. Custom
+            file: the images are resized to it (default: kept as stored).
+        download: Download the official file from Zenodo if it is missing (never otherwise);
+            its MD5 is checked before it is kept.
+        channels: ``None`` keeps the file's channels; 3 repeats grey images to RGB; 1 converts
             RGB to luminance.
+        path: A custom ``.npz`` in MedMNIST's format (keys ``train_images``, ``train_labels``,
+            ``val_*``, ``test_*``), under any name: images uint8 (or float in [0, 1])
+            ``(N, H, W)``, ``(N, H, W, 3)`` (2-D) or ``(N, D, H, W)`` (3-D), labels ``(N, 1)``.
+        class_names: Names of the classes of a custom file (a list or ``"a,b,c"``).
+        finding: For multi-label files (ChestMNIST): the finding (name or column index) to
+            classify against its absence; the classes become ``no <finding>``, ``<finding>``.
 
     Raises:
-        ValueError: For an unknown or unsupported flag, split or size; wrong keys in the file;
-            multi-label labels; NaN values; labels outside the class list.
+        ValueError: For an unknown flag, split or size; wrong keys or shapes in the file;
+            multi-label labels without ``finding``; NaN values; labels outside the class list;
+            a custom file without class names.
         FileNotFoundError: If the file is missing and ``download`` is False.
 
     References:
@@ -282,60 +105,151 @@ class MedMNIST(ArrayDataset):
 
     def __init__(
         self,
-        flag: str = "breastmnist",
+        flag: str | None = None,
         split: str = "train",
         root: str | os.PathLike[str] | None = None,
-        size: int = 28,
+        size: int | None = None,
         download: bool = False,
         channels: int | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        class_names: str | Sequence[str] | None = None,
+        finding: str | int | None = None,
     ) -> None:
         split = check_split(split)
-        key = _check_flag(flag)
-        info = MEDMNIST_INFO[key]
-        if isinstance(size, bool) or size not in MEDMNIST_SIZES:
-            raise ValueError(f"MedMNIST size must be one of {list(MEDMNIST_SIZES)}, got {size!r}")
         if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
             raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
-        folder = Path(root).expanduser() if root is not None else default_cache_dir() / "medmnist"
-        path = folder / medmnist_filename(key, size)
-        if not path.exists():
-            if not download:
-                raise FileNotFoundError(
-                    f"MedMNIST file {path} not found. Pass download=True (command line: "
-                    f"--download) to fetch it from {medmnist_url(key, size)}, or put the "
-                    "official file there"
+        key = _check_flag(flag if flag is not None else "breastmnist") if path is None else None
+        if path is not None and flag is not None:
+            key = _check_flag(flag)
+        info = MEDMNIST_INFO[key] if key is not None else None
+        if path is not None:
+            file = Path(path).expanduser()
+            if not file.is_file():
+                raise FileNotFoundError(f"MedMNIST-format file {file} not found")
+            names = parse_names(class_names) if class_names is not None else None
+            if names is None and info is None:
+                raise ValueError(
+                    f"give the class names of {file.name} with class_names=a,b,c (or the "
+                    "flag whose classes it holds, flag=breastmnist)"
                 )
-            download_medmnist(key, size, folder)
-        images, labels = _read_npz(path, split, info, size)
+            resize = _check_int_size(size)
+        else:
+            assert key is not None and info is not None  # set above when path is None
+            size = _check_size(key, info, size)
+            if info.task.startswith("multi-label") and finding is None:
+                raise ValueError(
+                    f"MedMNIST flag {key!r}: ChestMNIST is multi-label ({len(info.class_names)} "
+                    "findings per image); pass finding=<name> to classify one finding against "
+                    f"its absence, one of: {', '.join(info.class_names)}"
+                )
+            folder = Path(root).expanduser() if root is not None else default_cache_dir()
+            file = _official_file(key, size, folder, root is None, download)
+            names, resize = None, None
+        images, labels, dims = _read_npz(file, split, info if path is None else None)
+        names = list(names or (info.class_names if info is not None else ()))
+        labels, names = _pick_finding(labels, names, finding, f"{file.name} ({split})")
         if channels is not None and channels != images.shape[1]:
             images = _convert_channels(images, channels)
-        self.flag = key
-        self.path = path
+        self.flag = key if key is not None else file.stem
+        self.path = file
+        self._resize = resize if resize is not None and resize != images.shape[-1] else None
         super().__init__(
             images,
             labels,
-            list(info.class_names),
+            names,
             name="medmnist",
             split=split,
-            ids=[f"medmnist/{key}/{split}/{i:05d}" for i in range(images.shape[0])],
+            ids=[f"medmnist/{self.flag}/{split}/{i:05d}" for i in range(images.shape[0])],
+            spatial_dims=dims,
         )
+
+    def _image(self, i: int) -> torch.Tensor:
+        image = super()._image(i)
+        if self._resize is None:
+            return image
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        size = (self._resize,) * self.spatial_dims
+        out = F.interpolate(image[None], size=size, mode=mode, align_corners=False)[0]
+        return out.clamp_(0.0, 1.0)
 
 
 def _check_flag(flag: object) -> str:
     if not isinstance(flag, str):
         raise TypeError(f"flag must be a string such as 'breastmnist', got {type(flag).__name__}")
     key = flag.strip().lower()
-    if key in _UNSUPPORTED:
-        raise ValueError(f"MedMNIST flag {flag!r} is not supported: {_UNSUPPORTED[key]}")
     if key not in MEDMNIST_INFO:
         close = difflib.get_close_matches(key, list(MEDMNIST_INFO), n=2, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        if key.endswith("3d"):
-            hint += " 3-D MedMNIST volumes are not supported by this loader."
         raise ValueError(
-            f"unknown MedMNIST flag {flag!r}.{hint} Supported: {', '.join(sorted(MEDMNIST_INFO))}"
+            f"unknown MedMNIST flag {flag!r}.{hint} Known: {', '.join(sorted(MEDMNIST_INFO))}"
         )
     return key
+
+
+def _check_int_size(size: object) -> int | None:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
+        raise ValueError(f"size must be an integer >= 4, got {size!r}")
+    return size
+
+
+def _check_size(key: str, info: MedMNISTInfo, size: object) -> int:
+    if size is None:
+        return 28
+    if isinstance(size, bool) or size not in info.sizes:
+        raise ValueError(
+            f"MedMNIST size must be one of {list(info.sizes)}, got {size!r} ({key} is "
+            f"{info.spatial_dims}-D; 2-D flags: {list(MEDMNIST_SIZES)}, "
+            f"3-D flags: {list(MEDMNIST_SIZES_3D)})"
+        )
+    return int(size)
+
+
+def _official_file(key: str, size: int, folder: Path, default: bool, download: bool) -> Path:
+    """The official file of ``key`` at ``size`` in ``folder`` (``<cache>/medmnist`` by
+    default), downloaded (checksum verified) when missing and ``download`` is set."""
+    folder = folder / "medmnist" if default else folder
+    path = folder / medmnist_filename(key, size)
+    if not path.exists():
+        if not download:
+            raise FileNotFoundError(
+                f"MedMNIST file {path} not found. Pass download=True (command line: "
+                f"--download) to fetch it from {medmnist_url(key, size)}, or put the "
+                "official file there"
+            )
+        download_medmnist(key, size, folder)
+    return path
+
+
+def _pick_finding(
+    labels: np.ndarray, names: list[str], finding: str | int | None, source: str
+) -> tuple[np.ndarray, list[str]]:
+    """Single-label labels and class names: a multi-label ``(N, K)`` array is reduced to the
+    column of ``finding`` (binary: absent, present)."""
+    multi = labels.ndim == 2 and labels.shape[1] > 1
+    if finding is None:
+        if multi:
+            raise ValueError(
+                f"{source}: labels have shape {labels.shape} ({labels.shape[1]} labels per "
+                "image, multi-label); pass finding=<name or column> to classify one finding"
+            )
+        return labels, names
+    if not multi:
+        raise ValueError(f"{source}: finding={finding!r} needs multi-label (N, K) labels")
+    k = labels.shape[1]
+    if isinstance(finding, int) and not isinstance(finding, bool) and 0 <= finding < k:
+        col = int(finding)
+    elif isinstance(finding, str) and len(names) == k and finding in names:
+        col = names.index(finding)
+    else:
+        raise ValueError(
+            f"{source}: unknown finding {finding!r}; expected a column 0..{k - 1} or one of "
+            f"{names if len(names) == k else '(no finding names given)'}"
+        )
+    title = names[col] if len(names) == k else f"finding {col}"
+    return labels[:, col].astype(np.int64), [f"no {title}", title]
 
 
 def _memory_bytes() -> int | None:
@@ -376,9 +290,14 @@ def check_declared_size(data: np.lib.npyio.NpzFile, key: str, path: Path) -> Non
 
 
 def _read_npz(
-    path: Path, split: str, info: MedMNISTInfo, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read one split of a MedMNIST file as ``(N, C, H, W)`` images and labels, validated."""
+    path: Path, split: str, info: MedMNISTInfo | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Read one split of a MedMNIST-format file, validated: ``(images, labels, spatial_dims)``
+    with channel-first images ``(N, C, H, W)`` or ``(N, 1, D, H, W)``.
+
+    ``info`` (an official flag) fixes the expected shape; without it (a custom file) the shape
+    says: ``(N, H, W)`` grey and ``(N, H, W, 3)`` RGB images, ``(N, D, H, W)`` volumes.
+    """
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
@@ -401,22 +320,29 @@ def _read_npz(
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
             raise ValueError(f"cannot read the {split} arrays of {path}: {err}") from err
     source = f"{path.name} ({split})"
-    expected = (size, size) if info.channels == 1 else (size, size, info.channels)
-    if images.ndim < 3 or images.shape[1:] != expected:
-        shape = "(N, H, W)" if info.channels == 1 else f"(N, H, W, {info.channels})"
+    if info is not None:
+        dims, channels = info.spatial_dims, info.channels
+        side = images.shape[1] if images.ndim > 1 else -1
+        expected: tuple[int, ...] = (side,) * dims + ((channels,) if channels > 1 else ())
+        if images.ndim < 3 or images.shape[1:] != expected:
+            layout = {2: "(N, H, W)", 3: "(N, D, H, W)"}[dims]
+            if channels > 1:
+                layout = f"(N, H, W, {channels})"
+            raise ValueError(f"{source}: images have shape {images.shape}; expected {layout}")
+    elif images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3)):
+        dims = 2
+    elif images.ndim == 4:
+        dims = 3
+    else:
         raise ValueError(
-            f"{source}: images have shape {images.shape}; expected {shape} with H = W = {size}"
+            f"{source}: images have shape {images.shape}; expected (N, H, W), (N, H, W, 3) "
+            "(2-D) or (N, D, H, W) (3-D)"
         )
-    # Channel-last -> channel-first (a view, no copy).
-    images = images.transpose(0, 3, 1, 2) if images.ndim == 4 else images[:, None]
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        raise ValueError(
-            f"{source}: labels have shape {labels.shape} ({labels.shape[1]} labels per image, "
-            "multi-label); only single-label classification is supported for now"
-        )
-    if labels.shape[0] != images.shape[0]:
+    # channel-last -> channel-first (a view, no copy)
+    images = images.transpose(0, 3, 1, 2) if dims == 2 and images.ndim == 4 else images[:, None]
+    if labels.shape[:1] != images.shape[:1]:
         raise ValueError(f"{source}: {images.shape[0]} images but {labels.shape[0]} labels")
-    return images, labels
+    return images, labels, dims
 
 
 def _convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -434,8 +360,8 @@ def download_medmnist(flag: str, size: int, root: str | os.PathLike[str]) -> Pat
     """Download an official MedMNIST file into ``root`` (atomically, checksum verified).
 
     Args:
-        flag: A supported flag (see :data:`MEDMNIST_INFO`).
-        size: 28, 64, 128 or 224.
+        flag: A flag of :data:`MEDMNIST_INFO`.
+        size: 28, 64, 128 or 224 (2-D flags); 28 or 64 (3-D flags).
         root: Destination folder.
 
     Returns:
@@ -446,8 +372,7 @@ def download_medmnist(flag: str, size: int, root: str | os.PathLike[str]) -> Pat
         ConnectionError: If the download fails.
     """
     key = _check_flag(flag)
-    if size not in MEDMNIST_SIZES:
-        raise ValueError(f"MedMNIST size must be one of {list(MEDMNIST_SIZES)}, got {size!r}")
+    size = _check_size(key, MEDMNIST_INFO[key], size)
     dest = Path(root).expanduser() / medmnist_filename(key, size)
     url = medmnist_url(key, size)
     logger.info("downloading %s to %s", url, dest)

@@ -12,6 +12,7 @@ from medrobust.models.checkpoint import (
     save_checkpoint,
 )
 from medrobust.models.segmentation import check_volume_size, sliding_window
+from medrobust.models.window_memory import VolumeMemoryError
 from medrobust.models.zoo import MODELS, architecture_of, create_model, gradcam_layer, list_models
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ModelAdapter",
     "ModelCard",
     "TrainingInfo",
+    "VolumeMemoryError",
     "architecture_of",
     "as_adapter",
     "check_volume_size",

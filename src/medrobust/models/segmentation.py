@@ -26,13 +26,20 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from medrobust.models.adapter import ModelAdapter
+from medrobust.models.window_memory import (
+    ActivationProbe,
+    WindowMemory,
+    check_window_memory,
+    estimate_window_memory,
+    saved_activation_bytes,
+)
 from medrobust.models.zoo import (
     MODELS,
     _check_float,
@@ -196,6 +203,14 @@ class SlidingWindowSegmenter(nn.Module):
         sw_batch_size: Windows evaluated per network call.
         overlap: Fraction of overlap between neighbouring windows, in ``[0, 1)``.
         mode: Blending of overlapping windows, ``"constant"`` or ``"gaussian"``.
+        checkpoint: Gradient checkpointing per window batch (``torch.utils.checkpoint``)
+            when gradients are taken: a window batch keeps only its input and is recomputed
+            in the backward pass, so an attack's memory no longer grows with every window's
+            activations (one more forward pass per window in the backward). Batch-norm
+            layers in training mode would see each window twice; attacks run in eval mode.
+        max_memory: Bytes an attack step may need before :meth:`check_memory` refuses the
+            volume (None: the device's free memory, see
+            :func:`~medrobust.models.window_memory.available_memory`).
 
     Shape:
         - Input: ``(B, C, *spatial)`` of any size (padded where smaller than ``roi_size``).
@@ -213,6 +228,8 @@ class SlidingWindowSegmenter(nn.Module):
         sw_batch_size: int = 4,
         overlap: float = 0.25,
         mode: str = "gaussian",
+        checkpoint: bool = False,
+        max_memory: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(net, ModelAdapter):
@@ -228,10 +245,17 @@ class SlidingWindowSegmenter(nn.Module):
         _check_float("overlap", overlap, low=0.0, high=0.99)
         if mode not in ("constant", "gaussian"):
             raise ValueError(f"mode must be 'constant' or 'gaussian', got {mode!r}")
+        if not isinstance(checkpoint, bool):
+            raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
+        if max_memory is not None:
+            _check_int("max_memory", max_memory, minimum=1)
         self.net = net
         self.sw_batch_size = int(sw_batch_size)
         self.overlap = float(overlap)
         self.mode = mode
+        self.checkpoint = checkpoint
+        self.max_memory = max_memory
+        self._per_window: dict[tuple[Any, ...], ActivationProbe] = {}
 
     def roi_for(self, spatial_dims: int) -> tuple[int, ...]:
         """The window size as one int per spatial dim.
@@ -253,11 +277,14 @@ class SlidingWindowSegmenter(nn.Module):
         from monai.inferers import sliding_window_inference
 
         roi = self.roi_for(x.ndim - 2)
+        predictor: Callable[[torch.Tensor], torch.Tensor] = self.net
+        if self.checkpoint and torch.is_grad_enabled():
+            predictor = self._checkpointed
         out = sliding_window_inference(
             inputs=x,
             roi_size=roi,
             sw_batch_size=self.sw_batch_size,
-            predictor=self.net,
+            predictor=predictor,
             overlap=self.overlap,
             mode=self.mode,
         )
@@ -268,10 +295,55 @@ class SlidingWindowSegmenter(nn.Module):
             )
         return out.as_tensor() if hasattr(out, "as_tensor") else out
 
+    def _checkpointed(self, window: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        out: torch.Tensor = checkpoint(self.net, window, use_reentrant=False)
+        return out
+
+    def memory_estimate(self, images: torch.Tensor) -> WindowMemory:
+        """The memory of one attack step (forward and backward) on ``images``.
+
+        One window's saved activations are measured by a probe forward pass the first time a
+        window shape, dtype and device is seen, and cached.
+
+        Args:
+            images: The batch.
+
+        Returns:
+            The estimate (see :func:`~medrobust.models.window_memory.estimate_window_memory`).
+
+        Shape:
+            - images: ``(B, C, *spatial)``.
+        """
+        roi = self.roi_for(images.ndim - 2)
+        key = (int(images.shape[1]), roi, images.dtype, images.device)
+        if key not in self._per_window:
+            probe = torch.zeros((1, key[0], *roi), dtype=images.dtype, device=images.device)
+            self._per_window[key] = saved_activation_bytes(self.net, probe)
+        saved, k = self._per_window[key]
+        return estimate_window_memory(
+            self.net, images, roi, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
+            num_classes=k, checkpoint=self.checkpoint, per_window=saved,
+        )  # fmt: skip
+
+    def check_memory(self, images: torch.Tensor) -> None:
+        """Refuse ``images`` when an attack step would not fit in memory.
+
+        Raises:
+            VolumeMemoryError: A ``MemoryError`` naming the volume, the windows, the estimate
+                and the option that helps (``checkpoint=True``, a smaller batch or window).
+
+        Shape:
+            - images: ``(B, C, *spatial)``.
+        """
+        estimate = self.memory_estimate(images)
+        check_window_memory(estimate, self.max_memory, images.device)
+
     def extra_repr(self) -> str:
         return (
             f"roi_size={self.roi_size}, sw_batch_size={self.sw_batch_size}, "
-            f"overlap={self.overlap}, mode={self.mode!r}"
+            f"overlap={self.overlap}, mode={self.mode!r}, checkpoint={self.checkpoint}"
         )
 
 
@@ -282,6 +354,8 @@ def sliding_window(
     sw_batch_size: int = 4,
     overlap: float = 0.25,
     mode: str = "gaussian",
+    checkpoint: bool = False,
+    max_memory: int | None = None,
 ) -> ModelAdapter:
     """A new adapter that runs ``model``'s network by sliding windows.
 
@@ -294,6 +368,12 @@ def sliding_window(
         sw_batch_size: Windows per network call.
         overlap: Overlap of neighbouring windows, in ``[0, 1)``.
         mode: ``"constant"`` or ``"gaussian"`` blending.
+        checkpoint: Gradient checkpointing per window batch, so that an attack's backward
+            pass does not keep every window's activations (see
+            :class:`SlidingWindowSegmenter`).
+        max_memory: Bytes an attack step may use (None: the device's free memory); a volume
+            that needs more is refused by :func:`check_volume_size` with a
+            :class:`~medrobust.models.window_memory.VolumeMemoryError`.
 
     Returns:
         The sliding-window adapter.
@@ -310,8 +390,9 @@ def sliding_window(
         )
     net = model.net.net if isinstance(model.net, SlidingWindowSegmenter) else model.net
     wrapped = SlidingWindowSegmenter(
-        net, roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode
-    )
+        net, roi_size, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode,
+        checkpoint=checkpoint, max_memory=max_memory,
+    )  # fmt: skip
     wrapped.roi_for(model.spatial_dims)
     norm = model.normalization
     adapter = ModelAdapter(
@@ -340,7 +421,8 @@ def uses_sliding_window(model: nn.Module) -> bool:
 def check_volume_size(
     model: nn.Module, images: torch.Tensor, max_voxels: int | None = DEFAULT_MAX_VOXELS
 ) -> None:
-    """Refuse a batch too large to push through a segmenter in one piece.
+    """Refuse a batch too large to push through a segmenter in one piece, or, for a model
+    run by sliding windows, too large for an attack step's memory.
 
     Args:
         model: The model (adapter or bare network).
@@ -352,10 +434,17 @@ def check_volume_size(
         ValueError: If the batch exceeds ``max_voxels`` and the model does not use sliding
             windows; the message suggests :func:`sliding_window` (``--roi-size`` on the command
             line) or a smaller batch.
+        VolumeMemoryError: For a sliding-window model, if the estimated memory of a forward
+            and backward pass exceeds its ``max_memory`` or the free memory (see
+            :meth:`SlidingWindowSegmenter.check_memory`).
 
     Shape:
         - images: ``(B, C, *spatial)``.
     """
+    net = model.net if isinstance(model, ModelAdapter) else model
+    if isinstance(net, SlidingWindowSegmenter) and images.ndim >= 3:
+        net.check_memory(images)
+        return
     if max_voxels is None or uses_sliding_window(model) or images.ndim < 3:
         return
     spatial = tuple(int(s) for s in images.shape[2:])

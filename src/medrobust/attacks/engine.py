@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target, index_target
+from medrobust.attacks.precision import SpeedOptions, fast_adapter
 from medrobust.attacks.result import AttackResult
 from medrobust.attacks.threat import ThreatModel
 from medrobust.metrics.perturbation import perturbation_norms
@@ -61,6 +62,9 @@ def _check_positive(name: str, value: float | int, integer: bool = False) -> Non
 class BestTracker:
     """Per-sample best iterate: success beats failure, then a higher loss wins.
 
+    Updates are masked writes on the batch's device (no host round trip), so an engine can offer
+    iterates at every step without synchronising a GPU.
+
     Args:
         x: The clean batch ``(B, C, *spatial)``.
     """
@@ -73,26 +77,73 @@ class BestTracker:
         self.steps = torch.zeros(b, dtype=torch.long, device=x.device)
         self.pred: torch.Tensor | None = None
         self.seen = torch.zeros(b, dtype=torch.bool, device=x.device)
+        #: False where ``x`` holds an iterate whose objective was not evaluated (see :meth:`place`).
+        self.evaluated = torch.ones(b, dtype=torch.bool, device=x.device)
 
-    def update(self, idx: torch.Tensor, x: torch.Tensor, out: ObjectiveOutput) -> None:
-        """Offer iterate ``x`` (rows ``idx`` of the batch) with its objective output."""
-        loss = out.loss.detach()
+    def _pred_store(self, like: torch.Tensor) -> torch.Tensor:
+        if self.pred is None:
+            self.pred = torch.zeros(
+                (self.x.shape[0], *like.shape[1:]), dtype=like.dtype, device=like.device
+            )
+        return self.pred
+
+    def update(
+        self,
+        idx: torch.Tensor,
+        x: torch.Tensor,
+        out: ObjectiveOutput,
+        offer: torch.Tensor | None = None,
+    ) -> None:
+        """Offer iterate ``x`` (rows ``idx`` of the batch) with its objective output.
+
+        Args:
+            idx: ``(n,)`` rows of the batch.
+            x: ``(n, C, *spatial)`` iterates.
+            out: Their objective output.
+            offer: Optional ``(n,)`` bool mask: only these rows are offered.
+        """
+        loss = out.loss.detach().to(self.loss.dtype)
         succ = out.success.detach()
         old_s, old_l = self.success[idx], self.loss[idx]
         better = (succ & ~old_s) | ((succ == old_s) & (loss > old_l)) | ~self.seen[idx]
-        if not bool(better.any()):
-            return
-        rows = idx[better]
-        self.x[rows] = x.detach()[better]
-        self.loss[rows] = loss[better]
-        self.success[rows] = succ[better]
-        self.seen[rows] = True
+        if offer is not None:
+            better = better & offer
+        view = (-1,) + (1,) * (x.ndim - 1)
+        self.x[idx] = torch.where(better.view(view), x.detach(), self.x[idx])
+        self.loss[idx] = torch.where(better, loss, old_l)
+        self.success[idx] = torch.where(better, succ, old_s)
+        self.seen[idx] = self.seen[idx] | better
+        self.evaluated[idx] = self.evaluated[idx] | better
         pred = out.pred.detach()
-        if self.pred is None:
-            self.pred = torch.zeros(
-                (self.x.shape[0], *pred.shape[1:]), dtype=pred.dtype, device=pred.device
-            )
-        self.pred[rows] = pred[better]
+        store = self._pred_store(pred)
+        pview = (-1,) + (1,) * (pred.ndim - 1)
+        store[idx] = torch.where(better.view(pview), pred, store[idx])
+
+    def place(
+        self, idx: torch.Tensor, x: torch.Tensor, like: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        """Return iterate ``x`` for rows ``idx[mask]`` without evaluating it: their success is
+        False and marked unevaluated, their loss NaN and their prediction -1 (NaN for float
+        predictions).
+
+        Args:
+            idx: ``(n,)`` rows of the batch.
+            x: ``(n, C, *spatial)`` iterates.
+            like: A prediction tensor ``(m, ...)`` of the objective (its dtype and shape).
+            mask: ``(n,)`` bool, the rows to place.
+        """
+        view = (-1,) + (1,) * (x.ndim - 1)
+        self.x[idx] = torch.where(mask.view(view), x.detach(), self.x[idx])
+        self.loss[idx] = torch.where(
+            mask, torch.full_like(self.loss[idx], math.nan), self.loss[idx]
+        )
+        self.success[idx] = self.success[idx] & ~mask
+        self.evaluated[idx] = self.evaluated[idx] & ~mask
+        store = self._pred_store(like)
+        fill = math.nan if store.is_floating_point() else -1
+        pview = (-1,) + (1,) * (store.ndim - 1)
+        rows = store[idx]
+        store[idx] = torch.where(mask.view(pview), torch.full_like(rows, fill), rows)
 
 
 @dataclass(frozen=True)
@@ -148,6 +199,8 @@ class Attack(ABC):
     #: goal counts as a success (robust accuracy never exceeds clean accuracy). Costs one forward
     #: pass; the evaluation suite, which attacks only correctly classified samples, turns it off.
     check_clean: bool = True
+    #: How the model's forward runs (mixed precision, compiled); see :meth:`set_speed`.
+    speed: SpeedOptions = SpeedOptions()
 
     def __init__(
         self,
@@ -165,6 +218,27 @@ class Attack(ABC):
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
+
+    def set_speed(self, *, precision: str = "fp32", compile: bool | str = False) -> Attack:
+        """Run the model's forward in mixed precision and/or compiled (both off by default).
+
+        Every engine gets the same treatment: it is handed a view of the model adapter whose
+        forward runs under ``torch.autocast`` (and/or ``torch.compile``) and returns float32
+        outputs; the perturbation, its update and the objective stay in float32. Compiled networks
+        are cached per network (see :mod:`medrobust.attacks.precision`).
+
+        Args:
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+            compile: False, True (inductor) or a ``torch.compile`` backend name.
+
+        Returns:
+            The attack itself.
+
+        Raises:
+            ValueError: For an unknown precision or an invalid ``compile`` value.
+        """
+        self.speed = SpeedOptions(precision, compile)
+        return self
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -207,7 +281,8 @@ class Attack(ABC):
 
         Raises:
             ValueError: For inputs that do not match the model (see ``ModelAdapter.check_input``)
-                or the objective (see ``Objective.check_target``).
+                or the objective (see ``Objective.check_target``), or a precision that autocast
+                does not support on the inputs' device.
             TypeError: For labels that are not a tensor.
         """
         adapter = as_adapter(model)
@@ -221,6 +296,7 @@ class Attack(ABC):
         threat = self.threat(adapter, region)
         region_t = threat.check_region(images)
         x = images.detach()
+        adapter = fast_adapter(adapter, self.speed, x.device)
         with eval_mode(adapter):
             with torch.no_grad():
                 with torch.enable_grad():
@@ -231,9 +307,10 @@ class Attack(ABC):
                     best.update(torch.arange(x.shape[0], device=x.device), x, out)
                 engine_extra = self._run(Run(adapter, x, target, threat, region_t, best))
             result = self._result(images, best)
-            result.extra.update(
-                self.objective.extras(adapter, result.x_adv, result.pred_adv, target)
-            )
+            if result.evaluated is None:  # task metrics need the prediction at every x_adv
+                result.extra.update(
+                    self.objective.extras(adapter, result.x_adv, result.pred_adv, target)
+                )
         result.extra.update(engine_extra or {})
         return result
 
@@ -253,6 +330,7 @@ class Attack(ABC):
             "eps": self.eps,
             "seed": self.seed,
             **self.params(),
+            **({} if self.speed.is_default else self.speed.describe()),
         }
 
     def params(self) -> dict[str, Any]:
@@ -299,6 +377,7 @@ class Attack(ABC):
             steps=tracker.steps.clone(),
             pred_adv=tracker.pred,
             config=self.config(),
+            evaluated=None if bool(tracker.evaluated.all()) else tracker.evaluated.clone(),
         )
 
 
@@ -333,13 +412,28 @@ class GradientAttack(Attack):
         early_stop: Stop per sample as soon as the attack succeeds.
         keep_best: Return the best iterate per sample (default). With False, return the last
             iterate (or the first successful one under ``early_stop``), as the reference PGD does.
+        need_success: Evaluate the final iterate to report its success, loss and prediction
+            (default). With False (which needs ``keep_best=False`` and one restart) the attack
+            returns the last iterate without that extra forward pass, so it costs exactly
+            ``steps`` forward+backward passes; the result's ``evaluated`` mask then marks the
+            samples whose success was not checked. For adversarial training, which only needs
+            the adversarial inputs.
         seed: Seed of the private generator used for random starts.
+
+    On an accelerator the loop keeps its state on the device: iterates are offered to the
+    tracker as masked writes, samples that succeed are frozen in place, and the batch is
+    compacted (a host round trip) only every :attr:`sync_every` steps (by default 5 on an
+    accelerator and 1 on the CPU, where a round trip is free). The result does not depend on
+    ``sync_every``.
 
     References:
         Goodfellow et al. 2015 (FGSM); Kurakin et al. 2017 (BIM); Madry et al. 2018 (PGD).
     """
 
     engine = "gradient"
+    #: Steps between host round trips (batch compaction under ``early_stop``); None: every
+    #: step on the CPU (where a round trip is free) and every 5 steps on an accelerator.
+    sync_every: int | None = None
 
     def __init__(
         self,
@@ -353,6 +447,7 @@ class GradientAttack(Attack):
         restarts: int = 1,
         early_stop: bool = True,
         keep_best: bool = True,
+        need_success: bool = True,
         seed: int = 0,
         name: str = "pgd",
     ) -> None:
@@ -367,6 +462,13 @@ class GradientAttack(Attack):
         self.random_start = bool(random_start)
         self.early_stop = bool(early_stop)
         self.keep_best = bool(keep_best)
+        self.need_success = bool(need_success)
+        if not self.need_success and (self.keep_best or self.restarts > 1):
+            raise ValueError(
+                "need_success=False returns the last iterate unevaluated, so it needs "
+                f"keep_best=False and restarts=1 (got keep_best={keep_best}, "
+                f"restarts={restarts}): choosing the best iterate or restart needs its success"
+            )
         self.name = name
 
     def params(self) -> dict[str, Any]:
@@ -377,37 +479,59 @@ class GradientAttack(Attack):
             "restarts": self.restarts,
             "early_stop": self.early_stop,
             "keep_best": self.keep_best,
+            **({} if self.need_success else {"need_success": False}),
         }
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
-        model, x, target, threat, region, best = run.unpack()
-        gen = make_generator(self.seed, x.device)
+        gen = make_generator(self.seed, run.x.device)
+        every = self.sync_every or (1 if run.x.device.type == "cpu" else 5)
+        _check_positive("sync_every", every, integer=True)
         for _ in range(self.restarts):
-            idx = (~best.success).nonzero().flatten()
+            idx = (~run.best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            xa, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
-            delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
-            for t in range(self.steps + 1):
-                xt = xa + delta
-                last = t == self.steps
-                out, grad = self.evaluate(model, xt, ta, grad=not last)
-                if self.keep_best or last:
-                    best.update(idx, xt, out)
-                elif self.early_stop and bool(out.success.any()):
-                    hit = out.success.nonzero().flatten()
-                    best.update(idx[hit], xt[hit], _subset_output(out, hit))
-                if last or grad is None:
-                    break
-                best.steps[idx] += 1
-                if self.early_stop:
-                    keep = ~out.success
-                    if not bool(keep.any()):
-                        break
-                    if not bool(keep.all()):
-                        idx, xa, delta, grad = idx[keep], xa[keep], delta[keep], grad[keep]
-                        rows = keep.nonzero().flatten()
-                        ta, ra = index_target(ta, rows), subset_region(ra, rows)
-                step = self.step_size * threat.ascent_direction(grad, ra)
-                delta = threat.project(xa, delta + step, ra)
+            self._one_run(run, idx, gen, every)
         return None
+
+    def _one_run(self, run: Run, idx: torch.Tensor, gen: torch.Generator, every: int) -> None:
+        """One restart on rows ``idx``: ``steps`` ascent steps, then the final iterate (one
+        cohesive algorithm, kept in one function).
+
+        ``active`` marks the rows still attacked; a row that succeeds under ``early_stop`` is
+        frozen (its perturbation no longer moves and its step count stops) and leaves the batch
+        at the next compaction, every ``every`` steps.
+        """
+        model, x, target, threat, region, best = run.unpack()
+        xa, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
+        delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
+        active = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+        view = (-1,) + (1,) * (x.ndim - 1)
+        like: torch.Tensor | None = None
+        for t in range(self.steps + 1):
+            xt = xa + delta
+            last = t == self.steps
+            if last and not self.need_success and like is not None:
+                best.place(idx, xt, like, active)
+                break
+            out, grad = self.evaluate(model, xt, ta, grad=not last)
+            like = out.pred
+            if self.keep_best or last:
+                best.update(idx, xt, out)
+            elif self.early_stop:
+                best.update(idx, xt, out, offer=out.success & active)
+            if last or grad is None:
+                break
+            best.steps[idx] += active.long()
+            if self.early_stop:
+                active = active & ~out.success
+                if (t + 1) % every == 0:
+                    if not bool(active.any()):
+                        break
+                    if not bool(active.all()):
+                        rows = active.nonzero().flatten()
+                        idx, xa, delta, grad = idx[rows], xa[rows], delta[rows], grad[rows]
+                        ta, ra = index_target(ta, rows), subset_region(ra, rows)
+                        active = active[rows]
+            step = self.step_size * threat.ascent_direction(grad, ra)
+            moved = threat.project(xa, delta + step, ra)
+            delta = torch.where(active.view(view), moved, delta) if self.early_stop else moved

@@ -31,6 +31,7 @@ from medrobust.attacks.engine import Attack, GradientAttack
 from medrobust.attacks.minimal import CarliniWagnerL2, DeepFool
 from medrobust.attacks.objectives.base import Objective
 from medrobust.attacks.objectives.classification import DLR, CrossEntropy, Margin
+from medrobust.attacks.precision import SpeedOptions
 from medrobust.attacks.square import SquareAttack
 from medrobust.attacks.tags import ATTACKS, AttackRegistry
 from medrobust.registry import check_keywords
@@ -52,6 +53,8 @@ PresetFn = Callable[[dict[str, Any]], dict[str, Any]]
 
 # constructor parameters that a preset sets itself
 _INTERNAL = ("self", "objective", "name")
+#: Keywords every preset accepts, applied with :meth:`Attack.set_speed` (not the constructor).
+SPEED_KEYWORDS = ("precision", "compile")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,11 @@ def _signature(
                 n, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=p.annotation
             )
         )
+    speed = SpeedOptions()
+    params += [
+        inspect.Parameter("precision", inspect.Parameter.KEYWORD_ONLY, default=speed.precision),
+        inspect.Parameter("compile", inspect.Parameter.KEYWORD_ONLY, default=speed.compile),
+    ]
     return inspect.Signature(params, return_annotation=engine.__name__)
 
 
@@ -214,8 +222,10 @@ def register_attack(
         keywords = preset_keywords(engine, objectives, fixed)
 
         def factory(**kw: Any) -> Attack:
-            check_keywords("attack", name, keywords, kw)
-            return build_attack(name, engine, objectives, fn(dict(kw)))
+            check_keywords("attack", name, [*keywords, *SPEED_KEYWORDS], kw)
+            speed = {k: kw.pop(k) for k in SPEED_KEYWORDS if k in kw}
+            attack = build_attack(name, engine, objectives, fn(dict(kw)))
+            return attack.set_speed(**speed) if speed else attack
 
         factory.__name__ = factory.__qualname__ = fn.__name__
         factory.__doc__ = fn.__doc__
@@ -247,7 +257,15 @@ def fgsm(kw: dict[str, Any]) -> dict[str, Any]:
     """FGSM (Goodfellow et al. 2015): one steepest-ascent step of size ``eps`` from the clean
     input (for L2: along the normalised gradient)."""
     eps = kw.get("eps", 8 / 255)
-    return {**kw, "steps": 1, "step_size": eps, "random_start": False, "restarts": 1}
+    return {
+        **kw,
+        "steps": 1,
+        "step_size": eps,
+        "random_start": False,
+        "restarts": 1,
+        # without the final evaluation there is no best iterate to choose: the stepped one
+        "keep_best": bool(kw.get("need_success", True)),
+    }
 
 
 @register_attack(

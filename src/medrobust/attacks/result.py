@@ -26,6 +26,12 @@ class AttackResult:
             segmentation.
         config: The resolved attack configuration (name, engine, objective, norm, eps, ...).
         extra: Attack-specific per-sample tensors (e.g. ``"iou"`` for targeted segmentation).
+        evaluated: None when ``success``, ``loss`` and ``pred_adv`` were computed at every
+            ``x_adv`` (every attack by default). Otherwise a ``(B,)`` bool tensor, False for the
+            samples whose ``x_adv`` was returned without evaluating it (an attack run with
+            ``need_success=False``, as adversarial training does): there ``success`` is False
+            *because it was not checked*, ``loss`` is NaN and ``pred_adv`` is -1, and the
+            objective's task metrics are left out of ``extra``.
     """
 
     x_adv: torch.Tensor
@@ -38,10 +44,26 @@ class AttackResult:
     pred_adv: torch.Tensor
     config: dict[str, Any]
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    evaluated: torch.Tensor | None = None
+
+    @property
+    def success_known(self) -> bool:
+        """Whether ``success`` was checked for every sample (see ``evaluated``)."""
+        return self.evaluated is None
 
     @property
     def success_rate(self) -> float:
-        """Fraction of samples where the attack succeeded."""
+        """Fraction of samples where the attack succeeded.
+
+        Raises:
+            RuntimeError: If success was not checked for some samples (``need_success=False``).
+        """
+        if self.evaluated is not None:
+            raise RuntimeError(
+                f"success was not evaluated for {int((~self.evaluated).sum())} of {len(self)} "
+                "samples (the attack ran with need_success=False); run it with "
+                "need_success=True to get a success rate"
+            )
         return float(self.success.float().mean()) if self.success.numel() else float("nan")
 
     def __len__(self) -> int:

@@ -90,8 +90,20 @@ class DiceTracker(BestTracker):
             seen = base.seen
             self.dice[seen] = sample_dice(base.pred[seen], mask[seen], num_classes)
 
-    def update(self, idx: torch.Tensor, x: torch.Tensor, out: ObjectiveOutput) -> None:
-        """Offer iterate ``x`` (rows ``idx``); keep it where it ranks higher."""
+    def _pred_store(self, like: torch.Tensor) -> torch.Tensor:
+        store = super()._pred_store(like)
+        self.base.pred = store
+        return store
+
+    def update(
+        self,
+        idx: torch.Tensor,
+        x: torch.Tensor,
+        out: ObjectiveOutput,
+        offer: torch.Tensor | None = None,
+    ) -> None:
+        """Offer iterate ``x`` (rows ``idx``, only those in ``offer`` if given); keep it where
+        it ranks higher."""
         dice = sample_dice(out.pred.detach(), self.mask[idx], self.k).to(self.dice.device)
         loss, succ = out.loss.detach(), out.success.detach()
         old_s, old_d, old_l = self.success[idx], self.dice[idx], self.loss[idx]
@@ -102,6 +114,8 @@ class DiceTracker(BestTracker):
             | ((succ == old_s) & (dice < old_d))
             | (tie & (loss > old_l))
         )
+        if offer is not None:
+            better = better & offer
         if not bool(better.any()):
             return
         rows = idx[better]
@@ -110,6 +124,7 @@ class DiceTracker(BestTracker):
         self.loss[rows] = loss[better].to(self.loss.dtype)
         self.success[rows] = succ[better]
         self.seen[rows] = True
+        self.evaluated[rows] = True
         if self.pred is None:
             pred = out.pred.detach()
             self.pred = torch.zeros(

@@ -59,6 +59,7 @@ class FastATRecipe(AdversarialRecipe):
     """
 
     name: ClassVar[str] = "fast-at"
+    supports_class_weights: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -112,6 +113,8 @@ class FastATRecipe(AdversarialRecipe):
             step_size=self.step_size,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack
@@ -124,6 +127,8 @@ class FastATRecipe(AdversarialRecipe):
             steps=self.fallback_steps,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack
@@ -176,7 +181,7 @@ class FastATRecipe(AdversarialRecipe):
                 self._check(model, step, epoch)
         x_adv = self.craft(self._attack, model, x, y)
         logits = model(x_adv)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, weight=self.ce_weight(logits))
         return loss, {"adv_accuracy": float((logits.detach().argmax(1) == y).float().mean())}
 
     def state_dict(self) -> dict[str, Any]:

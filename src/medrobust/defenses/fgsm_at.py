@@ -55,6 +55,7 @@ class FGSMATRecipe(AdversarialRecipe):
     """
 
     name: ClassVar[str] = "fgsm-at"
+    supports_class_weights: ClassVar[bool] = True
 
     def __init__(
         self, *, eps: float = 0.003, eps_min: float | None = 0.001, norm: str = "linf"
@@ -77,6 +78,7 @@ class FGSMATRecipe(AdversarialRecipe):
             random_start=False,
             early_stop=False,
             keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack
@@ -89,7 +91,7 @@ class FGSMATRecipe(AdversarialRecipe):
         eps = uniform_budget(self.eps, self.eps_min, self.generator)
         x_adv = self.craft(self.build_attack(eps), model, x, y)
         logits = model(torch.cat([x, x_adv]))
-        loss = F.cross_entropy(logits, torch.cat([y, y]))
+        loss = F.cross_entropy(logits, torch.cat([y, y]), weight=self.ce_weight(logits))
         pred = logits.detach().argmax(dim=1)
         b = x.shape[0]
         return loss, {

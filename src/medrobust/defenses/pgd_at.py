@@ -44,6 +44,7 @@ class PGDATRecipe(AdversarialRecipe):
 
     name: ClassVar[str] = "pgd-at"
     supported_tasks: ClassVar[tuple[Task, ...]] = (Task.CLASSIFICATION, Task.SEGMENTATION)
+    supports_class_weights: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class PGDATRecipe(AdversarialRecipe):
             ValueError: If the model is neither a classifier nor a segmenter.
         """
         super().setup(model, generator=generator)
+        self._criterion.class_weights = self.class_weights
         self._criterion.setup(model, generator=generator)
         self._attack = create_attack(
             "pgd-seg" if model.task is Task.SEGMENTATION else "pgd",
@@ -82,6 +84,8 @@ class PGDATRecipe(AdversarialRecipe):
             random_start=self.random_start,
             objective="ce",
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         self._attack.check_clean = False
 

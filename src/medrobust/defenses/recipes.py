@@ -91,6 +91,25 @@ def list_recipes(pattern: str = "*", tag: str | None = None) -> list[str]:
     return RECIPES.list(pattern, tag=tag)
 
 
+def check_class_weights(weights: Any) -> list[float]:
+    """Validate per-class weights: a list of non-negative numbers, not all zero.
+
+    Raises:
+        TypeError: If ``weights`` is not a list of numbers.
+        ValueError: If a weight is negative or all are zero.
+    """
+    if not isinstance(weights, Sequence) or isinstance(weights, str):
+        raise TypeError(f"class_weights must be a list of numbers, got {weights!r}")
+    out = []
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
+            raise ValueError(f"class_weights must be non-negative numbers, got {w!r}")
+        out.append(float(w))
+    if not any(out):
+        raise ValueError("class_weights must not all be zero")
+    return out
+
+
 class Recipe(abc.ABC):
     """Base class of training recipes: the loss of one batch, and optional state.
 
@@ -105,9 +124,43 @@ class Recipe(abc.ABC):
     validation_metrics: ClassVar[tuple[str, ...]] = ()
     #: Whether the recipe trains on unlabelled images too (see :meth:`set_unlabelled`).
     uses_unlabelled: ClassVar[bool] = False
+    #: Whether the recipe's loss is a cross-entropy that takes class weights (see
+    #: :meth:`set_class_weights`).
+    supports_class_weights: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.generator: torch.Generator | None = None
+        self.class_weights: list[float] | None = None
+
+    def set_class_weights(self, weights: Sequence[float]) -> None:
+        """Weight the recipe's cross-entropy per class (``TrainConfig.class_weights``).
+
+        ``fit`` calls this before :meth:`setup`. Recipes with ``supports_class_weights`` pass
+        :meth:`ce_weight` as the ``weight`` of their (supervised) cross-entropy terms.
+
+        Args:
+            weights: One non-negative weight per class.
+
+        Raises:
+            ValueError: For a recipe whose loss takes no class weights, or invalid weights.
+        """
+        if not self.supports_class_weights:
+            raise ValueError(
+                f"recipe {self.name!r} does not take class weights; use a recipe whose loss is "
+                "a cross-entropy (standard, pgd-at, trades, fast-at, fgsm-at, ssat)"
+            )
+        self.class_weights = check_class_weights(weights)
+
+    def ce_weight(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """The class weights as a tensor on the device of ``logits`` (None when unweighted)."""
+        if self.class_weights is None:
+            return None
+        if len(self.class_weights) != logits.shape[1]:
+            raise ValueError(
+                f"class_weights has {len(self.class_weights)} entries but the model has "
+                f"{logits.shape[1]} classes"
+            )
+        return torch.tensor(self.class_weights, dtype=logits.dtype, device=logits.device)
 
     def set_unlabelled(self, data: Dataset[Any]) -> None:
         """Receive the unlabelled training images (only recipes with ``uses_unlabelled``).
@@ -210,6 +263,7 @@ class StandardRecipe(Recipe):
     """
 
     name: ClassVar[str] = "standard"
+    supports_class_weights: ClassVar[bool] = True
 
     def __init__(
         self, *, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None
@@ -220,18 +274,8 @@ class StandardRecipe(Recipe):
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
-        self.class_weights: list[float] | None = None
         if class_weights is not None:
-            if not isinstance(class_weights, Sequence) or isinstance(class_weights, str):
-                raise TypeError(f"class_weights must be a list of numbers, got {class_weights!r}")
-            weights = []
-            for w in class_weights:
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
-                    raise ValueError(f"class_weights must be non-negative numbers, got {w!r}")
-                weights.append(float(w))
-            if not any(weights):
-                raise ValueError("class_weights must not all be zero")
-            self.class_weights = weights
+            self.class_weights = check_class_weights(class_weights)
         self._weight: torch.Tensor | None = None
         self._seg_loss: nn.Module | None = None
 

@@ -63,6 +63,7 @@ class SSATRecipe(AdversarialRecipe):
     """
 
     name: ClassVar[str] = "ssat"
+    supports_class_weights: ClassVar[bool] = True
     uses_unlabelled: ClassVar[bool] = True
 
     def __init__(
@@ -135,7 +136,7 @@ class SSATRecipe(AdversarialRecipe):
     def build_attack(self, eps: float) -> Attack:
         """The engine attack used on the unlabelled batch at budget ``eps``."""
         if self.attack == "fgsm":
-            attack = create_attack("fgsm", eps=eps, norm=self.norm.value)
+            attack = create_attack("fgsm", eps=eps, norm=self.norm.value, need_success=False)
         else:
             attack = create_attack(
                 "pgd",
@@ -144,6 +145,8 @@ class SSATRecipe(AdversarialRecipe):
                 steps=self.steps,
                 step_size=self.step_size if self.step_size is not None else eps / 4,
                 early_stop=False,
+                keep_best=False,
+                need_success=False,
             )
         attack.check_clean = False
         return attack
@@ -187,7 +190,7 @@ class SSATRecipe(AdversarialRecipe):
         model.check_input(x_u, "unlabelled images")
         pseudo, keep = self.pseudo_labels(model, x_u)
         logits_l = model(x_l)
-        sup = F.cross_entropy(logits_l, y_l)
+        sup = F.cross_entropy(logits_l, y_l, weight=self.ce_weight(logits_l))
         stats = {
             "accuracy": float((logits_l.detach().argmax(1) == y_l).float().mean()),
             "pseudo_kept": float(keep.float().mean()),

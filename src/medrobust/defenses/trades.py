@@ -75,6 +75,7 @@ class TRADESRecipe(AdversarialRecipe):
     """
 
     name: ClassVar[str] = "trades"
+    supports_class_weights: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -106,6 +107,8 @@ class TRADESRecipe(AdversarialRecipe):
             step_size=self.step_size,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
             name="trades-kl",
         )
         self._attack.check_clean = False
@@ -120,7 +123,7 @@ class TRADESRecipe(AdversarialRecipe):
         x_adv = self.craft(self._attack, model, x, y)
         logits = model(x)
         logits_adv = model(x_adv)
-        natural = F.cross_entropy(logits, y)
+        natural = F.cross_entropy(logits, y, weight=self.ce_weight(logits))
         kl = F.kl_div(
             F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean"
         )

@@ -111,6 +111,12 @@ def _opt_floats(value: Any, where: str) -> list[float] | None:
     return out
 
 
+def _opt_dict(value: Any, where: str) -> Any:
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a dict or None, got {type(value).__name__}")
+    return None if value is None else _plain(value, where)
+
+
 def _check_keys(data: Mapping[str, Any], cls: type, where: str, required: tuple[str, ...]) -> None:
     if not isinstance(data, Mapping):
         raise TypeError(f"{where} must be a dict, got {type(data).__name__}")
@@ -121,6 +127,33 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str, required: tuple[
     missing = [k for k in required if k not in data]
     if missing:
         raise ValueError(f"{where} is missing required key(s) {missing}")
+
+
+_OPTIONAL = ("class_weights", "batchnorm")  # training fields written only when set
+
+
+def _training_checks(t: Any) -> list[str]:
+    """Markdown table rows for the class weights and the BatchNorm check of a card."""
+    rows = []
+    if t.class_weights:
+        weights = ", ".join(f"{w:.3g}" for w in t.class_weights.get("weights", []))
+        rows.append(f"| class weights | {t.class_weights.get('spec')}: [{weights}] |")
+    if bn := t.batchnorm:
+
+        def num(key: str) -> str:
+            v = bn.get(key)
+            return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
+
+        m = bn.get("metric", "score")
+        text = f"eval-mode {m} {num('eval_mode')} vs train-mode {num('train_mode')} on "
+        text += f"{bn.get('samples')} training samples"
+        if bn.get("recomputed"):
+            verdict = "recomputed" if bn.get("kept") else "recomputing did not help; old kept"
+            text += f"; running statistics {verdict} (eval-mode {m} {num('eval_mode_after')})"
+        elif bn.get("failed"):
+            text += "; running statistics disagree (not recomputed)"
+        rows.append(f"| BatchNorm check | {text} |")
+    return rows
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -177,10 +210,7 @@ class DataInfo:
         self.seed = _opt_int(self.seed, "data.seed")
         self.description = _opt_str(self.description, "data.description")
         for key in ("intensity", "params"):
-            value = getattr(self, key)
-            if value is not None and not isinstance(value, Mapping):
-                raise TypeError(f"data.{key} must be a dict or None, got {type(value).__name__}")
-            setattr(self, key, None if value is None else _plain(value, f"data.{key}"))
+            setattr(self, key, _opt_dict(getattr(self, key), f"data.{key}"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dictionary of the fields (``intensity`` and ``params`` only when set, so
@@ -224,6 +254,11 @@ class TrainingInfo:
         seed: Training seed.
         best_epoch: Epoch (1-based) whose weights were kept.
         wall_time_s: Training wall time in seconds up to the kept epoch (or the whole run).
+        class_weights: The cross-entropy's class weights, e.g. ``{"spec": "balanced",
+            "weights": [0.62, 2.5], "counts": [40, 10]}``; None when unweighted.
+        batchnorm: The BatchNorm check after training (see
+            :mod:`medrobust.training.batchnorm`): train-mode and eval-mode scores on training
+            images and whether the running statistics were recomputed; None when not checked.
     """
 
     epochs: int | None = None
@@ -236,6 +271,8 @@ class TrainingInfo:
     seed: int | None = None
     best_epoch: int | None = None
     wall_time_s: float | None = None
+    class_weights: dict[str, Any] | None = None
+    batchnorm: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.epochs = _opt_int(self.epochs, "training.epochs")
@@ -252,12 +289,14 @@ class TrainingInfo:
         self.seed = _opt_int(self.seed, "training.seed")
         self.best_epoch = _opt_int(self.best_epoch, "training.best_epoch")
         self.wall_time_s = _opt_float(self.wall_time_s, "training.wall_time_s")
+        for key in _OPTIONAL:
+            setattr(self, key, _opt_dict(getattr(self, key), f"training.{key}"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON dictionary of the fields."""
+        """Plain-JSON dictionary of the fields (``_OPTIONAL`` ones only when set)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["recipe_params"] = _plain(self.recipe_params, "training.recipe_params")
-        return out
+        return {k: v for k, v in out.items() if v is not None or k not in _OPTIONAL}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingInfo:
@@ -546,6 +585,7 @@ class ModelCard:
             f"| batch size | {fmt(t.batch_size)} |",
             f"| seed | {fmt(t.seed)} |",
             f"| wall time | {fmt(t.wall_time_s)} s |",
+            *_training_checks(t),
             "",
             "## Metrics",
             "",

@@ -14,7 +14,7 @@ import torch
 from medrobust.defenses.data import check_labelled_fraction
 from medrobust.defenses.recipes import RECIPES
 
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
+__all__ = ["BATCHNORM_CHECKS", "OPTIMIZERS", "SCHEDULERS", "TrainConfig", "check_class_weights"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 """Optimiser names accepted by :class:`TrainConfig`."""
@@ -25,7 +25,10 @@ SCHEDULERS = ("none", "cosine", "multistep")
 _MONITOR_RE = re.compile(r"^(val|train)_[a-z0-9_]+$")
 
 # Fields that may change when a run is resumed (they do not change what was already computed).
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "num_workers"})
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "num_workers", "batchnorm_check"})
+
+BATCHNORM_CHECKS = ("recompute", "warn", "off")
+"""Values of ``TrainConfig.batchnorm_check`` (see :mod:`medrobust.training.batchnorm`)."""
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
@@ -63,6 +66,35 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def check_class_weights(value: Any) -> str | tuple[float, ...] | None:
+    """Validate ``TrainConfig.class_weights``: None, ``"balanced"`` or non-negative numbers.
+
+    Raises:
+        TypeError: If ``value`` is neither a string nor a list of numbers.
+        ValueError: For another string, a negative or non-finite weight, or all zeros.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() != "balanced":
+            raise ValueError(
+                f"class_weights must be 'balanced' or a list of numbers (one per class), got "
+                f"{value!r}"
+            )
+        return "balanced"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(
+            f"class_weights must be 'balanced', a non-empty list of numbers or None, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    weights = tuple(_float(f"class_weights[{i}]", w) for i, w in enumerate(value))
+    if any(w < 0 for w in weights) or not any(weights):
+        raise ValueError(
+            f"class_weights must be non-negative and not all zero, got {list(weights)}"
+        )
+    return weights
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of :func:`medrobust.training.fit`; every value is validated on construction.
@@ -96,6 +128,15 @@ class TrainConfig:
             (stratified, seeded split; see :func:`medrobust.defenses.data.labelled_split`). The
             rest becomes the unlabelled stream of recipes that use one (e.g. ``"ssat"``) and is
             left out by the others. ``1.0`` trains on every label.
+        class_weights: Per-class weights of the recipe's cross-entropy: ``"balanced"``
+            (inverse class frequency of the training labels, ``n / (K * n_k)``), a list of
+            ``K`` non-negative numbers, or None (unweighted). See
+            :mod:`medrobust.training.balance`.
+        batchnorm_check: After training, compare the eval-mode and train-mode predictions of
+            ``best.pt`` on training images and, when the BatchNorm running statistics make
+            the eval-mode model fall short, ``"recompute"`` them over the training data (the
+            default), only ``"warn"``, or ``"off"`` (no check). See
+            :mod:`medrobust.training.batchnorm`.
     """
 
     epochs: int = 10
@@ -116,6 +157,8 @@ class TrainConfig:
     max_grad_norm: float | None = None
     num_workers: int = 0
     labelled_fraction: float = 1.0
+    class_weights: str | tuple[float, ...] | None = None
+    batchnorm_check: str = "recompute"
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -185,6 +228,17 @@ class TrainConfig:
         object.__setattr__(
             self, "labelled_fraction", check_labelled_fraction(self.labelled_fraction)
         )
+        object.__setattr__(self, "class_weights", check_class_weights(self.class_weights))
+        if self.class_weights is not None and self.recipe_params.get("class_weights"):
+            raise ValueError(
+                "class weights are given twice (class_weights and recipe_params['class_weights']);"
+                " give them once, as class_weights"
+            )
+        if self.batchnorm_check not in BATCHNORM_CHECKS:
+            raise ValueError(
+                f"batchnorm_check must be one of {list(BATCHNORM_CHECKS)}, got "
+                f"{self.batchnorm_check!r}"
+            )
 
     @property
     def monitor_mode(self) -> str:
@@ -196,6 +250,8 @@ class TrainConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["milestones"] = list(self.milestones)
         out["recipe_params"] = _plain(self.recipe_params, "recipe_params")
+        if isinstance(self.class_weights, tuple):
+            out["class_weights"] = list(self.class_weights)
         return out
 
     @classmethod
@@ -225,8 +281,9 @@ class TrainConfig:
                 f"unknown training setting(s) {', '.join(hints)}; expected: {', '.join(names)}"
             )
         values = dict(data)
-        if isinstance(values.get("milestones"), list):
-            values["milestones"] = tuple(values["milestones"])
+        for key in ("milestones", "class_weights"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def resolve_device(self) -> torch.device:

@@ -51,6 +51,10 @@ class TrainResult:
         epochs_run: Epochs finished in total (over resumed sessions).
         stopped_early: Whether the patience ran out.
         wall_time_s: Training wall time over all sessions.
+        batchnorm: The BatchNorm check of ``best.pt`` after training (its model card's
+            ``training.batchnorm``), or None when not checked.
+        warnings: Warnings of the checks after training (BatchNorm running statistics that
+            failed, one predicted class on validation).
     """
 
     run_dir: Path
@@ -64,6 +68,8 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     wall_time_s: float
+    batchnorm: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def best_metrics(self) -> dict[str, Any]:

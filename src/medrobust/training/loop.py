@@ -27,11 +27,12 @@ call (see :mod:`medrobust.training.batches`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ from medrobust.metrics import classification_metrics, dice_per_sample
 from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
 from medrobust.models.checkpoint import load_state_dict_into, read_checkpoint, save_checkpoint
+from medrobust.training.balance import resolve_class_weights
 from medrobust.training.batches import LoaderSetup, length, prepare_batch, split_labelled
 from medrobust.training.config import TrainConfig
 from medrobust.training.events import ProgressCallback, TrainEvent, TrainResult
+from medrobust.training.finish import FinalChecks, check_best
 from medrobust.training.setup import (
     check_arguments,
     check_run_dir,
@@ -158,6 +161,9 @@ class _Trainer:
         self.split_sizes: dict[str, int] = {}
         self.image_size: list[int] | None = None
         self.loaders: LoaderSetup | None = None
+        self.class_weights: dict[str, Any] | None = None
+        self.val_pred: torch.Tensor | None = None
+        self.val_labels: torch.Tensor | None = None
         forbidden = sorted({"training", "metrics"} & set(card_info))
         if forbidden:
             raise ValueError(f"card_info must not set {forbidden}; fit fills them in")
@@ -213,6 +219,7 @@ class _Trainer:
             seed=cfg.seed,
             best_epoch=best_epoch,
             wall_time_s=wall,
+            class_weights=self.class_weights,
         )
         numeric = {
             k: (float(v) if v is not None else None)
@@ -359,7 +366,8 @@ class _Trainer:
         if seg:
             out = {"loss": loss_sum / n_seen, "dice": dice_sum / dice_n if dice_n else math.nan}
         else:
-            out = classification_metrics(torch.cat(logits_all), torch.cat(labels_all))
+            self.val_pred, self.val_labels = torch.cat(logits_all).argmax(1), torch.cat(labels_all)
+            out = classification_metrics(torch.cat(logits_all), self.val_labels)
         out.update({k: v / n_seen for k, v in extra.items()})
         return {f"val_{k}": v for k, v in out.items()}
 
@@ -406,6 +414,9 @@ class _Trainer:
         self.model.to(self.device)
         self.opt = self._optimizer()
         self.sched = self._scheduler(self.opt)
+        self.class_weights = resolve_class_weights(cfg.class_weights, train_loader, self.model)
+        if self.class_weights is not None:
+            self.recipe.set_class_weights(self.class_weights["weights"])
         self.recipe.setup(self.model, generator=recipe_gen)
         return train_loader, val_loader
 
@@ -484,6 +495,7 @@ class _Trainer:
             if p.stopped:
                 logger.info("early stop after epoch %d (patience %s)", epoch, cfg.patience)
                 break
+        checks = self._check_best(loaders, p)
         history_path = self.run_dir / "history.json"
         write_history(history_path, p.history)
         best = p.best_score
@@ -499,9 +511,28 @@ class _Trainer:
             epochs_run=len(p.history),
             stopped_early=p.stopped,
             wall_time_s=p.wall_before + time.perf_counter() - session_start,
+            batchnorm=checks.batchnorm,
+            warnings=tuple(checks.warnings),
         )
         self._emit(TrainEvent("end", len(p.history), cfg.epochs, metrics=dict(p.history[-1])))
         return result
+
+    def _check_best(
+        self, loaders: tuple[DataLoader[Any], DataLoader[Any]], p: Progress
+    ) -> FinalChecks:
+        """BatchNorm statistics and one predicted class, on ``best.pt`` (see training/finish)."""
+        if p.best_epoch == 0 or not (self.run_dir / "best.pt").is_file():
+            return FinalChecks()
+
+        def batches(limit: int | None) -> Iterator[dict[str, Any]]:
+            for step, raw in enumerate(itertools.islice(loaders[0], limit), start=1):
+                yield self._prepare(raw, "train", p.best_epoch, step)
+
+        def validate() -> tuple[dict[str, float], torch.Tensor | None, torch.Tensor | None]:
+            self.val_pred = self.val_labels = None
+            return self._validate(loaders[1], p.best_epoch), self.val_pred, self.val_labels
+
+        return check_best(self.model, self.config, self.run_dir / "best.pt", batches, validate)
 
     def _load_state(self, path: Path) -> Progress:
         """Restore weights, optimiser, schedule, recipe and generators from ``last.pt``."""

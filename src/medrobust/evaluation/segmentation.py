@@ -186,6 +186,7 @@ def evaluate_segmentation(
     hd95: bool = True,
     spacing: float | Sequence[float] | None = None,
     max_voxels: int | None = DEFAULT_MAX_VOXELS,
+    surface_tolerance: float = 1.0,
     **kwargs: Any,
 ) -> SegmentationEvaluation:
     """Audit a segmentation model: clean metrics, untargeted attacks per budget with the worst
@@ -194,9 +195,9 @@ def evaluate_segmentation(
 
     Untargeted attacks (``pgd-seg``, ``segpgd``, ``apgd-sea-*``, ... or a frozen ``suite``) run
     at every budget of ``eps`` in ``norm`` on every sample with a clean Dice above 0, and are
-    scored by Dice, IoU, HD95 and pixel accuracy against the true masks; a sample is broken when
-    its Dice falls below ``broken_fraction`` of its clean Dice, and the worst case per sample is
-    the lowest Dice any of them reached. Targeted attacks (``asma``, ``dag``, ``asma-bounded``)
+    scored by Dice, IoU, HD95, surface Dice and pixel accuracy against the true masks; a sample
+    is broken when its Dice falls below ``broken_fraction`` of its clean Dice, and the worst case
+    per sample is the lowest Dice any of them reached. Targeted attacks (``asma``, ``dag``, ``asma-bounded``)
     run once per target kind (targets built from the true masks, see
     :mod:`medrobust.attacks.targets`) and are scored by success rate, target IoU and pixel
     accuracy against the target, perturbation norms and SSIM. For the first untargeted attack at
@@ -218,10 +219,16 @@ def evaluate_segmentation(
         targeted: Targeted segmentation attacks (names or mappings).
         targets: Target kinds (``"background"``, ``"other"``, ``"swap"``, ``"dilate"``).
         noise: Noise kinds compared at matched SSIM (empty to skip).
-        include_background: Include class 0 in Dice/IoU/HD95.
-        hd95: Compute the 95th-percentile Hausdorff distance.
-        spacing: Voxel size for the Hausdorff distance.
-        max_voxels: Batch size limit without sliding windows (None: no check).
+        include_background: Include class 0 in Dice/IoU/HD95/surface Dice.
+        hd95: Compute the 95th-percentile Hausdorff distance and the surface Dice
+            (normalised surface distance, :func:`~medrobust.metrics.surface_dice`).
+        spacing: Voxel size in mm, one number or one per spatial dim; HD95 and the surface
+            Dice are then in mm (else in voxels).
+        max_voxels: Batch size limit without sliding windows (None: no check; a model run by
+            sliding windows is checked against the memory of an attack step instead, see
+            :func:`~medrobust.models.segmentation.sliding_window`).
+        surface_tolerance: Boundary tolerance of the surface Dice, in mm with a spacing, else
+            in voxels.
         **kwargs: ``n_examples`` (4), the samples shown in the overlay figures, and as
             :func:`medrobust.evaluation.audit`: ``norm``, ``mode``, ``seed``,
             ``device``, ``max_samples``, ``checks``, ``probe_samples``, ``noise_draws``,
@@ -264,6 +271,7 @@ def evaluate_segmentation(
         max_voxels=max_voxels,
         n_examples=n_examples,
         broken_fraction=fraction,
+        tolerance=_check_tolerance(surface_tolerance),
     )
     names = adapter.class_names or [str(i) for i in range(adapter.num_classes)]
     task = SegmentationTask(settings, adapter.num_classes, names)
@@ -280,3 +288,11 @@ def evaluate_segmentation(
     return SegmentationEvaluation(
         result.metrics, task.examples, adversarial, result.config, result.records
     )
+
+
+def _check_tolerance(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"surface_tolerance must be a number > 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"surface_tolerance must be finite, got {value!r}")
+    return float(value)

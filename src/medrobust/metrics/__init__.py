@@ -5,7 +5,8 @@
 * :mod:`~medrobust.metrics.perturbation`: :func:`perturbation_norms` (Linf, L2, L0).
 * :mod:`~medrobust.metrics.image`: :func:`psnr`, :func:`ssim` (2-D and 3-D).
 * :mod:`~medrobust.metrics.segmentation`: the Dice/IoU counting kernel :func:`class_counts`,
-  :func:`dice_score`, :func:`iou_score`, :func:`hausdorff_distance`, :class:`SegmentationStats`.
+  :func:`dice_score`, :func:`iou_score`, :func:`hausdorff_distance`, :class:`SegmentationStats`;
+  :mod:`~medrobust.metrics.surface`: :func:`surface_dice` (normalised surface distance).
 * :mod:`~medrobust.metrics.maps`: explanation-map comparisons (Spearman, top-k intersection,
   centre-of-mass shift, map SSIM, lesion-hit ratio, ...).
 
@@ -48,6 +49,7 @@ from medrobust.metrics.segmentation import (
     target_iou,
     target_present,
 )
+from medrobust.metrics.surface import surface_dice
 
 __all__ = [
     "ClassificationStats",
@@ -79,6 +81,7 @@ __all__ = [
     "spearman",
     "ssim",
     "ssim_or_nan",
+    "surface_dice",
     "target_iou",
     "target_present",
     "topk_intersection",

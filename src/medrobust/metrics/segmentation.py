@@ -22,6 +22,7 @@ import torch
 
 __all__ = [
     "SegmentationStats",
+    "check_pair",
     "class_counts",
     "dice_per_sample",
     "dice_score",
@@ -29,6 +30,7 @@ __all__ = [
     "iou_score",
     "pixel_agreement",
     "sample_dice",
+    "spacing_list",
     "target_iou",
     "target_present",
 ]
@@ -74,7 +76,15 @@ def class_counts(
     return inter.double(), size_p.double(), size_t.double()
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
+def check_pair(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
+    """Validate two class-index masks ``(B, *spatial)`` of the same shape with classes in
+    ``[0, K)``.
+
+    Raises:
+        TypeError: If either is not a tensor.
+        ValueError: For a float or bool dtype, different shapes, no spatial axis, ``K < 2``
+            or classes outside ``[0, K)``.
+    """
     for name, t in (("pred", pred), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -127,7 +137,7 @@ def dice_score(
     References:
         Dice, Ecology 1945; MONAI ``DiceMetric``.
     """
-    _check_pair(pred, target, num_classes)
+    check_pair(pred, target, num_classes)
     inter, sp, st = class_counts(pred, target, num_classes)
     if not include_background:
         inter, sp, st = inter[:, 1:], sp[:, 1:], st[:, 1:]
@@ -169,7 +179,7 @@ def iou_score(
     References:
         Jaccard, 1912; MONAI ``MeanIoU``.
     """
-    _check_pair(pred, target, num_classes)
+    check_pair(pred, target, num_classes)
     inter, sp, st = class_counts(pred, target, num_classes)
     if not include_background:
         inter, sp, st = inter[:, 1:], sp[:, 1:], st[:, 1:]
@@ -178,6 +188,22 @@ def iou_score(
     if ignore_empty:
         return torch.where(st > 0, value, torch.full_like(value, math.nan))
     return torch.where(union > 0, value, torch.ones_like(value))
+
+
+def spacing_list(spacing: float | Sequence[float] | None, nd: int) -> list[float]:
+    """The voxel size as one positive float per spatial dim (1 where ``spacing`` is None).
+
+    Raises:
+        ValueError: If ``spacing`` has the wrong length or a value that is not > 0.
+    """
+    if spacing is None:
+        return [1.0] * nd
+    sp = [float(spacing)] * nd if isinstance(spacing, (int, float)) else list(map(float, spacing))
+    if len(sp) != nd:
+        raise ValueError(f"spacing needs {nd} values (one per spatial dim), got {len(sp)}")
+    if not all(math.isfinite(v) and v > 0 for v in sp):
+        raise ValueError(f"spacing must hold finite values > 0, got {sp}")
+    return sp
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -232,18 +258,10 @@ def hausdorff_distance(
     References:
         Huttenlocher et al., IEEE TPAMI 1993; MONAI ``HausdorffDistanceMetric``.
     """
-    _check_pair(pred, target, num_classes)
+    check_pair(pred, target, num_classes)
     if not (isinstance(percentile, (int, float)) and 0 <= percentile <= 100):
         raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-    nd = pred.ndim - 1
-    if spacing is None:
-        sp: list[float] = [1.0] * nd
-    elif isinstance(spacing, (int, float)):
-        sp = [float(spacing)] * nd
-    else:
-        sp = [float(s) for s in spacing]
-        if len(sp) != nd:
-            raise ValueError(f"spacing needs {nd} values (one per spatial dim), got {len(sp)}")
+    sp = spacing_list(spacing, pred.ndim - 1)
     p_np = pred.detach().cpu().numpy()
     t_np = target.detach().cpu().numpy()
     first = 0 if include_background else 1
@@ -262,15 +280,18 @@ def hausdorff_distance(
 
 
 class SegmentationStats:
-    """Accumulates Dice, IoU, HD95 and pixel accuracy over batches (sums and counts only).
+    """Accumulates Dice, IoU, HD95, surface Dice and pixel accuracy over batches (sums and
+    counts only).
 
     Args:
         num_classes: Number of classes ``K >= 2``.
-        include_background: Include class 0 in Dice/IoU/HD95.
-        hd95: Compute the 95th-percentile Hausdorff distance (costs a distance transform per
-            sample and class).
-        spacing: Voxel size for the Hausdorff distance.
+        include_background: Include class 0 in Dice/IoU/HD95/surface Dice.
+        hd95: Compute the 95th-percentile Hausdorff distance and the surface Dice (each costs
+            distance transforms per sample and class).
+        spacing: Voxel size (mm) for the Hausdorff distance and the surface Dice; without it
+            both are in voxels.
         class_names: Names of the ``K`` classes (default their indices).
+        tolerance: Boundary tolerance of the surface Dice, in mm with a spacing, else voxels.
 
     Example:
         >>> stats = SegmentationStats(num_classes=2)
@@ -286,6 +307,7 @@ class SegmentationStats:
         hd95: bool = True,
         spacing: float | Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        tolerance: float = 1.0,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -297,12 +319,13 @@ class SegmentationStats:
         self.include_background = bool(include_background)
         self.hd95 = bool(hd95)
         self.spacing = spacing
+        self.tolerance = float(tolerance)
         names = (
             list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         )
         self.class_names = names if include_background else names[1:]
         c = len(self.class_names)
-        keys = ("dice", "iou", "hd95")
+        keys = ("dice", "iou", "hd95", "surface_dice")
         self._sum = {k: torch.zeros(c, dtype=torch.float64) for k in keys}
         self._cnt = {k: torch.zeros(c, dtype=torch.int64) for k in keys}
         self._sample_sum = dict.fromkeys(keys, 0.0)
@@ -324,8 +347,9 @@ class SegmentationStats:
 
     def rows(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-sample measurements of a batch, without adding them: ``dice``, ``iou`` (and
-        ``hd95``) ``(B, C)``, ``correct`` and ``pixels`` ``(B,)`` and ``hd95_undefined`` ``(B,)``
-        (classes present in the ground truth whose HD95 is undefined). Feed them to
+        ``hd95`` and ``surface_dice``) ``(B, C)``, ``correct`` and ``pixels`` ``(B,)`` and
+        ``hd95_undefined`` ``(B,)`` (classes present in the ground truth whose HD95 is
+        undefined). Feed them to
         :meth:`add_rows` (possibly later: the rows are what an audit checkpoints).
 
         Raises:
@@ -347,6 +371,12 @@ class SegmentationStats:
             defined_gt = target_present(target, self.num_classes, self.include_background)
             out["hd95"] = hd
             out["hd95_undefined"] = (torch.isnan(hd) & defined_gt).sum(dim=1).double()
+            from medrobust.metrics.surface import surface_dice
+
+            out["surface_dice"] = surface_dice(
+                pred, target, self.num_classes, tolerance=self.tolerance,
+                spacing=self.spacing, **kw,
+            )  # fmt: skip
         return out
 
     def add_rows(self, rows: dict[str, torch.Tensor]) -> None:
@@ -356,6 +386,8 @@ class SegmentationStats:
         if self.hd95:
             self.hd95_undefined += int(rows["hd95_undefined"].sum())
             self._add("hd95", rows["hd95"])
+        if self.hd95 and "surface_dice" in rows:  # absent from checkpoints of older versions
+            self._add("surface_dice", rows["surface_dice"])
         self.n += int(rows["dice"].shape[0])
         self.pixels += int(rows["pixels"].sum())
         self.correct += int(rows["correct"].sum())
@@ -384,8 +416,9 @@ class SegmentationStats:
 
     def compute(self) -> dict[str, Any]:
         """``{"n", "pixel_accuracy", "dice", "mean_dice", "iou", "mean_iou", "hd95",
-        "mean_hd95", "hd95_undefined"}``; per-class values are dicts by class name, None where no
-        sample defines them."""
+        "mean_hd95", "hd95_undefined", "surface_dice", "mean_surface_dice", "distance_unit",
+        "surface_tolerance"}``; per-class values are dicts by class name, None where no sample
+        defines them; ``distance_unit`` is ``"mm"`` with a spacing, else ``"voxel"``."""
         dice, mean_dice = self._means("dice")
         iou, mean_iou = self._means("iou")
         out: dict[str, Any] = {
@@ -399,6 +432,10 @@ class SegmentationStats:
         if self.hd95:
             hd, mean_hd = self._means("hd95")
             out.update({"mean_hd95": mean_hd, "hd95": hd, "hd95_undefined": self.hd95_undefined})
+            nsd, mean_nsd = self._means("surface_dice")
+            out.update({"mean_surface_dice": mean_nsd, "surface_dice": nsd})
+            out["distance_unit"] = "voxel" if self.spacing is None else "mm"
+            out["surface_tolerance"] = self.tolerance
         return out
 
 

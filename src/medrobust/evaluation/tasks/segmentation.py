@@ -85,12 +85,13 @@ class SegmentationSettings:
         targeted: Targeted attacks (parsed specs), run once per target kind.
         targets: Target kinds (``"background"``, ``"other"``, ``"swap"``, ``"dilate"``).
         noise: Noise kinds compared at matched SSIM.
-        include_background: Include class 0 in Dice/IoU/HD95.
-        hd95: Compute the 95th-percentile Hausdorff distance.
-        spacing: Voxel size for the Hausdorff distance.
+        include_background: Include class 0 in Dice/IoU/HD95/surface Dice.
+        hd95: Compute the 95th-percentile Hausdorff distance and the surface Dice.
+        spacing: Voxel size (mm) for the Hausdorff distance and the surface Dice.
         max_voxels: Batch size limit without sliding windows (None: no check).
-        n_examples: Samples shown in the overlay figures.
+        n_examples: Samples shown in the overlay figures (and worst-case examples kept).
         broken_fraction: A sample is broken below this fraction of its clean Dice.
+        tolerance: Boundary tolerance of the surface Dice (mm with a spacing, else voxels).
     """
 
     targeted: list[AttackSpec] = field(default_factory=list)
@@ -102,6 +103,7 @@ class SegmentationSettings:
     max_voxels: int | None = None
     n_examples: int = 4
     broken_fraction: float = BROKEN_FRACTION
+    tolerance: float = 1.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,7 @@ class SegmentationSettings:
             "include_background": self.include_background,
             "hd95": self.hd95,
             "spacing": list(self.spacing) if isinstance(self.spacing, Sequence) else self.spacing,
+            "surface_tolerance": self.tolerance,
         }
 
 
@@ -136,7 +139,12 @@ class SegmentationTask(AuditTask):
         self.settings = settings
         self.k = num_classes
         self.class_names = list(class_names)
-        self.examples: dict[str, list[SegmentationExample]] = {"untargeted": [], "targeted": []}
+        self.examples: dict[str, list[SegmentationExample]] = {
+            "untargeted": [], "targeted": [], "worst": [],
+        }  # fmt: skip
+        #: data-set position -> (Dice under attack, example): the lowest-Dice samples at the
+        #: largest budget across the attack list (the report's worst-case outlines)
+        self.worst: dict[int, tuple[float, SegmentationExample]] = {}
         self.requires_attacks = not settings.targeted
         self.saved: dict[str, dict[str, list[np.ndarray]]] = {}
 
@@ -164,17 +172,40 @@ class SegmentationTask(AuditTask):
             hd95=s.hd95,
             spacing=s.spacing,
             class_names=self.class_names,
+            tolerance=s.tolerance,
         )
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.settings.describe()}
 
     def artifacts(self) -> dict[str, Any]:
-        return {"examples": self.examples, "saved": self.saved}
+        return {"examples": self.examples, "saved": self.saved, "worst": self.worst}
 
     def restore_artifacts(self, state: Mapping[str, Any]) -> None:
         self.examples = dict(state.get("examples", self.examples))
         self.saved = dict(state.get("saved", self.saved))
+        self.worst = dict(state.get("worst", self.worst))
+        self.examples["worst"] = self._worst_examples()
+
+    def merge_artifacts(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Examples and saved adversarial arrays of every process, in rank order, within the
+        same limits as one process."""
+        n = self.settings.n_examples
+        self.examples = {
+            kind: [ex for st in states for ex in st["examples"].get(kind, [])][:n]
+            for kind in ("untargeted", "targeted")
+        }
+        self.saved = {}
+        for st in states:
+            for name, arrays in st["saved"].items():
+                store = self.saved.setdefault(name, {})
+                room = _SAVE_LIMIT - sum(a.shape[0] for a in store.get("x_adv", []))
+                for key, parts in arrays.items():
+                    left = room
+                    for part in parts:
+                        if left > 0:
+                            store.setdefault(key, []).append(part[:left])
+                        left -= part.shape[0]
 
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "mask")
@@ -325,12 +356,46 @@ class SegmentationTask(AuditTask):
         self, ctx: AuditContext, batch: Batch, clean_pred: torch.Tensor, res: AttackResult,
         a_i: int, e_i: int,
     ) -> None:  # fmt: skip
-        """Keep overlays and arrays of the first attack at the largest budget."""
-        if a_i != 0 or e_i != len(ctx.budgets) - 1:
+        """Keep overlays and arrays of the first attack at the largest budget, and the
+        lowest-Dice samples of every attack at the largest budget."""
+        if e_i != len(ctx.budgets) - 1:
+            return
+        self._keep_worst(ctx, batch, clean_pred, res, a_i)
+        if a_i != 0:
             return
         spec, e = ctx.specs[0], ctx.budgets[-1]
         self._keep("untargeted", batch, clean_pred, res, None, f"{spec.name} ε={fmt_eps(e)}")
         self._save(f"{spec.name}_eps_{fmt_eps(e).replace('/', '_')}", batch, res, None)
+
+    def _keep_worst(
+        self, ctx: AuditContext, batch: Batch, clean_pred: torch.Tensor, res: AttackResult,
+        a_i: int,
+    ) -> None:  # fmt: skip
+        """Offer the attacked samples as worst-case examples: per sample the attack with the
+        lowest Dice, over all samples the ``n_examples`` lowest."""
+        dice = sample_dice(res.pred_adv, batch.target, self.k).double().cpu()
+        clean = batch.aux[CLEAN_DICE].double().cpu()
+        index = batch.index if batch.index is not None else torch.arange(len(batch))
+        ids = batch.ids or [f"sample {int(i)}" for i in index]
+        label = f"{ctx.specs[a_i].name} ε={fmt_eps(ctx.budgets[-1])}"
+        for i in range(len(batch)):
+            key, d = int(index[i]), float(dice[i])
+            if key in self.worst and self.worst[key][0] <= d:
+                continue
+            if key not in self.worst and len(self.worst) >= self.settings.n_examples:
+                highest = max(self.worst, key=lambda k: (self.worst[k][0], k))
+                if self.worst[highest][0] <= d:
+                    continue
+                del self.worst[highest]
+            title = f"{str(ids[i]).rsplit('/', 1)[-1]}\n{label}: Dice {clean[i]:.2f} → {d:.2f}"
+            self.worst[key] = (d, SegmentationExample(
+                image=_np(batch.x[i]), adversarial=_np(res.x_adv[i]), mask=_np(batch.target[i]),
+                clean_pred=_np(clean_pred[i]), adv_pred=_np(res.pred_adv[i]), title=title,
+            ))  # fmt: skip
+        self.examples["worst"] = self._worst_examples()
+
+    def _worst_examples(self) -> list[SegmentationExample]:
+        return [ex for _, (_, ex) in sorted(self.worst.items(), key=lambda kv: (kv[1][0], kv[0]))]
 
     def _keep(
         self,

@@ -1,7 +1,7 @@
 """The ``"segmentation"`` part of ``metrics.json``, built from the per-sample records.
 
-Every figure is recomputed from per-sample rows (Dice, IoU and HD95 per class, pixel counts), so
-a resumed audit reports exactly what an uninterrupted one does.
+Every figure is recomputed from per-sample rows (Dice, IoU, HD95 and surface Dice per class,
+pixel counts), so a resumed audit reports exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from medrobust.evaluation.audit import AuditContext
     from medrobust.evaluation.tasks.segmentation import SegmentationTask
 
-_STAT_KEYS = ("dice", "iou", "hd95", "correct", "pixels", "hd95_undefined")
+_STAT_KEYS = ("dice", "iou", "hd95", "surface_dice", "correct", "pixels", "hd95_undefined")
 
 __all__ = ["summarise_segmentation"]
 
@@ -44,7 +44,7 @@ def summarise_segmentation(
             for a_i in range(len(ctx.specs))
             for e_i in range(len(ctx.budgets))
         ],
-        "worst_case": [_worst_row(ctx, records, e_i) for e_i in range(len(ctx.budgets))],
+        "worst_case": [_worst_row(task, ctx, records, e_i) for e_i in range(len(ctx.budgets))],
         "scheduling": ctx.mode,
         "iterations": iteration_budget(ctx),
         "targeted": [
@@ -98,6 +98,7 @@ def _untargeted_row(
         "mean_iou": st["mean_iou"],
         "iou": st["iou"],
         "mean_hd95": st.get("mean_hd95"),
+        "mean_surface_dice": st.get("mean_surface_dice"),
         "pixel_accuracy": st["pixel_accuracy"],
         "mean_linf": finite_mean(cell.extra.get("linf_all")),
         "mean_l2": finite_mean(cell.extra.get("l2_all")),
@@ -108,10 +109,14 @@ def _untargeted_row(
     }
 
 
-def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
+def _worst_row(
+    task: SegmentationTask, ctx: AuditContext, records: Records, e_i: int
+) -> dict[str, Any]:
     """The worst case per sample across the attack list at one budget: the mean of each
     sample's lowest Dice, the share of the attacked samples broken (Dice below the fraction of
-    their clean Dice) and the share of all samples attacked and still unbroken."""
+    their clean Dice), the share of all samples attacked and still unbroken, and under
+    ``"metrics"`` the per-class Dice, IoU, HD95 and surface Dice of each sample's worst
+    attack (the one that reached its lowest Dice)."""
     by = records.worst_broken_by[e_i]
     broken = records.eligible & records.broken_any(e_i)
     robust = records.eligible & ~records.broken_any(e_i)
@@ -129,8 +134,28 @@ def _worst_row(ctx: AuditContext, records: Records, e_i: int) -> dict[str, Any]:
         "robust_rate": robust_rate,
         "ci95": ci,
         "lowered_by": {s.name: int((by == a_i).sum()) for a_i, s in enumerate(ctx.specs)},
+        "metrics": stats_of(
+            task, worst_metric_rows(records, e_i), torch.ones_like(records.eligible)
+        ),
         "lesions": lesion_summary(_worst_lesion_rows(records, e_i)),
     }
+
+
+def worst_metric_rows(records: Records, e_i: int) -> dict[str, torch.Tensor]:
+    """Per-sample metric rows (Dice, IoU, HD95, surface Dice, pixel counts) of each sample's
+    worst attack at budget ``e_i`` (``records.worst_broken_by``); the clean rows where no
+    attack lowered the Dice."""
+    by = records.worst_broken_by[e_i]
+    out = {k: v.clone() for k, v in records.clean.items() if k in _STAT_KEYS}
+    for a_i, row in enumerate(records.cells):
+        pick = by == a_i
+        if not bool(pick.any()):
+            continue
+        merged = _merged_rows(records, row[e_i])
+        for key, value in out.items():
+            mask = pick.view(-1, *([1] * (value.ndim - 1)))
+            out[key] = torch.where(mask, merged[key].to(value.dtype), value)
+    return out
 
 
 def _worst_lesion_rows(records: Records, e_i: int) -> dict[str, torch.Tensor]:
@@ -211,6 +236,7 @@ def _targeted_row(
         "mean_iou": st["mean_iou"],
         "iou": st["iou"],
         "mean_hd95": st.get("mean_hd95"),
+        "mean_surface_dice": st.get("mean_surface_dice"),
         "pixel_accuracy": st["pixel_accuracy"],
         "mean_linf": finite_mean(rows["linf"][keep]),
         "mean_l2": finite_mean(rows["l2"][keep]),

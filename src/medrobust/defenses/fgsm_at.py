@@ -78,7 +78,6 @@ class FGSMATRecipe(AdversarialRecipe):
             random_start=False,
             early_stop=False,
             keep_best=False,
-            need_success=False,
         )
         attack.check_clean = False
         return attack

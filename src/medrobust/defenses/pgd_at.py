@@ -43,8 +43,8 @@ class PGDATRecipe(AdversarialRecipe):
     """
 
     name: ClassVar[str] = "pgd-at"
-    supported_tasks: ClassVar[tuple[Task, ...]] = (Task.CLASSIFICATION, Task.SEGMENTATION)
     supports_class_weights: ClassVar[bool] = True
+    supported_tasks: ClassVar[tuple[Task, ...]] = (Task.CLASSIFICATION, Task.SEGMENTATION)
 
     def __init__(
         self,
@@ -84,8 +84,6 @@ class PGDATRecipe(AdversarialRecipe):
             random_start=self.random_start,
             objective="ce",
             early_stop=False,
-            keep_best=False,
-            need_success=False,
         )
         self._attack.check_clean = False
 

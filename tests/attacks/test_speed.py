@@ -337,3 +337,29 @@ def test_nan_loss_only_where_unevaluated() -> None:
     assert res.evaluated is not None
     assert bool(res.loss[res.evaluated].isfinite().all())
     assert all(math.isnan(v) for v in res.loss[~res.evaluated].tolist())
+
+
+# -- adversarial training does not pay for the final forward ----------------------------------
+@pytest.mark.parametrize(
+    ("recipe", "params", "passes"),
+    [
+        ("fast-at", {"guard": False}, 1),
+        ("pgd-at", {"steps": 3}, 3),
+        ("trades", {"steps": 3}, 3 + 1),  # + the clean forward that prepares the KL target
+        ("fgsm-at", {}, 1),
+    ],
+)
+def test_recipes_craft_with_exactly_their_gradient_passes(
+    recipe: str, params: dict[str, Any], passes: int
+) -> None:
+    from medrobust.defenses import create_recipe
+
+    model, spy = spied()
+    x, y = batch()
+    r = create_recipe(recipe, **params)
+    r.setup(model, generator=torch.Generator().manual_seed(0))
+    attack = r.build_attack(EPS) if recipe == "fgsm-at" else r._attack  # type: ignore[attr-defined]
+    spy.calls = 0
+    x_adv = r.craft(attack, model, x, y)  # type: ignore[attr-defined]
+    assert spy.calls == passes
+    assert float((x_adv - x).abs().max()) <= EPS + 1e-6

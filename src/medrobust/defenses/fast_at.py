@@ -113,6 +113,8 @@ class FastATRecipe(AdversarialRecipe):
             step_size=self.step_size,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack
@@ -125,6 +127,8 @@ class FastATRecipe(AdversarialRecipe):
             steps=self.fallback_steps,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack

@@ -78,6 +78,7 @@ class FGSMATRecipe(AdversarialRecipe):
             random_start=False,
             early_stop=False,
             keep_best=False,
+            need_success=False,
         )
         attack.check_clean = False
         return attack

@@ -84,6 +84,8 @@ class PGDATRecipe(AdversarialRecipe):
             random_start=self.random_start,
             objective="ce",
             early_stop=False,
+            keep_best=False,
+            need_success=False,
         )
         self._attack.check_clean = False
 

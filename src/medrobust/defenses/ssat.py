@@ -136,7 +136,7 @@ class SSATRecipe(AdversarialRecipe):
     def build_attack(self, eps: float) -> Attack:
         """The engine attack used on the unlabelled batch at budget ``eps``."""
         if self.attack == "fgsm":
-            attack = create_attack("fgsm", eps=eps, norm=self.norm.value)
+            attack = create_attack("fgsm", eps=eps, norm=self.norm.value, need_success=False)
         else:
             attack = create_attack(
                 "pgd",
@@ -145,6 +145,8 @@ class SSATRecipe(AdversarialRecipe):
                 steps=self.steps,
                 step_size=self.step_size if self.step_size is not None else eps / 4,
                 early_stop=False,
+                keep_best=False,
+                need_success=False,
             )
         attack.check_clean = False
         return attack

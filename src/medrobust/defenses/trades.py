@@ -107,6 +107,8 @@ class TRADESRecipe(AdversarialRecipe):
             step_size=self.step_size,
             random_start=True,
             early_stop=False,
+            keep_best=False,
+            need_success=False,
             name="trades-kl",
         )
         self._attack.check_clean = False

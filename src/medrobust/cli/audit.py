@@ -67,6 +67,23 @@ LabelledFraction = Annotated[
         help="Fraction of the training labels to use, in (0, 1]; SSAT learns from the rest."
     ),
 ]
+ClassWeights = Annotated[
+    str | None,
+    typer.Option(
+        "--class-weights",
+        help="Weight the training cross-entropy per class: 'balanced' (inverse class frequency "
+        "of the training labels) or one weight per class, e.g. 1,4. Recorded in the model card.",
+    ),
+]
+BatchNormCheck = Annotated[
+    str | None,
+    typer.Option(
+        "--batchnorm-check",
+        help="After training, compare eval-mode and train-mode predictions of best.pt on "
+        "training images: 'recompute' the BatchNorm running statistics when they fail "
+        "(default), only 'warn', or 'off'. Recorded in the model card.",
+    ),
+]
 Mode = Annotated[str, typer.Option(help="individual or cascade.")]
 PerAttack = Annotated[
     str,
@@ -119,6 +136,19 @@ ModelInput = Annotated[
         "class_names=a,b, task. Unset values come from the data set.",
     ),
 ]
+
+
+def _class_weights(text: str) -> str | tuple[float, ...]:
+    """``--class-weights``: ``balanced`` or comma-separated numbers."""
+    if text.strip().lower() == "balanced":
+        return "balanced"
+    try:
+        return tuple(float(w) for w in text.split(","))
+    except ValueError:
+        raise CliError(
+            f"--class-weights must be 'balanced' or numbers separated by commas (one per "
+            f"class, e.g. 1,4), got {text!r}"
+        ) from None
 
 
 def _with_window(data_params: dict[str, Any], window: str | None) -> dict[str, Any]:
@@ -211,6 +241,8 @@ def train(
     defense: Defense = None,
     defense_param: DefenseParam = None,
     labelled_fraction: LabelledFraction = None,
+    class_weights: ClassWeights = None,
+    batchnorm_check: BatchNormCheck = None,
     config: Config = None,
     out: Out = None,
     resume: Resume = False,
@@ -243,6 +275,10 @@ def train(
         }
     if labelled_fraction is not None:
         changes["labelled_fraction"] = labelled_fraction
+    if class_weights is not None:
+        changes["class_weights"] = _class_weights(class_weights)
+    if batchnorm_check is not None:
+        changes["batchnorm_check"] = batchnorm_check
     if changes:
         cfg.train = replace(cfg.train, **changes)
     with progress() as reporter:

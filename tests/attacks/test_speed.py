@@ -363,3 +363,22 @@ def test_recipes_craft_with_exactly_their_gradient_passes(
     x_adv = r.craft(attack, model, x, y)  # type: ignore[attr-defined]
     assert spy.calls == passes
     assert float((x_adv - x).abs().max()) <= EPS + 1e-6
+
+
+def test_attack_speed_context_applies_to_attacks_left_at_defaults() -> None:
+    from medrobust.attacks import attack_speed
+    from medrobust.attacks.precision import current_speed
+
+    model, spy = spied()
+    x, y = batch()
+    own = create_attack("pgd", eps=EPS, steps=2, precision="fp16")
+    with attack_speed(precision="bf16") as opts:
+        assert current_speed() is opts
+        create_attack("pgd", eps=EPS, steps=2)(model, x, y)
+        assert set(spy.inner) == {torch.bfloat16}
+        spy.inner.clear()
+        own(model, x, y)  # an attack's own options win
+        assert set(spy.inner) == {torch.float16}
+    spy.inner.clear()
+    create_attack("pgd", eps=EPS, steps=2)(model, x, y)
+    assert set(spy.inner) == {torch.float32} and current_speed().is_default

@@ -19,6 +19,7 @@ from medrobust.attacks.objectives import (
     create_objective,
     list_objectives,
 )
+from medrobust.attacks.precision import SpeedOptions, attack_speed
 from medrobust.attacks.presets import ATTACKS, create_attack, list_attacks
 from medrobust.attacks.result import AttackResult
 from medrobust.attacks.segmentation import SegmentationAttack
@@ -47,9 +48,11 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "SegmentationAttack",
+    "SpeedOptions",
     "SquareAttack",
     "ThreatModel",
     "attack_kind",
+    "attack_speed",
     "attack_tags",
     "attack_task",
     "create_attack",

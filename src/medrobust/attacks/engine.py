@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target, index_target
-from medrobust.attacks.precision import SpeedOptions, fast_adapter
+from medrobust.attacks.precision import SpeedOptions, current_speed, fast_adapter
 from medrobust.attacks.result import AttackResult
 from medrobust.attacks.threat import ThreatModel
 from medrobust.metrics.perturbation import perturbation_norms
@@ -220,7 +220,8 @@ class Attack(ABC):
         self.seed = seed
 
     def set_speed(self, *, precision: str = "fp32", compile: bool | str = False) -> Attack:
-        """Run the model's forward in mixed precision and/or compiled (both off by default).
+        """Run the model's forward in mixed precision and/or compiled (both off by default;
+        an attack left at the defaults follows :func:`~medrobust.attacks.precision.attack_speed`).
 
         Every engine gets the same treatment: it is handed a view of the model adapter whose
         forward runs under ``torch.autocast`` (and/or ``torch.compile``) and returns float32
@@ -296,7 +297,8 @@ class Attack(ABC):
         threat = self.threat(adapter, region)
         region_t = threat.check_region(images)
         x = images.detach()
-        adapter = fast_adapter(adapter, self.speed, x.device)
+        speed = self.speed if not self.speed.is_default else current_speed()
+        adapter = fast_adapter(adapter, speed, x.device)
         with eval_mode(adapter):
             with torch.no_grad():
                 with torch.enable_grad():

@@ -21,12 +21,14 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import logging
 import shutil
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +42,9 @@ __all__ = [
     "PRECISIONS",
     "CompileUnavailableWarning",
     "SpeedOptions",
+    "attack_speed",
     "clear_compiled",
+    "current_speed",
     "fast_adapter",
     "parse_precision",
 ]
@@ -123,6 +127,39 @@ class SpeedOptions:
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description (for the attack's resolved config)."""
         return {"precision": self.precision, "compile": self.compile}
+
+
+_DEFAULT = SpeedOptions()
+_CURRENT: contextvars.ContextVar[SpeedOptions] = contextvars.ContextVar(
+    "medrobust_attack_speed", default=_DEFAULT
+)
+
+
+@contextlib.contextmanager
+def attack_speed(precision: str = "fp32", compile: bool | str = False) -> Iterator[SpeedOptions]:
+    """Run every attack called inside the block with these speed options, unless the attack
+    set its own (:meth:`~medrobust.attacks.engine.Attack.set_speed`). This is how an audit
+    applies ``--precision`` / ``--compile`` to the attacks of its suite.
+
+    Example::
+
+        with attack_speed(precision="bf16"):
+            result = medrobust.evaluate(model, loader, attacks=["pgd"], eps=[4 / 255])
+
+    Raises:
+        ValueError: For an unknown precision or an invalid ``compile`` value.
+    """
+    options = SpeedOptions(precision, compile)
+    token = _CURRENT.set(options)
+    try:
+        yield options
+    finally:
+        _CURRENT.reset(token)
+
+
+def current_speed() -> SpeedOptions:
+    """The speed options of the innermost :func:`attack_speed` block (defaults outside)."""
+    return _CURRENT.get()
 
 
 _AUTOCAST_OK: dict[tuple[str, torch.dtype], bool] = {}

@@ -320,6 +320,21 @@ def evaluate(
     model_file: UserModel = None,
     model_param: ModelParam = None,
     model_input: ModelInput = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Autocast dtype of the model's forward in the attacks: fp32, bf16 or fp16 "
+            "(the perturbation stays fp32; bf16/fp16 change robust accuracy slightly)."
+        ),
+    ] = "fp32",
+    compile_forward: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Compile the model's forward with torch.compile in the attacks (once per "
+            "model; falls back to eager with a warning if no compiler is available).",
+        ),
+    ] = False,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out).
 
@@ -354,6 +369,8 @@ def evaluate(
         model_file=model_file,
         model_params=params(model_param, "--model-param"),
         model_input=params(model_input, "--model-input"),
+        precision=precision,
+        compile=compile_forward,
     )
 
     with progress() as reporter:

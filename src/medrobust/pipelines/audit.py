@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medrobust.evaluation import EvaluationResult
+from medrobust.attacks.precision import attack_speed
+from medrobust.evaluation import AttackSpec, EvaluationResult
 from medrobust.evaluation.suites import resolve_suite
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit, RunConfig, dataset_parameters
@@ -173,6 +174,8 @@ def evaluate_model(
         attacks, skipped = suite.attacks, suite.skipped
         for name, why in skipped.items():
             rep.say(f"suite {suite.name!r}: skipping {name}: {why}")
+    if ev.speed():  # precision / compile: every attack runs the model's forward that way
+        attacks = [{**AttackSpec.parse(a).to_dict(), **ev.speed()} for a in attacks]
     loader = DataLoader(ds, batch_size=ev.batch_size, shuffle=False, num_workers=0)
     state = out_dir / EVALUATION_STATE
     expl_state = out_dir / EXPLANATION_STATE
@@ -346,16 +349,17 @@ def evaluate_checkpoint(
         default = DEFAULT_TARGETED if suite else (*DEFAULT_UNTARGETED, *DEFAULT_TARGETED)
         attacks = settings.attacks or list(default)
         cfg = replace(settings, attacks=attacks).run_config(segmentation=True)
-        seg, report = evaluate_segmentation_model(
-            model,
-            card,
-            cfg,
-            out_dir,
-            reporter=reporter,
-            overwrite=overwrite,
-            config_extra=extra,
-            suite=suite,
-        )
+        with attack_speed(**cfg.evaluation.speed()):
+            seg, report = evaluate_segmentation_model(
+                model,
+                card,
+                cfg,
+                out_dir,
+                reporter=reporter,
+                overwrite=overwrite,
+                config_extra=extra,
+                suite=suite,
+            )
         return AuditOutcome("segmentation", seg, report)
     cfg = settings.run_config()
     result, report = evaluate_model(

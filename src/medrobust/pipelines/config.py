@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from medrobust._utils.validate import parse_budgets
+from medrobust.attacks.precision import parse_precision
 from medrobust.training.config import TrainConfig
 from medrobust.types import Norm
 
@@ -129,6 +130,11 @@ class EvaluationSection:
     #: Per-attack rows of a classifier: ``"own"`` (each attack's own result at each budget) or
     #: ``"carried"`` (samples broken at a smaller budget carried over; cheaper).
     per_attack: str = "own"
+    #: Autocast dtype of the model's forward in every attack: ``"fp32"`` (default), ``"bf16"``
+    #: or ``"fp16"`` (see :func:`medrobust.attacks.attack_speed`).
+    precision: str = "fp32"
+    #: Compile the model's forward with ``torch.compile`` in every attack.
+    compile: bool = False
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvaluationSection:
@@ -151,6 +157,8 @@ class EvaluationSection:
             "checks",
             "allow_large_eps",
             "per_attack",
+            "precision",
+            "compile",
         }
         _check_keys("evaluation", d, allowed)
         kw = dict(d)
@@ -173,6 +181,21 @@ class EvaluationSection:
             raise ValueError("evaluation needs a 'suite' or a list of 'attacks'")
         if out.batch_size < 1:
             raise ValueError(f"evaluation.batch_size must be >= 1, got {out.batch_size}")
+        try:
+            out.precision = parse_precision(out.precision)
+        except ValueError as exc:
+            raise ValueError(f"evaluation.precision: {exc}") from None
+        return out
+
+    def speed(self) -> dict[str, Any]:
+        """The non-default speed options (``precision``, ``compile``), for configs and
+        :func:`medrobust.attacks.attack_speed`; empty for the defaults, so that configs and
+        checkpoints of default audits are unchanged."""
+        out: dict[str, Any] = {}
+        if self.precision != "fp32":
+            out["precision"] = self.precision
+        if self.compile:
+            out["compile"] = True
         return out
 
 
@@ -194,7 +217,7 @@ def _check_types(kw: Mapping[str, Any]) -> None:
                 f"evaluation.{key} must be an integer >= {low}, got {type(value).__name__} "
                 f"{value!r}"
             )
-    for key in ("checks", "allow_large_eps"):
+    for key in ("checks", "allow_large_eps", "compile"):
         if key in kw and not isinstance(kw[key], bool):
             raise ValueError(f"evaluation.{key} must be true or false, got {kw[key]!r}")
 
@@ -306,6 +329,7 @@ class RunConfig:
                 "explanations": ev.explanations,
                 "allow_large_eps": ev.allow_large_eps,
                 "per_attack": ev.per_attack,
+                **ev.speed(),
             },
         }
 
@@ -336,6 +360,9 @@ class CheckpointAudit:
         model_input: The input space of a model without a medrobust card (``task``,
             ``num_classes``, ``in_channels``, ``spatial_dims``, ``size``, ``bounds``, ``mean``,
             ``std``, ``class_names``); unset values come from the data set.
+        precision: Autocast dtype of the model's forward in the attacks (``"fp32"``,
+            ``"bf16"``, ``"fp16"``).
+        compile: Compile the model's forward with ``torch.compile`` in the attacks.
     """
 
     data: str = "bus-phantom"
@@ -356,6 +383,8 @@ class CheckpointAudit:
     model_file: str | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
     model_input: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    compile: bool = False
 
     def run_config(self, *, segmentation: bool = False) -> RunConfig:
         """The run configuration of this audit.
@@ -377,6 +406,10 @@ class CheckpointAudit:
             "seed": self.seed,
             "allow_large_eps": self.allow_large_eps,
         }
+        if self.precision != "fp32":
+            ev["precision"] = self.precision
+        if self.compile:
+            ev["compile"] = True
         if not segmentation:
             ev["mode"] = self.mode
             ev["per_attack"] = self.per_attack

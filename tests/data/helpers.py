@@ -100,6 +100,26 @@ def make_nifti_folder(root: Path, n: int = 4, shape: tuple[int, int, int] = (10,
     return root
 
 
+def make_decathlon(root: Path, n: int = 3) -> Path:
+    """A Medical Segmentation Decathlon task folder: imagesTr/labelsTr and its dataset.json."""
+    import json
+
+    make_nifti_folder(root, n=n)
+    meta = {
+        "name": "Task00_Test",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "organ", "2": "lesion"},
+        "numTraining": n,
+        "training": [
+            {"image": f"./imagesTr/case{i:02d}.nii.gz", "label": f"./labelsTr/case{i:02d}.nii.gz"}
+            for i in range(n)
+        ],
+        "test": [],
+    }
+    (root / "dataset.json").write_text(json.dumps(meta, indent=4))
+    return root
+
+
 def write_ct(
     path: Path,
     hu: np.ndarray,

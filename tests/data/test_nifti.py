@@ -50,7 +50,8 @@ def test_slice_mode_and_window(tmp_path: Path) -> None:
     ds = NiftiSegmentation("all", root=root, mode="slice", axis=2)
     assert len(ds) == 4 * 6 and ds.spatial_dims == 2
     item = ds[1]
-    assert item["image"].shape == (1, 10, 12) and item["id"] == "case00/z:1"
+    # radiological display: rows = anterior..posterior (-y), columns = right..left (-x)
+    assert item["image"].shape == (1, 12, 10) and item["id"] == "case00/z:1"
     assert int(item["label"]) == 1 and int(ds[0]["label"]) == 0
     fg = NiftiSegmentation("all", root=root, mode="slice", axis=2, skip_empty=True)
     assert len(fg) == 4 * 2 + 2 * 1  # slices 1-2 everywhere, slice 4 in the odd cases
@@ -59,7 +60,7 @@ def test_slice_mode_and_window(tmp_path: Path) -> None:
     expected = np.clip(raw / 1000.0, 0, 1)
     assert np.allclose(win[0]["image"][0].numpy(), expected, atol=1e-6)
     axis0 = NiftiSegmentation("all", root=root, mode="slice", axis=0)
-    assert axis0[0]["image"].shape == (1, 12, 6) and len(axis0) == 40
+    assert axis0[0]["image"].shape == (1, 6, 12) and len(axis0) == 40  # (-z, -y)
 
 
 def test_split_by_volume(tmp_path: Path) -> None:
@@ -99,9 +100,9 @@ def test_explicit_lists_and_errors(tmp_path: Path) -> None:
         find_nifti_pairs(tmp_path / "g")
     with pytest.raises(ValueError, match="holds no volume"):
         NiftiSegmentation("val", root=root, fractions=(1.0, 0.0, 0.0))
-    with pytest.raises(ValueError, match="mode"):
-        NiftiSegmentation("all", root=root, mode="patch")
-    with pytest.raises(ValueError, match="either root or images"):
+    with pytest.raises(ValueError, match="mode must be 'volume', 'slice' or 'patch'"):
+        NiftiSegmentation("all", root=root, mode="patches")
+    with pytest.raises(ValueError, match=r"either root .* or images \+ labels .*not both"):
         NiftiSegmentation("all", root=root, images=imgs, labels=labs)
 
 

@@ -26,6 +26,7 @@ from medrobust.data.base import MedicalDataset
 from medrobust.types import Task
 
 from .helpers import (
+    make_decathlon,
     make_dicom_classes,
     make_nifti_folder,
     write_grey_png,
@@ -68,6 +69,16 @@ BUILDERS: dict[str, dict[str, Builder]] = {
             size=24,
             include_normal=True,
             fractions=(1.0, 0.0, 0.0),
+        ),
+    },
+    "decathlon": {
+        "patch": lambda tmp: create_dataset(
+            "decathlon",
+            split="train",
+            root=str(make_decathlon(tmp / "Task00_Test", n=3)),
+            mode="patch",
+            patch_size=4,
+            patches_per_volume=2,
         ),
     },
     "dicom": {

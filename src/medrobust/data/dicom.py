@@ -61,12 +61,17 @@ class DicomImage:
         spacing: Voxel spacing in mm, ``(row, column)`` or ``(slice, row, column)``.
         modality: The ``Modality`` tag (``"CT"``, ``"MR"``, ...), ``""`` when absent.
         window: ``(low, high)`` from the first file's ``WindowCenter``/``WindowWidth``, or None.
+        affine: 4x4 voxel-to-world matrix in RAS millimetres (NIfTI's convention) of the array
+            transposed to ``(column, row, slice)``, from ``ImagePositionPatient`` and
+            ``ImageOrientationPatient`` (DICOM's LPS axes flipped to RAS); None when the files
+            do not say where they are.
     """
 
     data: npt.NDArray[np.float64]
     spacing: tuple[float, ...]
     modality: str
     window: tuple[float, float] | None
+    affine: npt.NDArray[np.float64] | None = None
 
 
 def _read(path: Path, pixels: bool = True) -> Any:
@@ -108,6 +113,21 @@ def _position(ds: Any) -> float | None:
     return float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=np.float64)))
 
 
+def _affine(ds: Any, spacing: tuple[float, ...]) -> npt.NDArray[np.float64] | None:
+    """The RAS affine of ``(column, row, slice)`` voxel indices (DICOM PS3.3 C.7.6.2.1.1)."""
+    if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        return None
+    o = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
+    row_dir, col_dir = o[:3], o[3:]  # along a row (column index grows), down a column
+    step, dr, dc = spacing if len(spacing) == 3 else (1.0, *spacing)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * dc
+    lps[:3, 1] = col_dir * dr
+    lps[:3, 2] = np.cross(row_dir, col_dir) * step
+    lps[:3, 3] = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+
+
 def read_dicom(path: str | os.PathLike[str]) -> DicomImage:
     """Read one DICOM file (2-D, or 3-D if multi-frame) or a series folder (3-D).
 
@@ -129,7 +149,8 @@ def read_dicom(path: str | os.PathLike[str]) -> DicomImage:
         ds = _read(p)
         data = _values(ds, p)
         spacing = tuple(float(s) for s in ds.get("PixelSpacing", [1.0, 1.0]))
-        return DicomImage(data, spacing, str(ds.get("Modality", "")), _header_window(ds))
+        modality = str(ds.get("Modality", ""))
+        return DicomImage(data, spacing, modality, _header_window(ds), _affine(ds, spacing))
     files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
     if not files:
         raise ValueError(f"series folder {p} holds no files")
@@ -155,9 +176,10 @@ def read_dicom(path: str | os.PathLike[str]) -> DicomImage:
     pos = [v for v in positions if v is not None]
     step = float(np.median(np.diff(sorted(pos)))) if len(pos) > 1 else 1.0
     row, col = (float(s) for s in first.get("PixelSpacing", [1.0, 1.0]))
-    return DicomImage(
-        np.stack(slices), (step, row, col), str(first.get("Modality", "")), _header_window(first)
-    )
+    spacing = (step, row, col)
+    modality = str(first.get("Modality", ""))
+    volume = np.stack(slices)
+    return DicomImage(volume, spacing, modality, _header_window(first), _affine(first, spacing))
 
 
 def _is_item(path: Path) -> bool:

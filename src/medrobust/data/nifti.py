@@ -1,14 +1,16 @@
-"""NIfTI images and label maps (``.nii`` / ``.nii.gz``), as whole volumes or as 2-D slices.
+"""Segmentation volumes (NIfTI, DICOM series with NIfTI labels) as whole volumes, 2-D slices or
+3-D patches, with their spacing and in RAS orientation.
 
-Layouts understood by :class:`NiftiSegmentation`:
+Layouts (:mod:`medrobust.data.volume_layouts`): the Medical Segmentation Decathlon's
+``dataset.json`` (class names from its ``labels``, channels from its ``modality``), folders
+``imagesTr/`` + ``labelsTr/`` or ``images/`` + ``labels/``, a CSV manifest
+``image,label[,subject]``, or lists ``images=[...]``, ``labels=[...]``.
 
-* explicit lists ``images=[...]``, ``labels=[...]`` (paired in order);
-* a folder ``root`` with ``imagesTr/`` and ``labelsTr/`` (the Medical Segmentation Decathlon
-  layout) or ``images/`` and ``labels/``, paired by file name.
-
-Intensities are mapped to ``[0, 1]`` per volume (percentile window by default, or a fixed
-window such as a CT Hounsfield range); label maps must hold non-negative integers. The split is
-by volume (patient), deterministic from a seed, so no patient is in two splits.
+Every volume is reoriented to RAS (:mod:`medrobust.data.volume_io`); slices are returned as a
+radiologist looks at them (axial: anterior up, the patient's right on the left). Intensities are
+mapped to ``[0, 1]`` per volume through an explicit window (per-volume percentiles by default);
+label maps must hold non-negative integers. Splits are by subject, and within each volume when
+there are fewer subjects than splits (:mod:`medrobust.data.volume_sampling`).
 
 References:
     Cox et al., "A (sort of) new image data format standard: NIfTI-1", NeuroImage 22, 2004;
@@ -18,10 +20,10 @@ References:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,34 +31,33 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from medrobust.data.base import MedicalDataset, check_class_names, check_fractions
+from medrobust.data.base import MedicalDataset, check_class_names, parse_names
 from medrobust.data.registry import DATASETS
+from medrobust.data.volume_io import (
+    Volume,
+    display_slice,
+    display_spacing,
+    is_nifti,
+    load_volume,
+    read_label_map,
+    stem,
+)
+from medrobust.data.volume_layouts import Layout, VolumeCase, find_pairs, resolve
+from medrobust.data.volume_sampling import block, patch_corners, plan_split
 from medrobust.data.windows import Window, apply_window, parse_window
 from medrobust.types import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NiftiSegmentation", "find_nifti_pairs", "load_nifti"]
+__all__ = ["Decathlon", "NiftiSegmentation", "find_nifti_pairs", "load_nifti"]
 
-_EXTENSIONS = (".nii.gz", ".nii")
-_FOLDERS = (("imagesTr", "labelsTr"), ("images", "labels"))
 #: The default intensity window: per-volume 0.5th and 99.5th percentiles.
 DEFAULT_WINDOW = Window("percentile", 0.5, 99.5)
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.endswith(_EXTENSIONS) and not path.name.startswith(".")
-
-
-def _stem(path: Path) -> str:
-    for ext in _EXTENSIONS:
-        if path.name.endswith(ext):
-            return path.name[: -len(ext)]
-    return path.stem
+_MODES = ("volume", "slice", "patch")
 
 
 def load_nifti(path: str | os.PathLike[str]) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
-    """Read a NIfTI file with nibabel.
+    """Read a NIfTI file with nibabel, as stored (no reorientation).
 
     Args:
         path: A ``.nii`` or ``.nii.gz`` file.
@@ -82,121 +83,169 @@ def load_nifti(path: str | os.PathLike[str]) -> tuple[npt.NDArray[Any], npt.NDAr
     return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
 
 
-def _shape(path: Path) -> tuple[int, ...]:
+def find_nifti_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """Pair images and label maps of a folder by name (see
+    :func:`medrobust.data.volume_layouts.find_pairs`)."""
+    return [(c.image, c.label) for c in find_pairs(root)]
+
+
+def _image_header(
+    path: Path, volume_index: int | None, channels: bool
+) -> tuple[int, tuple[int, ...] | None]:
+    """Channels and RAS spatial shape of an image from its header only (a 4-D image without
+    an option is refused here, before anything is decoded); shape None for DICOM."""
+    if not is_nifti(path):
+        return 1, None  # DICOM: one channel, shape known once read
     import nibabel as nib
 
+    from medrobust.data.volume_io import _fourth_axis
+
     try:
-        img: Any = nib.load(str(path))
-        return tuple(int(s) for s in img.shape)
+        header: Any = nib.load(str(path))
+        shape = tuple(int(s) for s in header.shape)
+        ornt = nib.orientations.io_orientation(header.affine)
     except Exception as err:  # nibabel raises many types for corrupt files
         raise ValueError(f"cannot read {path} as NIfTI: {err}") from err
+    view = _fourth_axis(
+        np.broadcast_to(np.zeros((), np.uint8), shape), path, volume_index, channels
+    )
+    ras = [0, 0, 0]
+    for axis in range(3):
+        ras[int(ornt[axis, 0])] = shape[axis]
+    return (int(view.shape[3]) if view.ndim == 4 else 1), tuple(ras)
 
 
-def find_nifti_pairs(root: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
-    """Pair images and label maps of a folder by file name.
+#: The options of a volume data set beyond its layout, window, split and seed (their defaults).
+OPTIONS: dict[str, Any] = {
+    "axis": 2,
+    "skip_empty": False,
+    "pad_multiple": 1,
+    "split_by": "auto",
+    "patch_size": 32,
+    "patches_per_volume": 8,
+    "sampling": "balanced",
+    "volume_index": None,
+    "channels": False,
+}
 
-    Args:
-        root: A folder with ``imagesTr/`` + ``labelsTr/`` or ``images/`` + ``labels/``.
 
-    Returns:
-        Sorted ``(image, label)`` pairs.
+@dataclass(frozen=True)
+class _Options:
+    mode: str
+    axis: int
+    skip_empty: bool
+    patch: tuple[int, int, int]
+    patches: int
+    balanced: bool
+    pad_multiple: int
+    split_by: str
+    volume_index: int | None
+    channels: bool
 
-    Raises:
-        FileNotFoundError: If the folder or its sub-folders are missing.
-        ValueError: If an image has no label map (or the other way round) or nothing is found.
-    """
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"NIfTI folder not found: {base}")
-    for img_dir, lab_dir in _FOLDERS:
-        if (base / img_dir).is_dir() and (base / lab_dir).is_dir():
-            break
-    else:
-        raise FileNotFoundError(
-            f"{base} has neither imagesTr/ + labelsTr/ nor images/ + labels/ sub-folders"
+
+def _int(kw: dict[str, Any], key: str, minimum: int) -> int:
+    v = kw[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{key} must be an integer >= {minimum}, got {v!r}")
+    return v
+
+
+def _check_options(mode: str, given: dict[str, Any]) -> _Options:
+    """The options, checked: unknown names get a did-you-mean ``TypeError``."""
+    unknown = sorted(set(given) - set(OPTIONS))
+    if unknown:
+        import difflib
+
+        known = sorted({*OPTIONS, *_NAMED})
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"unknown argument(s) {unknown} for the volume data set.{hint} Accepted: "
+            f"{', '.join(known)}"
         )
-    images = {_stem(p): p for p in (base / img_dir).iterdir() if _is_nifti(p)}
-    labels = {_stem(p): p for p in (base / lab_dir).iterdir() if _is_nifti(p)}
-    if not images:
-        raise ValueError(f"no .nii or .nii.gz images in {base / img_dir}")
-    missing = sorted(set(images) - set(labels))
-    extra = sorted(set(labels) - set(images))
-    if missing:
-        raise ValueError(f"image(s) without a label map in {base / lab_dir}: {missing[:5]}")
-    if extra:
-        raise ValueError(f"label map(s) without an image in {base / img_dir}: {extra[:5]}")
-    return [(images[k], labels[k]) for k in sorted(images)]
+    kw = {**OPTIONS, **given}
+    if mode not in _MODES:
+        raise ValueError(f"mode must be 'volume', 'slice' or 'patch', got {mode!r}")
+    if kw["axis"] not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, got {kw['axis']!r}")
+    size = kw["patch_size"]
+    patch = (size,) * 3 if isinstance(size, int) else tuple(size)
+    if len(patch) != 3 or not all(isinstance(p, int) and p >= 1 for p in patch):
+        raise ValueError(f"patch_size must be an integer or three integers >= 1, got {size!r}")
+    if kw["sampling"] not in ("random", "balanced"):
+        raise ValueError(f"sampling must be 'random' or 'balanced', got {kw['sampling']!r}")
+    index = kw["volume_index"]
+    return _Options(
+        mode,
+        int(kw["axis"]),
+        bool(kw["skip_empty"]),
+        (int(patch[0]), int(patch[1]), int(patch[2])),
+        _int(kw, "patches_per_volume", 1),
+        kw["sampling"] == "balanced",
+        _int(kw, "pad_multiple", 1),
+        str(kw["split_by"]),
+        None if index is None else _int(kw, "volume_index", 0),
+        bool(kw["channels"]),
+    )
 
 
-def _checked_shapes(pairs: list[tuple[Path, Path]]) -> list[tuple[int, ...]]:
-    """Shapes of the images, each checked against its label map's."""
-    shapes = []
-    for img, lab in pairs:
-        s_img, s_lab = _shape(img), _shape(lab)
-        if len(s_img) not in (3, 4) or len(s_lab) != 3 or s_img[:3] != s_lab:
-            raise ValueError(
-                f"image {img.name} has shape {s_img} but label map {lab.name} has shape "
-                f"{s_lab}; expected (X, Y, Z) or (X, Y, Z, C) images with (X, Y, Z) labels"
-            )
-        shapes.append(s_img)
-    return shapes
-
-
-def _split_volumes(n: int, split: str, fractions: Sequence[float], seed: int) -> list[int]:
-    """Sorted indices of the volumes of ``split``: a seeded permutation cut by ``fractions``."""
-    if split == "all":
-        chosen = list(range(n))
-    else:
-        fr = check_fractions(fractions)
-        order = np.random.Generator(np.random.PCG64(seed)).permutation(n)
-        n_train = math.floor(fr[0] * n + 0.5)
-        n_val = min(n - n_train, math.floor(fr[1] * n + 0.5))
-        cut = {
-            "train": order[:n_train],
-            "val": order[n_train : n_train + n_val],
-            "test": order[n_train + n_val :],
-        }[split]
-        chosen = sorted(int(i) for i in cut)
-    if not chosen:
-        raise ValueError(
-            f"split {split!r} holds no volume ({n} volume(s), fractions "
-            f"{tuple(fractions)}); use split='all' or other fractions"
-        )
-    return chosen
+_NAMED: tuple[str, ...] = ("root", "images", "labels", "manifest", "mode", "window")
+_NAMED += ("class_names", "fractions", "seed")
 
 
 class NiftiSegmentation(MedicalDataset):
-    """NIfTI volumes with label maps, in volume mode (3-D items) or slice mode (2-D items).
+    """Volumes with label maps as whole volumes, 2-D slices or 3-D patches.
 
     Items are ``{"image": float32 (C, *spatial) in [0, 1], "label": int64 (1 if the item has
-    any foreground), "mask": int64 (*spatial), "id": "<file stem>" or "<file stem>/<axis>:<i>"}``.
-    A 4-D image is read as channels last (``X, Y, Z, C``).
+    any foreground), "mask": int64 (*spatial), "id": "<stem>", "<stem>/<axis>:<i>" or
+    "<stem>/patch<k>@x,y,z"}``. Volumes are in RAS orientation; slices are in radiological
+    display orientation (rows, columns) (:func:`~medrobust.data.volume_io.display_slice`).
 
     Args:
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
-        root: Folder with ``imagesTr/`` + ``labelsTr/`` or ``images/`` + ``labels/``.
-        images: Image files (instead of ``root``).
+        root: Folder with ``dataset.json`` (Decathlon), ``imagesTr/`` + ``labelsTr/`` or
+            ``images/`` + ``labels/``; or a ``dataset.json`` file.
+        images: Image files or DICOM series folders (instead of ``root``).
         labels: Label-map files, paired with ``images`` in order.
-        mode: ``"volume"`` or ``"slice"``.
-        axis: Slice axis (0, 1 or 2) in slice mode.
+        manifest: A CSV with columns ``image,label[,subject]`` (instead of ``root``).
+        mode: ``"volume"``, ``"slice"`` or ``"patch"``.
+        window: Intensity window mapped to ``[0, 1]``
+            (:func:`~medrobust.data.windows.parse_window`).
+        class_names: Names of the label classes (a list or ``"bg,liver,tumour"``); default the
+            Decathlon ``labels``, else ``background``, ``class 1``, ...
+        fractions: ``(train, val, test)`` fractions of the subjects (or of each volume's slices).
+        seed: Seed of the split and of the patch sampler.
+        **options: Any of (defaults in :data:`OPTIONS`):
+        axis: Slice axis of the RAS volume (0 sagittal, 1 coronal, 2 axial) in slice mode; the
+            axis along which volumes are cut when a split is made within subjects.
         skip_empty: In slice mode, drop slices whose label map is all background.
-        window: Intensity window mapped to ``[0, 1]``: ``(low, high)`` or ``"-160,240"`` (HU),
-            a preset (``"ct-abdomen"``), ``"p1,p99"`` (see :mod:`medrobust.data.windows`);
-            default: the per-volume 0.5th and 99.5th percentiles.
-        class_names: Names of the label classes; default ``background``, ``class 1``, ... up to
-            the largest label found.
-        fractions: ``(train, val, test)`` fractions of the volumes.
-        seed: Seed of the split.
-        pad_multiple: Zero-pad every spatial dim up to a multiple of this (e.g. 16 for UNets).
+        pad_multiple: Zero-pad every spatial dim of an item up to a multiple of this.
+        split_by: ``"auto"`` (by subject when there are enough, else within subjects),
+            ``"subject"`` or ``"within"``.
+        patch_size: Patch size in patch mode (an integer or three).
+        patches_per_volume: Patches drawn per volume in patch mode (fixed by the seed).
+        sampling: ``"balanced"`` (alternately foreground- and background-centred) or
+            ``"random"`` (uniform) patches.
+        volume_index: For 4-D images (fMRI, time series): the volume to read.
+        channels: For 4-D images: read the 4th axis as channels (set by a Decathlon
+            ``dataset.json`` with several modalities).
 
     Attributes:
-        cache_volumes: Decoded volumes kept in memory at once (a class attribute: set it on the
-            instance or a subclass to trade memory for speed).
+        spacing: Voxel spacing of the items in mm, one value per spatial dim of an item
+            (``(x, y, z)`` for volumes and patches, ``(row, column)`` for slices), or None when
+            the volumes of the split differ (see ``spacings``).
+        spacings: RAS ``(x, y, z)`` spacing in mm of every volume of the split.
+        orientation: ``"RAS"`` (every volume is reoriented to it).
+        source_orientations: The stored axis codes of every volume (e.g. ``"LPS"``).
+        split_within: True when the split is a block of every volume (too few subjects).
+        test_images: A Decathlon's unlabelled ``test`` images (not part of any split).
+        intensity: The window used (recorded in the model card and metrics).
 
     Raises:
         FileNotFoundError: For missing files or folders.
         ValueError: For unreadable files, image/label shape mismatches, non-integer or negative
-            labels, labels outside ``class_names``, an empty split or invalid arguments.
+            labels, labels outside ``class_names``, a 4-D image without ``volume_index`` or
+            ``channels``, an empty split or invalid arguments.
     """
 
     name = "nifti"
@@ -211,113 +260,154 @@ class NiftiSegmentation(MedicalDataset):
         root: str | os.PathLike[str] | None = None,
         images: Sequence[str | os.PathLike[str]] | None = None,
         labels: Sequence[str | os.PathLike[str]] | None = None,
+        manifest: str | os.PathLike[str] | None = None,
         mode: str = "volume",
-        axis: int = 2,
-        skip_empty: bool = False,
         window: str | Sequence[float] | None = None,
-        class_names: Sequence[str] | None = None,
+        class_names: str | Sequence[str] | None = None,
         fractions: Sequence[float] = (0.7, 0.15, 0.15),
         seed: int = 0,
-        pad_multiple: int = 1,
+        **options: Any,
     ) -> None:
         if split not in ("train", "val", "test", "all"):
             raise ValueError(f"unknown split {split!r}; expected 'train', 'val', 'test' or 'all'")
         self.split = split
-        if mode not in ("volume", "slice"):
-            raise ValueError(f"mode must be 'volume' or 'slice', got {mode!r}")
-        if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
-        if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
-            raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
+        self.opts = _check_options(mode, options)
+        self.mode, self.axis, self.pad_multiple = mode, self.opts.axis, self.opts.pad_multiple
+        self.spatial_dims = 2 if mode == "slice" else 3
         self.window = parse_window(window) or DEFAULT_WINDOW
         self.intensity = {"window": self.window.to_dict()}
-        pairs = self._pairs(root, images, labels)
-        self.mode, self.axis = mode, int(axis)
-        self.pad_multiple = int(pad_multiple)
-        self.spatial_dims = 3 if mode == "volume" else 2
-        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        shapes = _checked_shapes(pairs)
-        channels = {s[3] if len(s) == 4 else 1 for s in shapes}
-        if len(channels) != 1:
-            raise ValueError(f"the images have different channel counts: {sorted(channels)}")
-        self.in_channels = channels.pop()
-        chosen = _split_volumes(len(pairs), split, fractions, seed)
-        self.pairs = [pairs[i] for i in chosen]
-        # classes from every volume, so that all splits agree on them
-        self.class_names = self._check_labels(class_names, pairs)
-        self._index = self._items([shapes[i] for i in chosen], skip_empty)
-
-    def _check_labels(
-        self, class_names: Sequence[str] | None, pairs: list[tuple[Path, Path]]
-    ) -> list[str]:
-        """The class names, checked against the largest label of all label maps (every split
-        gets the same classes, even when a class is absent from one of them)."""
-        max_label = 0
-        for _, lab in pairs:
-            max_label = max(max_label, int(self._read_label(lab).max(initial=0)))
-        if class_names is None:
-            class_names = ["background", *(f"class {c}" for c in range(1, max(max_label, 1) + 1))]
-        names = check_class_names(class_names, f"nifti ({self.split})")
-        if max_label >= len(names):
+        layout = self._layout(root, images, labels, manifest)
+        volume_index, channels = self.opts.volume_index, self.opts.channels
+        if len(layout.channel_names) > 1 and volume_index is None:
+            channels = True  # the Decathlon description says what the 4th axis is
+        self._read = {"volume_index": volume_index, "channels": channels}
+        self.modality, self.test_images = layout.modality, list(layout.test_images)
+        heads = [_image_header(c.image, volume_index, channels) for c in layout.cases]
+        counts = {h[0] for h in heads}
+        if len(counts) != 1:
+            raise ValueError(f"the images have different channel counts: {sorted(counts)}")
+        self.in_channels = counts.pop()
+        subjects = [c.subject for c in layout.cases]
+        plan = plan_split(subjects, split, fractions, seed, self.opts.split_by)
+        if plan.within and mode == "volume":
             raise ValueError(
-                f"the label maps hold class {max_label} but class_names lists only "
-                f"{len(names)} classes ({names})"
+                f"{len(layout.cases)} volume(s) of {len({c.subject for c in layout.cases})} "
+                "subject(s) cannot be split by whole volumes: use mode='slice' or mode='patch' "
+                "(the split is then made within each volume), or split='all'"
             )
-        return names
-
-    def _items(self, shapes: list[tuple[int, ...]], skip_empty: bool) -> list[tuple[int, int]]:
-        """``(volume, slice)`` of every item (slice ``-1`` for a whole volume)."""
-        index: list[tuple[int, int]] = []
-        for v, (_, lab) in enumerate(self.pairs):
-            if self.mode == "volume":
-                index.append((v, -1))
-                continue
-            n_slices = shapes[v][self.axis]
-            if skip_empty:
-                lmap = self._read_label(lab)
-                fg = np.moveaxis(lmap, self.axis, 0).reshape(n_slices, -1).any(axis=1)
-                index += [(v, int(i)) for i in np.flatnonzero(fg)]
-            else:
-                index += [(v, i) for i in range(n_slices)]
-        if not index:
-            raise ValueError(f"no slice with foreground in split {self.split!r} (skip_empty=True)")
-        return index
+        self.split_within = plan.within
+        self.cases: list[VolumeCase] = [layout.cases[i] for i in plan.volumes]
+        self.pairs = [(c.image, c.label) for c in self.cases]
+        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._index: list[tuple[int, int, tuple[int, ...]]] = []
+        shapes = [h[1] for h in heads]
+        max_label, infos = self._scan(layout.cases, shapes, set(plan.volumes), (plan, seed))
+        self.class_names = self._class_names(class_names or layout.class_names, max_label)
+        self.spacings = [info.spacing for info in infos]
+        self.source_orientations = [info.source_orientation for info in infos]
+        self.orientation = "RAS"
+        self.spacing = self._item_spacing()
+        if not self._index:
+            what = "slice with foreground" if self.opts.skip_empty else "item"
+            raise ValueError(f"no {what} in split {self.split!r}")
 
     @staticmethod
-    def _pairs(
+    def _layout(
         root: str | os.PathLike[str] | None,
         images: Sequence[str | os.PathLike[str]] | None,
         labels: Sequence[str | os.PathLike[str]] | None,
-    ) -> list[tuple[Path, Path]]:
-        if root is not None:
-            if images is not None or labels is not None:
-                raise ValueError("give either root or images + labels, not both")
-            return find_nifti_pairs(root)
-        if images is None or labels is None:
-            raise ValueError("give root (a folder) or both images and labels (lists of files)")
-        imgs, labs = [Path(p) for p in images], [Path(p) for p in labels]
-        if len(imgs) != len(labs) or not imgs:
-            raise ValueError(
-                "images and labels must be non-empty lists of equal length, got "
-                f"{len(imgs)} and {len(labs)}"
-            )
-        for p in (*imgs, *labs):
-            if not p.is_file():
-                raise FileNotFoundError(f"NIfTI file not found: {p}")
-        return list(zip(imgs, labs, strict=True))
+        manifest: str | os.PathLike[str] | None,
+    ) -> Layout:
+        return resolve(root, images, labels, manifest)
 
-    @staticmethod
-    def _read_label(path: Path) -> npt.NDArray[np.int64]:
-        data, _ = load_nifti(path)
-        if data.dtype.kind == "f":
-            if not np.all(np.isfinite(data)) or not np.all(data == np.round(data)):
-                raise ValueError(f"label map {path.name} holds non-integer values")
-        elif data.dtype.kind not in "iub":
-            raise ValueError(f"label map {path.name} has unsupported dtype {data.dtype}")
-        out = data.astype(np.int64)
-        if out.size and out.min() < 0:
-            raise ValueError(f"label map {path.name} holds negative labels (min {out.min()})")
+    def _grown(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The spatial shape after padding small volumes up to the patch (patch mode)."""
+        if self.mode != "patch":
+            return shape
+        return tuple(max(s, p) for s, p in zip(shape, self.opts.patch, strict=True))
+
+    def _scan(
+        self,
+        cases: list[VolumeCase],
+        shapes: list[tuple[int, ...] | None],
+        chosen: set[int],
+        sampling: tuple[Any, int],
+    ) -> tuple[int, list[Volume]]:
+        """Read every label map once: its shape checked against the image's, the largest label
+        (all cases, so that every split agrees on the classes) and, for the split's volumes,
+        their items."""
+        plan, seed = sampling
+        max_label, infos = 0, []  # type: tuple[int, list[Volume]]
+        for i, case in enumerate(cases):
+            lab, info = read_label_map(case.label)
+            if shapes[i] is not None and shapes[i] != lab.shape:
+                raise ValueError(
+                    f"image {case.image.name} has shape {shapes[i]} but label map "
+                    f"{case.label.name} has shape {lab.shape} (both in RAS orientation); "
+                    "expected the same grid"
+                )
+            max_label = max(max_label, int(lab.max(initial=0)))
+            if i not in chosen:
+                continue
+            v = len(infos)
+            infos.append(info)
+            self._add_items(v, lab, plan, seed)
+        return max_label, infos
+
+    def _add_items(self, v: int, lab: npt.NDArray[np.int64], plan: Any, seed: int) -> None:
+        o, ax = self.opts, self.axis
+        region = [(0, s) for s in self._grown(lab.shape)]
+        if plan.within:
+            region[ax] = block(lab.shape[ax], self.split, plan.fractions)
+        if self.mode == "volume":
+            self._index.append((v, -1, ()))
+        elif self.mode == "slice":
+            lo, hi = region[ax]
+            keep = list(range(lo, hi))
+            if o.skip_empty:
+                fg = np.asarray(np.moveaxis(lab, ax, 0).reshape(lab.shape[ax], -1).any(axis=1))
+                keep = [s for s in keep if bool(fg[s])]
+            self._index += [(v, int(s), ()) for s in keep]
+        else:
+            grown = np.zeros(self._grown(lab.shape), dtype=np.int64)
+            grown[tuple(slice(0, s) for s in lab.shape)] = lab
+            corners = patch_corners(
+                grown,
+                o.patch,
+                o.patches,
+                region=region,
+                balanced=o.balanced,
+                seed=seed,
+                stream=v,
+            )
+            self._index += [(v, k, c) for k, c in enumerate(corners)]
+
+    def _class_names(self, names: str | Sequence[str] | None, max_label: int) -> list[str]:
+        if names is None:
+            names = ["background", *(f"class {c}" for c in range(1, max(max_label, 1) + 1))]
+        checked = parse_names(names) if isinstance(names, str) else list(names)
+        out = check_class_names(checked, f"{self.name} ({self.split})")
+        if max_label >= len(out):
+            raise ValueError(
+                f"the label maps hold class {max_label} but class_names lists only "
+                f"{len(out)} classes ({out})"
+            )
         return out
+
+    def _item_spacing(self) -> tuple[float, ...] | None:
+        if not self.spacings:
+            return None
+        first = np.asarray(self.spacings[0])
+        if any(not np.allclose(s, first, rtol=1e-4) for s in self.spacings):
+            return None
+        sp = self.spacings[0]
+        return display_spacing(sp, self.axis) if self.mode == "slice" else tuple(sp)
+
+    def item_spacing(self, index: int) -> tuple[float, ...]:
+        """The spacing in mm of item ``index``'s spatial dims (rows, columns for slices)."""
+        v = self._index[self._check_index(index)][0]
+        sp = self.spacings[v]
+        return display_spacing(sp, self.axis) if self.mode == "slice" else tuple(sp)
 
     def _normalise(self, data: npt.NDArray[Any], name: str) -> npt.NDArray[np.float32]:
         arr = np.asarray(data)
@@ -333,21 +423,32 @@ class NiftiSegmentation(MedicalDataset):
             self._cache.move_to_end(v)
             return self._cache[v]
         img_path, lab_path = self.pairs[v]
-        data, _ = load_nifti(img_path)
-        if data.ndim == 3:
-            data = data[..., None]
-        image = np.moveaxis(self._normalise(data, img_path.name), -1, 0)
-        label = self._read_label(lab_path)
+        vol = load_volume(img_path, **self._read)  # type: ignore[arg-type]
+        label, _ = read_label_map(lab_path)
+        data = vol.data if vol.data.ndim == 4 else vol.data[..., None]
+        if data.shape[:3] != label.shape:
+            raise ValueError(
+                f"image {img_path.name} has shape {data.shape[:3]} but label map "
+                f"{lab_path.name} has shape {label.shape} (both in RAS orientation); expected "
+                "the same grid"
+            )
         if int(label.max(initial=0)) >= self.num_classes:
             raise ValueError(
                 f"label map {lab_path.name} holds class {int(label.max())} but there are "
                 f"{self.num_classes} classes"
             )
-        out = (torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(label))
-        self._cache[v] = out
+        image = torch.from_numpy(np.moveaxis(self._normalise(data, img_path.name), -1, 0).copy())
+        mask = torch.from_numpy(label)
+        grow = self._grown(tuple(label.shape))
+        if grow != tuple(label.shape):
+            pads: list[int] = []
+            for s, g in zip(reversed(label.shape), reversed(grow), strict=True):
+                pads += [0, g - s]
+            image, mask = torch.nn.functional.pad(image, pads), torch.nn.functional.pad(mask, pads)
+        self._cache[v] = (image, mask)
         while len(self._cache) > max(1, int(self.cache_volumes)):
             self._cache.popitem(last=False)
-        return out
+        return image, mask
 
     def _pad(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.pad_multiple
@@ -367,16 +468,20 @@ class NiftiSegmentation(MedicalDataset):
         return len(self._index)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        i = self._check_index(index)
-        v, s = self._index[i]
+        v, s, corner = self._index[self._check_index(index)]
         image, mask = self._volume(v)
-        stem = _stem(self.pairs[v][0])
-        if s >= 0:
-            image = image.select(self.axis + 1, s)
-            mask = mask.select(self.axis, s)
-            item_id = f"{stem}/{'xyz'[self.axis]}:{s}"
+        name = stem(self.pairs[v][0])
+        if self.mode == "slice":
+            image = torch.from_numpy(display_slice(image.numpy(), self.axis, s).copy())
+            mask = torch.from_numpy(display_slice(mask.numpy(), self.axis, s).copy())
+            item_id = f"{name}/{'xyz'[self.axis]}:{s}"
+        elif self.mode == "patch":
+            box = tuple(slice(c, c + p) for c, p in zip(corner, self.opts.patch, strict=True))
+            full = (slice(None), *box)
+            image, mask = image[full], mask[box]
+            item_id = f"{name}/patch{s}@{','.join(str(c) for c in corner)}"
         else:
-            item_id = stem
+            item_id = name
         image, mask = self._pad(image.contiguous(), mask.contiguous())
         return {
             "image": image.to(torch.float32),
@@ -386,8 +491,39 @@ class NiftiSegmentation(MedicalDataset):
         }
 
 
+class Decathlon(NiftiSegmentation):
+    """A Medical Segmentation Decathlon task folder read through its ``dataset.json``.
+
+    The same data set as :class:`NiftiSegmentation` with ``root`` required to hold (or be) a
+    ``dataset.json``: class names from its ``labels``, the channels from its ``modality``
+    (several modalities: the 4-D images' 4th axis is read as channels), ``modality`` set from
+    it (``CT`` -> ``"ct"``, MR sequences -> ``"mri"``), its ``test`` images in ``test_images``.
+    All other arguments are :class:`NiftiSegmentation`'s.
+
+    Raises:
+        FileNotFoundError: If there is no ``dataset.json``.
+    """
+
+    name = "decathlon"
+
+    def __init__(self, split: str = "train", *, root: str | os.PathLike[str], **kwargs: Any):
+        p = Path(root)
+        if not (p.name == "dataset.json" and p.is_file()) and not (p / "dataset.json").is_file():
+            raise FileNotFoundError(
+                f"no dataset.json in {p}: the decathlon data set reads a Medical Segmentation "
+                "Decathlon task folder (use 'nifti' for plain imagesTr/labelsTr folders)"
+            )
+        super().__init__(split, root=root, **kwargs)
+
+
 DATASETS.register(
     "nifti",
-    summary="NIfTI images + label maps (imagesTr/labelsTr folders), volumes or 2-D slices",
+    summary="NIfTI/DICOM volumes + NIfTI label maps (folders, dataset.json, CSV manifest): "
+    "volumes, 2-D slices or 3-D patches, RAS, spacing kept",
     tags=("segmentation", "2d", "3d", "folder"),
 )(NiftiSegmentation)
+DATASETS.register(
+    "decathlon",
+    summary="Medical Segmentation Decathlon task folder (dataset.json, imagesTr/labelsTr)",
+    tags=("segmentation", "2d", "3d", "folder"),
+)(Decathlon)

@@ -40,6 +40,13 @@ def test_slice_dataset_splits() -> None:
     item = parts["train"][0]
     assert item["image"].ndim == 3 and item["image"].shape[1] % 16 == 0
     assert item["mask"].dtype == torch.int64 and parts["train"].spatial_dims == 2
+    assert parts["train"].spacing == (4.0, 4.0)
+    # radiological display of the RAS volume: rows run anterior -> posterior (-y), columns
+    # the patient's right -> left (-x)
+    whole = MNI152Tissue("test", mode="volume", resolution=4, patch=None)[0]["image"][0]
+    z = int(parts["train"]._ids[0].split(":")[1])
+    expected = whole[:, :, z].T.flip(0, 1)
+    assert torch.equal(item["image"][0], expected)
 
 
 def test_volume_patches_and_registry() -> None:
@@ -49,6 +56,7 @@ def test_volume_patches_and_registry() -> None:
     assert item["image"].shape == (1, 16, 16, 16) and bool((item["mask"] > 0).any())
     whole = MNI152Tissue("test", mode="volume", resolution=4, patch=None)
     assert len(whole) == 1 and all(s % 16 == 0 for s in whole[0]["image"].shape[1:])
+    assert ds.spacing == whole.spacing == (4.0, 4.0, 4.0)
     with pytest.raises(ValueError, match="mode"):
         MNI152Tissue("train", mode="patch", resolution=4)
     with pytest.raises(ValueError, match="resolution"):

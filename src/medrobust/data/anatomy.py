@@ -36,6 +36,7 @@ import torch
 
 from medrobust.data.base import MedicalDataset, check_split
 from medrobust.data.registry import DATASETS
+from medrobust.data.volume_io import display_slice, display_spacing
 from medrobust.types import Task
 
 __all__ = ["TISSUE_CLASSES", "MNI152Tissue", "TissueVolume", "load_mni152_tissue"]
@@ -50,7 +51,7 @@ class TissueVolume:
     """The template and its tissue labels.
 
     Attributes:
-        image: Float32 ``(X, Y, Z)`` T1 intensities in ``[0, 1]``.
+        image: Float32 ``(X, Y, Z)`` T1 intensities in ``[0, 1]``, RAS orientation.
         labels: Int64 ``(X, Y, Z)`` tissue classes (see :data:`TISSUE_CLASSES`).
         affine: Float64 ``(4, 4)`` voxel-to-MNI-millimetre matrix.
     """
@@ -74,9 +75,12 @@ def _nilearn_datasets() -> Any:
 @functools.lru_cache(maxsize=4)
 def _load(resolution: int) -> TissueVolume:
     ds = _nilearn_datasets()
-    t1 = ds.load_mni152_template(resolution=resolution)
-    gm = ds.load_mni152_gm_template(resolution=resolution)
-    wm = ds.load_mni152_wm_template(resolution=resolution)
+    import nibabel as nib
+
+    # RAS+ (the template already is; made sure of, so that slices display the right way up)
+    t1 = nib.as_closest_canonical(ds.load_mni152_template(resolution=resolution))
+    gm = nib.as_closest_canonical(ds.load_mni152_gm_template(resolution=resolution))
+    wm = nib.as_closest_canonical(ds.load_mni152_wm_template(resolution=resolution))
     image = np.asarray(t1.get_fdata(), dtype=np.float64)
     p_gm = np.clip(np.asarray(gm.get_fdata(), dtype=np.float64), 0, 1)
     p_wm = np.clip(np.asarray(wm.get_fdata(), dtype=np.float64), 0, 1)
@@ -140,7 +144,10 @@ class MNI152Tissue(MedicalDataset):
     """Real anatomy without download: the MNI152 brain template segmented into background,
     CSF, grey and white matter (see :func:`load_mni152_tissue`).
 
-    Slice mode serves axial slices (``axis=2``) that contain brain, cropped to the brain's
+    The template is in RAS orientation; slices are served as a radiologist looks at them
+    (:func:`~medrobust.data.volume_io.display_slice`) and ``spacing`` holds the voxel size in
+    mm of the items' spatial dims. Slice mode serves axial slices (``axis=2``) that contain
+    brain, cropped to the brain's
     bounding box and padded to a multiple of ``multiple``; slices are dealt to the splits in
     turn (of every 5 consecutive slices, 3 train, 1 val, 1 test). Volume mode serves
     non-overlapping cubic patches of side ``patch`` that contain brain, dealt to the splits by
@@ -207,16 +214,23 @@ class MNI152Tissue(MedicalDataset):
         image = _pad_to(vol.image[box], shape)
         labels = _pad_to(vol.labels[box], shape)
         items: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], str]] = []
-        if mode == "slice":
-            img_s, lab_s = np.moveaxis(image, axis, 0), np.moveaxis(labels, axis, 0)
-            keep = [i for i in range(img_s.shape[0]) if lab_s[i].any()]
+        spacing = tuple(float(v) for v in np.sqrt((vol.affine[:3, :3] ** 2).sum(axis=0)))
+        if mode == "slice":  # in radiological display orientation (anterior up, right left)
+            lab_s = np.moveaxis(labels, axis, 0)
+            keep = [i for i in range(lab_s.shape[0]) if lab_s[i].any()]
             part = {"train": (0, 1, 2), "val": (3,), "test": (4,)}[self.split]
             for j, i in enumerate(keep):
                 if j % 5 in part:
-                    items.append((img_s[i][None], lab_s[i], f"mni152/{'xyz'[axis]}:{i}"))
-        elif patch is None:
-            items.append((image[None], labels, "mni152/brain"))
+                    img2, lab2 = display_slice(image, axis, i), display_slice(labels, axis, i)
+                    items.append((img2[None], lab2, f"mni152/{'xyz'[axis]}:{i}"))
+            self.spacing: tuple[float, ...] | None = display_spacing(
+                (spacing[0], spacing[1], spacing[2]), axis
+            )
         else:
+            self.spacing = spacing
+        if mode == "volume" and patch is None:
+            items.append((image[None], labels, "mni152/brain"))
+        elif mode == "volume" and patch is not None:
             grid = [range(0, s - patch + 1, patch) for s in shape]
             corners = [
                 (a, b, c)

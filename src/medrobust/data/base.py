@@ -42,6 +42,10 @@ class MedicalDataset(Dataset[dict[str, Any]], abc.ABC):
         has_masks: Whether items carry a ``"mask"``.
         modality: The imaging modality (``"ultrasound"``, ``"mri"``, ``"ct"``, ...), or
             ``"any"`` when unknown; it selects which natural corruptions apply.
+        spacing: Voxel (pixel) size in mm of the items' spatial dims, in their order (e.g.
+            ``(x, y, z)`` for RAS volumes, ``(row, column)`` for slices), or None when unknown
+            or not the same for every item (volume data sets then have ``spacings`` and
+            ``item_spacing(i)``). HD95 and surface distances use it to report millimetres.
     """
 
     name: str = ""
@@ -52,6 +56,7 @@ class MedicalDataset(Dataset[dict[str, Any]], abc.ABC):
     task: Task = Task.CLASSIFICATION
     has_masks: bool = False
     modality: str = "any"
+    spacing: tuple[float, ...] | None = None
 
     @property
     def num_classes(self) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust.models.sizes import SizeRule, size_rule
 from medrobust.types import Bounds, Task
 
 
@@ -40,6 +41,12 @@ class ModelAdapter(nn.Module):
         output_key: Key selecting the logits from a dict output.
         output_index: Index selecting the logits from a tuple/list output.
         class_names: Optional names of the ``K`` classes.
+
+    Attributes:
+        size_rule: The spatial sizes the network takes (:func:`medrobust.models.sizes.size_rule`
+            for MONAI U-Nets and SegResNet), checked by :meth:`check_input` and :meth:`forward`
+            so that a size the network cannot take fails with a clear message; None when the
+            network has no such rule.
 
     Shape:
         - Input: ``(B, C, *spatial)`` with ``len(spatial) == spatial_dims``.
@@ -88,6 +95,7 @@ class ModelAdapter(nn.Module):
                 f"class_names has {len(class_names)} entries but num_classes is {self.num_classes}"
             )
         self.class_names = list(class_names) if class_names is not None else None
+        self.size_rule: SizeRule | None = size_rule(net)
         self.register_buffer("_mean", self._channel_param(mean, "mean"), persistent=False)
         self.register_buffer("_std", self._channel_param(std, "std"), persistent=False)
         if self._std is not None and not bool((self._std > 0).all()):
@@ -161,7 +169,13 @@ class ModelAdapter(nn.Module):
         return self.net(self.preprocess(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the selected head; see the class docstring for shapes."""
+        """Logits of the selected head; see the class docstring for shapes.
+
+        Raises:
+            ValueError: If the spatial size does not fit the network's ``size_rule``.
+        """
+        if self.size_rule is not None and x.ndim > 2:
+            self.size_rule.check(x.shape[2:])
         logits = self.select_output(self.raw_forward(x))
         if self.task is Task.CLASSIFICATION and logits.ndim == 2 and logits.shape[1] == 1:
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
@@ -191,6 +205,8 @@ class ModelAdapter(nn.Module):
                 f"{name} have {x.shape[1]} channel(s) but the model expects {self.in_channels} "
                 f"(shape {tuple(x.shape)})"
             )
+        if self.size_rule is not None:
+            self.size_rule.check(x.shape[2:], name)
         self.bounds.check(x, name)
 
     def check_labels(self, y: torch.Tensor, batch: int, name: str = "labels") -> None:

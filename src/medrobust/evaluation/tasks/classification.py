@@ -7,6 +7,7 @@ worst case across the attack list is "any attack changed the label".
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from medrobust.evaluation.audit import AttackSpec, AuditContext
 
 __all__ = ["ClassificationTask", "select_examples"]
+
+logger = logging.getLogger(__name__)
 
 
 class ClassificationTask(AuditTask):

@@ -88,9 +88,20 @@ class ClassificationTask(AuditTask):
         return create_attack("pgd", eps=eps, norm=norm.value, steps=50, restarts=2, seed=seed)
 
     def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
-        """MR107: clean accuracy above the majority-class rate."""
+        """MR107: clean accuracy above the majority-class rate, and more than one class
+        predicted (when the labels hold several)."""
         from medrobust.evaluation.checks import check_row
+        from medrobust.models.diagnostics import single_class_warning
 
+        one_class = single_class_warning(
+            records.logits.argmax(dim=1),
+            records.labels,
+            where="clean samples (eval mode)",
+            class_names=ctx.adapter.class_names,
+        )
+        if one_class is not None:
+            logger.warning("%s", one_class)
+            return [check_row("MR107", "warn", one_class)]
         correct = records.correct
         acc = float(correct.float().mean())
         counts = torch.bincount(records.labels, minlength=ctx.adapter.num_classes).float()

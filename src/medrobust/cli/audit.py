@@ -312,8 +312,16 @@ def evaluate(
     allow_size_mismatch: Annotated[
         bool,
         typer.Option(
-            help="Audit a classifier on inputs of another size than its model card's (refused "
-            "by default: a data set that takes a size gets the card's)."
+            help="Audit a classifier on inputs of another size than its model card's, or any "
+            "model on data of another voxel spacing (refused by default: a data set that takes "
+            "a size gets the card's)."
+        ),
+    ] = False,
+    allow_class_mismatch: Annotated[
+        bool,
+        typer.Option(
+            help="Audit on data whose class names differ from the model card's (refused by "
+            "default: a class index would mean two things)."
         ),
     ] = False,
     arch: Arch = None,
@@ -365,6 +373,7 @@ def evaluate(
         seed=seed,
         allow_large_eps=allow_large_eps,
         allow_size_mismatch=allow_size_mismatch,
+        allow_class_mismatch=allow_class_mismatch,
         arch=arch,
         model_file=model_file,
         model_params=params(model_param, "--model-param"),

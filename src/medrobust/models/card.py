@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from medrobust.models.adapter import ModelAdapter
+from medrobust.models.card_rows import training_check_rows
 from medrobust.models.zoo import architecture_of
 from medrobust.types import Task
 
@@ -132,30 +133,6 @@ def _check_keys(data: Mapping[str, Any], cls: type, where: str, required: tuple[
 _OPTIONAL = ("class_weights", "batchnorm")  # training fields written only when set
 
 
-def _training_checks(t: Any) -> list[str]:
-    """Markdown table rows for the class weights and the BatchNorm check of a card."""
-    rows = []
-    if t.class_weights:
-        weights = ", ".join(f"{w:.3g}" for w in t.class_weights.get("weights", []))
-        rows.append(f"| class weights | {t.class_weights.get('spec')}: [{weights}] |")
-    if bn := t.batchnorm:
-
-        def num(key: str) -> str:
-            v = bn.get(key)
-            return f"{v:.3f}" if isinstance(v, (int, float)) else "n/a"
-
-        m = bn.get("metric", "score")
-        text = f"eval-mode {m} {num('eval_mode')} vs train-mode {num('train_mode')} on "
-        text += f"{bn.get('samples')} training samples"
-        if bn.get("recomputed"):
-            verdict = "recomputed" if bn.get("kept") else "recomputing did not help; old kept"
-            text += f"; running statistics {verdict} (eval-mode {m} {num('eval_mode_after')})"
-        elif bn.get("failed"):
-            text += "; running statistics disagree (not recomputed)"
-        rows.append(f"| BatchNorm check | {text} |")
-    return rows
-
-
 # --------------------------------------------------------------------------- dataclasses
 
 
@@ -173,6 +150,8 @@ class DataInfo:
             ``{"window": {"kind": "fixed", "spec": "-160,240", "low": -160, "high": 240}}``
             (see :mod:`medrobust.data.windows`); None when not recorded.
         params: The data set parameters the model was trained with (plain values).
+        spacing: Voxel (pixel) size in mm of the training inputs' spatial dims, when the data
+            set records one (its ``spacing`` attribute); None otherwise.
     """
 
     name: str | None = None
@@ -182,9 +161,11 @@ class DataInfo:
     description: str | None = None
     intensity: dict[str, Any] | None = None
     params: dict[str, Any] | None = None
+    spacing: list[float] | None = None
 
     def __post_init__(self) -> None:
         self.name = _opt_str(self.name, "data.name")
+        self.spacing = _opt_floats(self.spacing, "data.spacing")
         if not isinstance(self.split_sizes, Mapping):
             raise TypeError(
                 f"data.split_sizes must be a dict, got {type(self.split_sizes).__name__}"
@@ -222,7 +203,7 @@ class DataInfo:
             "seed": self.seed,
             "description": self.description,
         }
-        for key in ("intensity", "params"):
+        for key in ("intensity", "params", "spacing"):
             if getattr(self, key) is not None:
                 out[key] = _plain(getattr(self, key), f"data.{key}")
         return out
@@ -566,6 +547,8 @@ class ModelCard:
             f"| image size | {fmt(self.data.image_size)} |",
             f"| seed | {fmt(self.data.seed)} |",
         ]
+        if self.data.spacing:
+            lines.append(f"| spacing (mm) | {fmt(self.data.spacing)} |")
         if self.data.description:
             lines.append(f"| description | {self.data.description} |")
         window = (self.data.intensity or {}).get("window")
@@ -585,7 +568,7 @@ class ModelCard:
             f"| batch size | {fmt(t.batch_size)} |",
             f"| seed | {fmt(t.seed)} |",
             f"| wall time | {fmt(t.wall_time_s)} s |",
-            *_training_checks(t),
+            *training_check_rows(t),
             "",
             "## Metrics",
             "",

@@ -336,6 +336,12 @@ def evaluate_checkpoint(
     if check is not None:
         extra["input_check"] = check
         (reporter or Reporter()).say(f"warning: {check['message']}")
+    from medrobust.pipelines.card_check import check_card_data
+
+    if notes := check_card_data(settings, card, model.task.value):  # channels, classes, spacing
+        extra["card_check"] = notes
+        for note in notes:
+            (reporter or Reporter()).say(f"note: {note['message']}")
     if model.task.value == "segmentation":
         from medrobust.evaluation.suites import SEGMENTATION_SUITES
         from medrobust.pipelines.segmentation import (

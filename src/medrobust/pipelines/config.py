@@ -352,8 +352,10 @@ class CheckpointAudit:
         batch_size: Evaluation batch size.
         seed: Attack seed.
         allow_large_eps: Accept an Linf budget above the model's input range.
-        allow_size_mismatch: Audit a classifier on inputs of another size than its model card's
-            (refused by default).
+        allow_size_mismatch: Audit a classifier on inputs of another size than its model card's,
+            or any model on data of another voxel spacing (refused by default).
+        allow_class_mismatch: Audit on data whose class names differ from the model card's
+            (refused by default: a class index would mean two things).
         arch: A zoo architecture for a plain state dict (``--arch``).
         model_file: ``"file.py:factory"``, the user's Python factory (runs their code).
         model_params: Keyword arguments of ``arch`` or the factory.
@@ -379,6 +381,7 @@ class CheckpointAudit:
     allow_large_eps: bool = False
     per_attack: str = "own"
     allow_size_mismatch: bool = False
+    allow_class_mismatch: bool = False
     arch: str | None = None
     model_file: str | None = None
     model_params: dict[str, Any] = field(default_factory=dict)

@@ -16,7 +16,14 @@ from medrobust.models.adapter import ModelAdapter
 from medrobust.training.config import TrainConfig
 from medrobust.types import Task
 
-__all__ = ["LoaderSetup", "check_mask", "length", "prepare_batch", "split_labelled"]
+__all__ = [
+    "LoaderSetup",
+    "check_mask",
+    "data_spacing",
+    "length",
+    "prepare_batch",
+    "split_labelled",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +34,26 @@ def length(loader: DataLoader[Any]) -> int:
         return len(loader)
     except TypeError:
         return 0
+
+
+def data_spacing(data: Any) -> list[float] | None:
+    """The voxel spacing in mm a training set records (its ``spacing`` attribute, looked up
+    through ``DataLoader.dataset`` and ``Subset.dataset``), or None.
+
+    Args:
+        data: A data set or a loader.
+
+    Returns:
+        One value per spatial dim, or None when the data set records none.
+    """
+    for _ in range(8):  # loaders and subsets wrap data sets a few levels deep at most
+        spacing = getattr(data, "spacing", None)
+        if spacing is not None:
+            return [float(s) for s in spacing]
+        if not hasattr(data, "dataset"):
+            return None
+        data = data.dataset
+    return None
 
 
 class LoaderSetup:

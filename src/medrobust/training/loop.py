@@ -46,7 +46,13 @@ from medrobust.models.adapter import ModelAdapter
 from medrobust.models.card import DataInfo, ModelCard, TrainingInfo
 from medrobust.models.checkpoint import load_state_dict_into, read_checkpoint, save_checkpoint
 from medrobust.training.balance import resolve_class_weights
-from medrobust.training.batches import LoaderSetup, length, prepare_batch, split_labelled
+from medrobust.training.batches import (
+    LoaderSetup,
+    data_spacing,
+    length,
+    prepare_batch,
+    split_labelled,
+)
 from medrobust.training.config import TrainConfig
 from medrobust.training.events import ProgressCallback, TrainEvent, TrainResult
 from medrobust.training.finish import FinalChecks, check_best
@@ -160,6 +166,7 @@ class _Trainer:
         self.card_info = card_info
         self.split_sizes: dict[str, int] = {}
         self.image_size: list[int] | None = None
+        self.spacing: list[float] | None = None
         self.loaders: LoaderSetup | None = None
         self.class_weights: dict[str, Any] | None = None
         self.val_pred: torch.Tensor | None = None
@@ -207,6 +214,8 @@ class _Trainer:
             data_info.split_sizes = dict(self.split_sizes)
         if data_info.image_size is None and self.image_size is not None:
             data_info.image_size = list(self.image_size)
+        if data_info.spacing is None and self.spacing is not None:
+            data_info.spacing = list(self.spacing)
         cfg = self.config
         training = TrainingInfo(
             epochs=epochs,
@@ -404,6 +413,7 @@ class _Trainer:
         train_loader = self.loaders.build(train_data, train=True)
         val_loader = self.loaders.build(val_data, train=False)
         self.gens.loader = self.loaders.loader_generators
+        self.spacing = data_spacing(train_loader)
         self.split_sizes.update(
             {
                 name: len(loader.dataset)

@@ -16,6 +16,7 @@ from medrobust.attacks.objectives.segmentation import sample_dice
 from medrobust.evaluation.suites import SEGMENTATION_SUITES, resolve_suite
 from medrobust.models import ModelAdapter
 from medrobust.pipelines.results import evaluate_segmentation
+from medrobust.types import Norm
 from tests.evaluation.test_segmentation_eval import tiny
 
 QUIET: dict[str, Any] = {"targeted": [], "noise": [], "checks": False, "n_examples": 0}
@@ -189,6 +190,8 @@ def test_segmentation_checks_warn_when_they_should() -> None:
         specs=[AttackSpec("pgd-seg"), AttackSpec("square-seg")],
         budgets=[0.01, 0.02],
         per_attack="own",
+        norm=Norm.LINF,
+        adapter=SimpleNamespace(bounds=SimpleNamespace(width=1.0)),
     )
     # pgd-seg's Dice rises with the budget; square-seg finds a lower Dice on sample 1
     rec = _records([[[0.5, 0.6], [0.7, 0.8]], [[nan, 0.3], [nan, 0.8]]], [0.9, 0.9])
@@ -199,6 +202,7 @@ def test_segmentation_checks_warn_when_they_should() -> None:
         "MR301": "warn",
         "MR302": "warn",
         "MR303": "warn",
+        "MR304": "pass",  # skipped: no unbounded probe or budget
     }
     assert "pgd-seg: 0.550 at 0.01, 0.750 at 0.02" in rows["MR302"]["message"]
     assert "square-seg: 1 at eps=0.01" in rows["MR303"]["message"]

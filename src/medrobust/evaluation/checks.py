@@ -90,6 +90,12 @@ CHECKS: dict[str, tuple[str, str]] = {
         "If the gradient-free random search finds a lower Dice than every gradient attack on "
         "a sample, the gradients mislead (gradient masking).",
     ),
+    "MR304": (
+        "Unbounded attack drives the Dice to about 0",
+        "With a budget spanning the whole input range an attack can produce any image, so "
+        "the Dice must fall to about 0; if it stays well above, the gradients are masked or "
+        "the attack is misconfigured.",
+    ),
 }
 
 

@@ -186,7 +186,6 @@ def evaluate_segmentation(
     hd95: bool = True,
     spacing: float | Sequence[float] | None = None,
     max_voxels: int | None = DEFAULT_MAX_VOXELS,
-    surface_tolerance: float = 1.0,
     **kwargs: Any,
 ) -> SegmentationEvaluation:
     """Audit a segmentation model: clean metrics, untargeted attacks per budget with the worst
@@ -197,8 +196,8 @@ def evaluate_segmentation(
     at every budget of ``eps`` in ``norm`` on every sample with a clean Dice above 0, and are
     scored by Dice, IoU, HD95, surface Dice and pixel accuracy against the true masks; a sample
     is broken when its Dice falls below ``broken_fraction`` of its clean Dice, and the worst case
-    per sample is the lowest Dice any of them reached. Targeted attacks (``asma``, ``dag``, ``asma-bounded``)
-    run once per target kind (targets built from the true masks, see
+    per sample is the lowest Dice any of them reached. Targeted attacks (``asma``, ``dag``,
+    ``asma-bounded``) run once per target kind (targets built from the true masks, see
     :mod:`medrobust.attacks.targets`) and are scored by success rate, target IoU and pixel
     accuracy against the target, perturbation norms and SSIM. For the first untargeted attack at
     every budget, each noise kind is scaled per sample (bisection) to the SSIM of that sample's
@@ -223,13 +222,15 @@ def evaluate_segmentation(
         hd95: Compute the 95th-percentile Hausdorff distance and the surface Dice
             (normalised surface distance, :func:`~medrobust.metrics.surface_dice`).
         spacing: Voxel size in mm, one number or one per spatial dim; HD95 and the surface
-            Dice are then in mm (else in voxels).
+            Dice are then in mm (else in voxels). None takes the data set's ``spacing``
+            attribute where it has one (the loader's ``dataset``, e.g. NIfTI volumes whose
+            headers agree), else voxels.
         max_voxels: Batch size limit without sliding windows (None: no check; a model run by
             sliding windows is checked against the memory of an attack step instead, see
             :func:`~medrobust.models.segmentation.sliding_window`).
-        surface_tolerance: Boundary tolerance of the surface Dice, in mm with a spacing, else
-            in voxels.
-        **kwargs: ``n_examples`` (4), the samples shown in the overlay figures, and as
+        **kwargs: ``n_examples`` (4), the samples shown in the overlay figures (and the
+            worst-case examples), ``surface_tolerance`` (1.0), the boundary tolerance of the
+            surface Dice (mm with a spacing, else voxels), and as
             :func:`medrobust.evaluation.audit`: ``norm``, ``mode``, ``seed``,
             ``device``, ``max_samples``, ``checks``, ``probe_samples``, ``noise_draws``,
             ``checkpoint`` (resume), ``progress``, ``model_info``, ``data_info``, ``title``.
@@ -261,6 +262,8 @@ def evaluate_segmentation(
     for n in noise_kinds:
         if n not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {n!r}; expected one of {', '.join(NOISE_KINDS)}")
+    if spacing is None:
+        spacing = data_spacing(loader)
     settings = SegmentationSettings(
         targeted=targeted_specs,
         targets=[TARGETS.get(t).name for t in targets] if targeted_specs else [],
@@ -271,7 +274,7 @@ def evaluate_segmentation(
         max_voxels=max_voxels,
         n_examples=n_examples,
         broken_fraction=fraction,
-        tolerance=_check_tolerance(surface_tolerance),
+        tolerance=_check_tolerance(kwargs.pop("surface_tolerance", 1.0)),
     )
     names = adapter.class_names or [str(i) for i in range(adapter.num_classes)]
     task = SegmentationTask(settings, adapter.num_classes, names)
@@ -296,3 +299,17 @@ def _check_tolerance(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"surface_tolerance must be finite, got {value!r}")
     return float(value)
+
+
+def data_spacing(loader: Iterable[Any]) -> tuple[float, ...] | None:
+    """The voxel spacing (mm) a data set declares: the ``spacing`` attribute of the loader's
+    ``dataset`` (or of the loader itself), when it is a sequence of positive numbers."""
+    source = getattr(loader, "dataset", loader)
+    value = getattr(source, "spacing", None)
+    if not isinstance(value, Sequence) or isinstance(value, str) or not value:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) and v > 0 for v in out) else None

@@ -17,8 +17,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
+
+from medrobust.metrics._masks import boundary, check_pair, directed_distances, spacing_list
 
 __all__ = [
     "SegmentationStats",
@@ -74,37 +75,6 @@ def class_counts(
     same = p == t
     inter = torch.bincount((p + offsets)[same], minlength=b * k).view(b, k)
     return inter.double(), size_p.double(), size_t.double()
-
-
-def check_pair(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> None:
-    """Validate two class-index masks ``(B, *spatial)`` of the same shape with classes in
-    ``[0, K)``.
-
-    Raises:
-        TypeError: If either is not a tensor.
-        ValueError: For a float or bool dtype, different shapes, no spatial axis, ``K < 2``
-            or classes outside ``[0, K)``.
-    """
-    for name, t in (("pred", pred), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer class indices, got dtype {t.dtype}")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape (B, *spatial), got {tuple(pred.shape)} "
-            f"and {tuple(target.shape)}"
-        )
-    if pred.ndim < 2:
-        raise ValueError(f"masks must have shape (B, *spatial), got {tuple(pred.shape)}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    for name, t in (("pred", pred), ("target", target)):
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-            raise ValueError(
-                f"{name} holds classes in [{int(t.min())}, {int(t.max())}] but num_classes is "
-                f"{num_classes}"
-            )
 
 
 def dice_score(
@@ -190,36 +160,6 @@ def iou_score(
     return torch.where(union > 0, value, torch.ones_like(value))
 
 
-def spacing_list(spacing: float | Sequence[float] | None, nd: int) -> list[float]:
-    """The voxel size as one positive float per spatial dim (1 where ``spacing`` is None).
-
-    Raises:
-        ValueError: If ``spacing`` has the wrong length or a value that is not > 0.
-    """
-    if spacing is None:
-        return [1.0] * nd
-    sp = [float(spacing)] * nd if isinstance(spacing, (int, float)) else list(map(float, spacing))
-    if len(sp) != nd:
-        raise ValueError(f"spacing needs {nd} values (one per spatial dim), got {len(sp)}")
-    if not all(math.isfinite(v) and v > 0 for v in sp):
-        raise ValueError(f"spacing must hold finite values > 0, got {sp}")
-    return sp
-
-
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import binary_erosion
-
-    return mask & ~binary_erosion(mask, border_value=0)
-
-
-def _directed(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Distances from every boundary voxel of ``a`` to the nearest boundary voxel of ``b``."""
-    from scipy.ndimage import distance_transform_edt
-
-    dist = distance_transform_edt(~b, sampling=spacing)
-    return np.asarray(dist[a], dtype=np.float64)
-
-
 def hausdorff_distance(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -272,9 +212,9 @@ def hausdorff_distance(
             pm, tm = p_np[i] == c, t_np[i] == c
             if not pm.any() or not tm.any():
                 continue
-            ep, et = _boundary(pm), _boundary(tm)
-            d1 = torch.from_numpy(_directed(ep, et, sp))
-            d2 = torch.from_numpy(_directed(et, ep, sp))
+            ep, et = boundary(pm), boundary(tm)
+            d1 = torch.from_numpy(directed_distances(ep, et, sp))
+            d2 = torch.from_numpy(directed_distances(et, ep, sp))
             out[i, c - first] = max(float(torch.quantile(d1, q)), float(torch.quantile(d2, q)))
     return out
 
@@ -367,16 +307,17 @@ class SegmentationStats:
             "pixels": torch.full((pred.shape[0],), float(pred[0].numel()), dtype=torch.float64),
         }
         if self.hd95:
-            hd = hausdorff_distance(pred, target, self.num_classes, spacing=self.spacing, **kw)
+            from medrobust.metrics.surface import surface_distance_metrics
+
+            hd, nsd = surface_distance_metrics(
+                pred, target, self.num_classes, tolerance=self.tolerance,
+                spacing=self.spacing, percentile=95.0, **kw,
+            )  # fmt: skip
+            hd = hd if hd is not None else torch.full_like(nsd, math.nan)  # (never: 95 given)
             defined_gt = target_present(target, self.num_classes, self.include_background)
             out["hd95"] = hd
             out["hd95_undefined"] = (torch.isnan(hd) & defined_gt).sum(dim=1).double()
-            from medrobust.metrics.surface import surface_dice
-
-            out["surface_dice"] = surface_dice(
-                pred, target, self.num_classes, tolerance=self.tolerance,
-                spacing=self.spacing, **kw,
-            )  # fmt: skip
+            out["surface_dice"] = nsd
         return out
 
     def add_rows(self, rows: dict[str, torch.Tensor]) -> None:

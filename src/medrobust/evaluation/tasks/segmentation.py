@@ -145,6 +145,8 @@ class SegmentationTask(AuditTask):
         #: data-set position -> (Dice under attack, example): the lowest-Dice samples at the
         #: largest budget across the attack list (the report's worst-case outlines)
         self.worst: dict[int, tuple[float, SegmentationExample]] = {}
+        #: per-sample Dice under MR101's unbounded probe (check MR304), set by probe_broken
+        self.probe_dice: torch.Tensor | None = None
         self.requires_attacks = not settings.targeted
         self.saved: dict[str, dict[str, list[np.ndarray]]] = {}
 
@@ -356,12 +358,10 @@ class SegmentationTask(AuditTask):
         self, ctx: AuditContext, batch: Batch, clean_pred: torch.Tensor, res: AttackResult,
         a_i: int, e_i: int,
     ) -> None:  # fmt: skip
-        """Keep overlays and arrays of the first attack at the largest budget, and the
-        lowest-Dice samples of every attack at the largest budget."""
-        if e_i != len(ctx.budgets) - 1:
-            return
-        self._keep_worst(ctx, batch, clean_pred, res, a_i)
-        if a_i != 0:
+        """Offer every attacked sample as a worst-case example, and keep overlays and arrays
+        of the first attack at the largest budget."""
+        self._keep_worst(ctx, batch, clean_pred, res, a_i, e_i)
+        if a_i != 0 or e_i != len(ctx.budgets) - 1:
             return
         spec, e = ctx.specs[0], ctx.budgets[-1]
         self._keep("untargeted", batch, clean_pred, res, None, f"{spec.name} ε={fmt_eps(e)}")
@@ -369,15 +369,19 @@ class SegmentationTask(AuditTask):
 
     def _keep_worst(
         self, ctx: AuditContext, batch: Batch, clean_pred: torch.Tensor, res: AttackResult,
-        a_i: int,
+        a_i: int, e_i: int,
     ) -> None:  # fmt: skip
-        """Offer the attacked samples as worst-case examples: per sample the attack with the
-        lowest Dice, over all samples the ``n_examples`` lowest."""
+        """Offer the attacked samples as worst-case examples: per sample the attack and budget
+        with the lowest Dice (a sample broken at a smaller budget is carried, not attacked
+        again, so its lowest Dice may come from there), over all samples the ``n_examples``
+        lowest."""
+        if self.settings.n_examples <= 0:
+            return
         dice = sample_dice(res.pred_adv, batch.target, self.k).double().cpu()
         clean = batch.aux[CLEAN_DICE].double().cpu()
         index = batch.index if batch.index is not None else torch.arange(len(batch))
         ids = batch.ids or [f"sample {int(i)}" for i in index]
-        label = f"{ctx.specs[a_i].name} ε={fmt_eps(ctx.budgets[-1])}"
+        label = f"{ctx.specs[a_i].name} ε={fmt_eps(ctx.budgets[e_i])}"
         for i in range(len(batch)):
             key, d = int(index[i]), float(dice[i])
             if key in self.worst and self.worst[key][0] <= d:
@@ -441,9 +445,20 @@ class SegmentationTask(AuditTask):
         """The ``"segmentation"`` part of ``metrics.json``."""
         return summarise_segmentation(self, ctx, records)
 
+    def probe_broken(
+        self, adapter: ModelAdapter, batch: Batch, result: AttackResult
+    ) -> torch.Tensor:
+        """MR101's test (the task's own), keeping the probe's per-sample Dice for MR304."""
+        out = self.outcome(adapter, batch, result)
+        self.probe_dice = out.score.detach().double().cpu()
+        return out.broken
+
     def extra_checks(self, ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
-        """MR301-MR303 (:mod:`medrobust.evaluation.tasks.segmentation_checks`)."""
-        return segmentation_checks(ctx, records) if ctx.specs else []
+        """MR301-MR304 (:mod:`medrobust.evaluation.tasks.segmentation_checks`); MR304 reads
+        the Dice of MR101's unbounded probe, which the shared checks run first."""
+        if not ctx.specs:
+            return []
+        return segmentation_checks(ctx, records, self.probe_dice)
 
 
 def _tags(name: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
-"""Sanity checks of a segmentation audit (codes ``MR301``-``MR303``, documented in
+"""Sanity checks of a segmentation audit (codes ``MR301``-``MR304``, documented in
 ``docs/checks.md``) beside the shared ones: more iterations must not raise the Dice, the Dice
-must not rise with the budget, and the black-box leg must not find lower Dice than the gradient
-attacks.
+must not rise with the budget, the black-box leg must not find lower Dice than the gradient
+attacks, and an unbounded attack must drive the Dice to about 0 (the probe of MR101, or an
+unbounded budget of the list).
 
 The iterations probe runs inside the audit loop on the first attacked samples (up to
 ``probe_samples``), so its per-sample results are checkpointed with the records and a resumed
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
     from medrobust.evaluation.tasks.base import Batch, CleanOutcome
     from medrobust.evaluation.tasks.segmentation import SegmentationTask
 
-__all__ = ["PROBE_STEPS", "TOLERANCE", "iterations_probe", "segmentation_checks"]
+__all__ = ["NEAR_ZERO", "PROBE_STEPS", "TOLERANCE", "iterations_probe", "segmentation_checks"]
 
 #: Steps of the short and the long run of the iterations probe (MR301).
 PROBE_STEPS = (10, 50)
 #: Mean Dice difference tolerated before a check warns.
 TOLERANCE = 0.02
+#: Mean Dice under an unbounded attack above which MR304 warns ("about 0").
+NEAR_ZERO = 0.05
 _SHORT, _LONG = "check/mr301/short", "check/mr301/long"
 
 
@@ -131,6 +134,42 @@ def _black_box(ctx: AuditContext, records: Records) -> dict[str, Any]:
     return check_row("MR303", "pass", msg)
 
 
-def segmentation_checks(ctx: AuditContext, records: Records) -> list[dict[str, Any]]:
-    """Rows of MR301-MR303 (see the module docstring)."""
-    return [_more_steps(records), _budget_monotone(ctx, records), _black_box(ctx, records)]
+def _unbounded(ctx: AuditContext, records: Records, probe: torch.Tensor | None) -> dict[str, Any]:
+    """MR304: the Dice under an unbounded attack (MR101's probe; any Linf budget of the list
+    that spans the input range) must be about 0."""
+    width = ctx.adapter.bounds.width
+    sources = []
+    if probe is not None and probe.numel():
+        sources.append((ctx.task.probe_name, probe.double()))
+    for e_i, e in enumerate(ctx.budgets):
+        # an Linf budget as wide as the input range allows any image (L2: the probe covers it)
+        if ctx.norm.value == "linf" and e >= width - 1e-12 and bool(records.eligible.any()):
+            name = f"the attack list at eps={fmt_eps(e)}"
+            sources.append((name, records.worst_score[e_i][records.eligible].double()))
+    if not sources:
+        return check_row("MR304", "pass", "skipped: no unbounded probe or budget")
+    bad: list[str] = []
+    seen: list[str] = []
+    for name, dice in sources:
+        mean = float(dice.mean())
+        text = f"{name}: mean Dice {mean:.3f} on {dice.numel()} samples"
+        (bad if mean > NEAR_ZERO else seen).append(text)
+    if bad:
+        msg = "an unbounded attack left the Dice well above 0 (gradients masked or the attack "
+        return check_row("MR304", "warn", msg + "misconfigured): " + "; ".join(bad))
+    return check_row(
+        "MR304", "pass", "unbounded attacks drove the Dice to about 0: " + "; ".join(seen)
+    )
+
+
+def segmentation_checks(
+    ctx: AuditContext, records: Records, probe: torch.Tensor | None = None
+) -> list[dict[str, Any]]:
+    """Rows of MR301-MR304 (see the module docstring); ``probe`` holds the per-sample Dice
+    under MR101's unbounded probe attack (None when it did not run)."""
+    return [
+        _more_steps(records),
+        _budget_monotone(ctx, records),
+        _black_box(ctx, records),
+        _unbounded(ctx, records, probe),
+    ]

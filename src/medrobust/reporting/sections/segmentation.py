@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from medrobust._utils.examples import SegmentationExample
 from medrobust._utils.format import fmt_eps
+from medrobust.reporting.sections.segmentation_worst import outline_figure, worst_metrics_table
 
 __all__ = ["dice_budget_figure", "overlay_figure", "report_sections"]
 
@@ -179,6 +180,7 @@ def _class_table(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "Dice": stats["dice"].get(name),
                 "IoU": stats["iou"].get(name),
                 "HD95": (stats.get("hd95") or {}).get(name),
+                "surface Dice": (stats.get("surface_dice") or {}).get(name),
             }
         )
     rows.append(
@@ -187,6 +189,7 @@ def _class_table(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
             "Dice": stats.get("mean_dice"),
             "IoU": stats.get("mean_iou"),
             "HD95": stats.get("mean_hd95"),
+            "surface Dice": stats.get("mean_surface_dice"),
         }
     )
     return rows
@@ -222,6 +225,14 @@ def report_sections(
             "first untargeted attack) and the magnified perturbation; for volumes a "
             "representative slice."
         )
+    if examples.get("worst"):
+        figures.append(outline_figure(examples["worst"], k))
+        captions.append(
+            "Worst-case examples: the samples with the lowest Dice under any attack at the "
+            "largest budget, worst first. Green: the true mask's outline; blue, dashed: the "
+            "clean prediction; red: the prediction under that attack; for volumes the slice "
+            "with the most foreground."
+        )
     body = _main_body(seg)
     sections = [
         ReportSection("Segmentation under attack", body, figures, captions, key="segmentation")
@@ -250,11 +261,15 @@ def _main_body(seg: Mapping[str, Any]) -> Any:
     from medrobust.reporting.html import html_table
 
     clean = seg["clean"]
+    unit = "mm" if clean.get("distance_unit") == "mm" else "voxels"
+    tol = clean.get("surface_tolerance", 1.0)
     body = Markup("<h3>Clean segmentation</h3>") + Markup(
-        "<p class='note'>Dice, IoU and HD95 per class with MONAI's semantics: a class absent "
-        "from a ground-truth mask is left out of its means; HD95 (in voxels) is undefined where "
-        "the prediction or the truth of a class is empty. Pixel accuracy {}, on {} samples.</p>"
-    ).format(_f(clean.get("pixel_accuracy")), clean.get("n"))
+        "<p class='note'>Dice, IoU, HD95 and surface Dice per class with MONAI's semantics: a "
+        "class absent from a ground-truth mask is left out of its means; HD95 (in {}) is "
+        "undefined where the prediction or the truth of a class is empty; surface Dice: the "
+        "share of both outlines within {} {} of the other (Nikolov et al., 2021). Pixel "
+        "accuracy {}, on {} samples.</p>"
+    ).format(unit, tol, unit, _f(clean.get("pixel_accuracy")), clean.get("n"))
     body += html_table(_class_table(clean))
     unt = seg["untargeted"]
     if unt:
@@ -280,6 +295,16 @@ def _main_body(seg: Mapping[str, Any]) -> Any:
             "some attack; robust: the share of all samples attacked and never broken, with 95% "
             "Wilson intervals. {}</p>"
         ).format(_budget_note(seg))
+    per_class = worst_metrics_table(seg)
+    if per_class:
+        body += Markup("<h3>Worst case per class: Dice, HD95 and surface Dice</h3>")
+        body += html_table(per_class)
+        body += Markup(
+            "<p class='note'>For each sample the metrics of the attack that reached its "
+            "lowest Dice at that budget (the clean ones where no attack lowered it), then "
+            "averaged as the clean metrics are. A boundary that moves shows in HD95 and the "
+            "surface Dice before the volume overlap falls.</p>"
+        )
     lesions = _lesion_table(seg)
     if lesions:
         body += Markup("<h3>Lesions found, by size</h3>") + html_table(lesions)
@@ -339,6 +364,7 @@ def _untargeted_row(r: Mapping[str, Any]) -> dict[str, Any]:
         "mean Dice": r["mean_dice"],
         "mean IoU": r["mean_iou"],
         "mean HD95": r["mean_hd95"],
+        "mean surface Dice": r.get("mean_surface_dice"),
         "pixel accuracy": r["pixel_accuracy"],
         "attacked": r.get("n_attacked"),
         "success rate": r["success_rate"],

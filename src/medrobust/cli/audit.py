@@ -138,6 +138,38 @@ ModelInput = Annotated[
 ]
 
 
+AllowSizeMismatch = Annotated[
+    bool,
+    typer.Option(
+        help="Audit a classifier on inputs of another size than its model card's, or any "
+        "model on data of another voxel spacing (refused by default: a data set that takes "
+        "a size gets the card's)."
+    ),
+]
+AllowClassMismatch = Annotated[
+    bool,
+    typer.Option(
+        help="Audit on data whose class names differ from the model card's (refused by "
+        "default: a class index would mean two things)."
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Autocast dtype of the model's forward in the attacks: fp32, bf16 or fp16 "
+        "(the perturbation stays fp32; bf16/fp16 change robust accuracy slightly)."
+    ),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile/--no-compile",
+        help="Compile the model's forward with torch.compile in the attacks (once per "
+        "model; falls back to eager with a warning if no compiler is available).",
+    ),
+]
+
+
 def _class_weights(text: str) -> str | tuple[float, ...]:
     """``--class-weights``: ``balanced`` or comma-separated numbers."""
     if text.strip().lower() == "balanced":
@@ -309,40 +341,14 @@ def evaluate(
     out: Out = None,
     overwrite: Overwrite = False,
     allow_large_eps: AllowLargeEps = False,
-    allow_size_mismatch: Annotated[
-        bool,
-        typer.Option(
-            help="Audit a classifier on inputs of another size than its model card's, or any "
-            "model on data of another voxel spacing (refused by default: a data set that takes "
-            "a size gets the card's)."
-        ),
-    ] = False,
-    allow_class_mismatch: Annotated[
-        bool,
-        typer.Option(
-            help="Audit on data whose class names differ from the model card's (refused by "
-            "default: a class index would mean two things)."
-        ),
-    ] = False,
+    allow_size_mismatch: AllowSizeMismatch = False,
+    allow_class_mismatch: AllowClassMismatch = False,
     arch: Arch = None,
     model_file: UserModel = None,
     model_param: ModelParam = None,
     model_input: ModelInput = None,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="Autocast dtype of the model's forward in the attacks: fp32, bf16 or fp16 "
-            "(the perturbation stays fp32; bf16/fp16 change robust accuracy slightly)."
-        ),
-    ] = "fp32",
-    compile_forward: Annotated[
-        bool,
-        typer.Option(
-            "--compile/--no-compile",
-            help="Compile the model's forward with torch.compile in the attacks (once per "
-            "model; falls back to eager with a warning if no compiler is available).",
-        ),
-    ] = False,
+    precision: Precision = "fp32",
+    compile_forward: Compile = False,
 ) -> None:
     """Audit a saved model on a named data set (resumes an interrupted run in --out).
 

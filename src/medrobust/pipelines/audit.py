@@ -138,8 +138,6 @@ def train_model(
         overwrite=overwrite,
         unlabelled=unlabelled,
     )
-    for warning in result.warnings:  # BatchNorm statistics, one predicted class
-        rep.say(f"warning: {warning}")
     best, card = load_checkpoint(result.best_checkpoint)
     return best, card, result
 

@@ -36,6 +36,7 @@ class SSATRecipe(AdversarialRecipe):
 
     The budget is ``eps``, or, with ``eps_min``, drawn uniformly from ``[eps_min, eps]`` once per
     step as in the reference code (``U(0.001, 0.003)`` on ``[0, 1]``, the default here).
+    Class weights (``TrainConfig.class_weights``) weight the supervised cross-entropy only.
 
     Args:
         eps: Budget (the upper end of the range when ``eps_min`` is set).

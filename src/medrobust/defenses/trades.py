@@ -57,7 +57,8 @@ class TRADESRecipe(AdversarialRecipe):
     The inner maximisation is the engine's PGD on :class:`CleanKL` (the clean prediction taken in
     eval mode, as the attack runs in eval mode), from a uniformly random start in the ball (the
     reference code starts from ``x + 0.001 * N(0, 1)``). The outer KL uses the training-mode
-    clean prediction, as in the reference code.
+    clean prediction, as in the reference code. Class weights (``TrainConfig.class_weights``)
+    weight the natural cross-entropy only; the KL term is unweighted.
 
     Args:
         eps: Training budget.

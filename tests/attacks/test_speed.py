@@ -382,3 +382,20 @@ def test_attack_speed_context_applies_to_attacks_left_at_defaults() -> None:
     spy.inner.clear()
     create_attack("pgd", eps=EPS, steps=2)(model, x, y)
     assert set(spy.inner) == {torch.float32} and current_speed().is_default
+
+
+def test_apgd_sync_every_does_not_change_results() -> None:
+    from medrobust.attacks import APGD
+
+    model = tiny_cnn()
+    x, y = batch(24)
+    outs = []
+    for every in (1, 4, 100):
+        attack = APGD(objective=CrossEntropy(), eps=12 / 255, steps=12, seed=2)
+        attack.sync_every = every
+        outs.append(attack(model, x, y))
+    assert 0 < int(outs[0].success.sum()) < 24
+    for other in outs[1:]:
+        assert torch.equal(other.x_adv, outs[0].x_adv)
+        assert torch.equal(other.success, outs[0].success)
+        assert torch.equal(other.steps, outs[0].steps)

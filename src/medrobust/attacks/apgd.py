@@ -66,6 +66,11 @@ class APGD(Attack):
     """
 
     engine = "apgd"
+    #: Steps between host round trips (batch compaction under ``early_stop``); None: every
+    #: step on the CPU and every 5 steps on an accelerator. The result does not depend on it:
+    #: a sample that succeeds is frozen (no longer offered, its steps no longer counted) until
+    #: the next compaction drops it.
+    sync_every: int | None = None
 
     def __init__(
         self,
@@ -104,18 +109,24 @@ class APGD(Attack):
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
         gen = make_generator(self.seed, run.x.device)
         checkpoints = set(apgd_checkpoints(self.steps))
+        every = self.sync_every or (1 if run.x.device.type == "cpu" else 5)
+        _check_positive("sync_every", every, integer=True)
         for _ in range(self.restarts):
             idx = (~run.best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            self._one_run(run, idx, gen, checkpoints)
+            self._one_run(run, idx, gen, (checkpoints, every))
         return None
 
     def _one_run(
-        self, run: Run, idx: torch.Tensor, gen: torch.Generator, checkpoints: set[int]
+        self, run: Run, idx: torch.Tensor, gen: torch.Generator, sched: tuple[set[int], int]
     ) -> None:
-        """One APGD run on rows ``idx``: momentum steps and the checkpoint rule (one cohesive
-        algorithm, kept in one function)."""
+        """One APGD run on rows ``idx``: momentum steps and the checkpoint rule.
+
+        Cohesive algorithm: kept in one function. ``sched`` is ``(checkpoints, every)``: the
+        checkpoint iterations and the steps between batch compactions (host round trips).
+        """
+        checkpoints, every = sched
         model, x, target, threat, region, best = run.unpack()
         x0, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
         view = (-1,) + (1,) * (x.ndim - 1)
@@ -137,18 +148,21 @@ class APGD(Attack):
             "eta_ck": torch.full((idx.numel(),), 2 * threat.eps, device=x.device, dtype=x.dtype),
             "fmax_ck": out.loss.detach().clone(),
             "idx": idx,
+            "active": torch.ones(idx.numel(), dtype=torch.bool, device=x.device),
         }
         last_ck = 0
         for k in range(self.steps):
             if self.early_stop:
-                keep = ~out.success
-                if not bool(keep.any()):
-                    return
-                if not bool(keep.all()):
-                    rows = keep.nonzero().flatten()
-                    s = {key: v[keep] for key, v in s.items()}
-                    ta = index_target(ta, rows)
-                    ra = ra if ra is None or ra.shape[0] == 1 else ra[keep]
+                s["active"] = s["active"] & ~out.success
+                if k % every == 0:
+                    keep = s["active"]
+                    if not bool(keep.any()):
+                        return
+                    if not bool(keep.all()):
+                        rows = keep.nonzero().flatten()
+                        s = {key: v[rows] for key, v in s.items()}
+                        ta = index_target(ta, rows)
+                        ra = ra if ra is None or ra.shape[0] == 1 else ra[rows]
             eta = s["eta"].view(view)
             z = threat.project(s["x0"], s["d"] + eta * threat.ascent_direction(s["g"], ra), ra)
             if k == 0:
@@ -160,8 +174,8 @@ class APGD(Attack):
                 )
             out, g_new = self.evaluate(model, s["x0"] + d_new, ta, grad=k < self.steps - 1)
             g = g_new if g_new is not None else torch.zeros_like(d_new)
-            best.update(s["idx"], s["x0"] + d_new, out)
-            best.steps[s["idx"]] += 1
+            best.update(s["idx"], s["x0"] + d_new, out, offer=s["active"])
+            best.steps[s["idx"]] += s["active"].long()
             f_new = out.loss.detach()
             s["count"] += (f_new > s["f"]).float()
             improved = f_new > s["f_max"]

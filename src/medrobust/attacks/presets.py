@@ -126,6 +126,7 @@ def preset_keywords(
             names.append("objective")
         for cls in objectives.classes():
             names.extend(n for n in _parameters(cls) if n not in names)
+    names.extend(SPEED_KEYWORDS)
     return [n for n in names if n not in set(fixed)]
 
 
@@ -147,6 +148,8 @@ def _signature(
         merged = {}
     params = []
     for n in keywords:
+        if n in SPEED_KEYWORDS:
+            continue
         p = known[n]
         default = merged.get(n, p.default)
         params.append(
@@ -222,7 +225,7 @@ def register_attack(
         keywords = preset_keywords(engine, objectives, fixed)
 
         def factory(**kw: Any) -> Attack:
-            check_keywords("attack", name, [*keywords, *SPEED_KEYWORDS], kw)
+            check_keywords("attack", name, keywords, kw)
             speed = {k: kw.pop(k) for k in SPEED_KEYWORDS if k in kw}
             attack = build_attack(name, engine, objectives, fn(dict(kw)))
             return attack.set_speed(**speed) if speed else attack

@@ -103,8 +103,10 @@ def plan_split(
             logger.warning(
                 "only %d subject(s) for %d splits: each volume is cut into contiguous blocks "
                 "(train, val, test) instead, so the splits share the patient and scores are "
-                "optimistic; give more volumes (or split_by='subject') for an honest split",
+                "optimistic; give at least %d subjects for a split by subject (split_by='within' "
+                "chooses this cut explicitly, without this warning)",
                 len(groups),
+                needed,
                 needed,
             )
         return SplitPlan(everything, True, fr)

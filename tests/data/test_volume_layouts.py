@@ -217,3 +217,59 @@ def test_class_names_as_text(tmp_path: Path) -> None:
         "liver",
         "tumour",
     ]
+
+
+def _seg_sources(folder: Path, hu: np.ndarray) -> list:
+    """CT slices with the patient and study tags a DICOM-SEG needs, written with pydicom."""
+    import pydicom
+
+    out = []
+    for z in range(hu.shape[0]):
+        path = folder / f"{z}.dcm"
+        write_ct(path, hu[z], z=2.0 * z, instance=z + 1)
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "p1", "Doe^J", "", ""
+        ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber = "1.2.826.0.1.3", "1", ""
+        ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "", "", ""
+        ds.FrameOfReferenceUID, ds.SeriesNumber, ds.SliceThickness = "1.2.826.0.1.9", 1, 2.0
+        ds.save_as(path, enforce_file_format=True)
+        out.append(ds)
+    return out
+
+
+def test_a_dicom_seg_label_on_a_dicom_series(tmp_path: Path) -> None:
+    hd = pytest.importorskip("highdicom", reason="DICOM-SEG labels need the dicom-seg extra")
+    from pydicom.sr.codedict import codes
+
+    hu = np.full((4, 8, 9), -100.0)
+    hu[1:3, 2:5, 5:8] = 300.0  # slices 0 and 3 hold no lesion: the SEG omits those frames
+    sources = _seg_sources(tmp_path / "images" / "ct1", hu)
+    desc = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="lesion",
+        segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type="MANUAL",
+    )
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=(hu > 0).astype(np.uint8),
+        segmentation_type="BINARY",
+        segment_descriptions=[desc],
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    (tmp_path / "labels").mkdir()
+    seg.save_as(tmp_path / "labels" / "ct1.dcm")
+    ds = NiftiSegmentation("all", root=tmp_path, window="-200,400", class_names="bg,lesion")
+    image, mask = ds[0]["image"][0], ds[0]["mask"]
+    assert image.shape == mask.shape == (9, 8, 4) and int(mask.sum()) == 2 * 3 * 3
+    # placed on the image grid: the label covers exactly the bright voxels
+    assert torch.allclose(image[mask == 1], torch.tensor(5 / 6))
+    assert torch.allclose(image[mask == 0], torch.tensor(1 / 6))

@@ -37,6 +37,7 @@ from medrobust.data.volume_io import (
     Volume,
     display_slice,
     display_spacing,
+    is_dicom_seg,
     is_nifti,
     load_volume,
     read_label_map,
@@ -339,7 +340,11 @@ class NiftiSegmentation(MedicalDataset):
         plan, seed = sampling
         max_label, infos = 0, []  # type: tuple[int, list[Volume]]
         for i, case in enumerate(cases):
-            lab, info = read_label_map(case.label)
+            grid = None
+            if is_dicom_seg(case.label):  # a DICOM-SEG may cover only some of the slices
+                image = load_volume(case.image, **self._read)  # type: ignore[arg-type]
+                grid = (image.data.shape[:3], image.affine)
+            lab, info = read_label_map(case.label, grid)
             if shapes[i] is not None and shapes[i] != lab.shape:
                 raise ValueError(
                     f"image {case.image.name} has shape {shapes[i]} but label map "
@@ -424,7 +429,7 @@ class NiftiSegmentation(MedicalDataset):
             return self._cache[v]
         img_path, lab_path = self.pairs[v]
         vol = load_volume(img_path, **self._read)  # type: ignore[arg-type]
-        label, _ = read_label_map(lab_path)
+        label, _ = read_label_map(lab_path, (vol.data.shape[:3], vol.affine))
         data = vol.data if vol.data.ndim == 4 else vol.data[..., None]
         if data.shape[:3] != label.shape:
             raise ValueError(

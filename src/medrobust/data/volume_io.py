@@ -13,6 +13,9 @@ their voxel spacing in millimetres, and 4-D inputs handled only on request.
   slices sorted by position, rescale slope/intercept applied); their affine comes from
   ``ImagePositionPatient``/``ImageOrientationPatient``, so a NIfTI label map drawn on the same
   grid lines up after both are reoriented.
+* A DICOM-SEG label object is read with highdicom (optional: ``medrobust[dicom-seg]``); its
+  segment numbers are the labels, and a SEG that omits empty frames is placed back on the
+  image's grid.
 
 References:
     Cox et al., "A (sort of) new image data format standard: NIfTI-1", NeuroImage 22, 2004;
@@ -35,6 +38,7 @@ __all__ = [
     "display_slice",
     "display_spacing",
     "is_dicom_path",
+    "is_dicom_seg",
     "is_nifti",
     "load_volume",
     "read_label_map",
@@ -60,6 +64,46 @@ def stem(path: Path) -> str:
         if path.name.endswith(ext):
             return path.name[: -len(ext)]
     return path.stem if path.is_file() else path.name
+
+
+#: SOP class of DICOM Segmentation objects (DICOM-SEG).
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def is_dicom_seg(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Segmentation object (read from its header only)."""
+    if not path.is_file() or is_nifti(path):
+        return False
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError):
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEGMENTATION_STORAGE
+
+
+def _read_seg(path: Path) -> Any:
+    """A DICOM-SEG as a nibabel image of its segment numbers (RAS affine), via highdicom."""
+    import nibabel as nib
+
+    try:
+        import highdicom as hd
+    except ImportError as err:
+        raise ImportError(
+            f"{path} is a DICOM-SEG; reading it needs highdicom: pip install "
+            "'medrobust[dicom-seg]' (or pip install highdicom)"
+        ) from err
+    try:
+        seg = hd.seg.segread(str(path))
+        vol = seg.get_volume(combine_segments=True, relabel=False)
+    except Exception as err:  # highdicom raises many types for unusual objects
+        raise ValueError(f"cannot read the DICOM-SEG {path} with highdicom: {err}") from err
+    # highdicom's axes are (slice, row, column) in LPS; ours (column, row, slice) in RAS
+    affine = np.asarray(vol.affine, dtype=np.float64)[:, [2, 1, 0, 3]]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+    return nib.Nifti1Image(np.ascontiguousarray(np.asarray(vol.array).transpose(2, 1, 0)), ras)
 
 
 @dataclass(frozen=True)
@@ -144,7 +188,10 @@ def load_volume(
     if not p.exists():
         raise FileNotFoundError(f"volume not found: {p}")
     modality = ""
-    if is_dicom_path(p) and not is_nifti(p):
+    if is_dicom_seg(p):
+        img: Any = _read_seg(p)
+        modality = "SEG"
+    elif is_dicom_path(p) and not is_nifti(p):
         from medrobust.data.dicom import read_dicom
 
         dcm = read_dicom(p)
@@ -154,7 +201,7 @@ def load_volume(
                 "is unknown, so a label map cannot be lined up with it"
             )
         arr = dcm.data[None] if dcm.data.ndim == 2 else dcm.data
-        img: Any = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), dcm.affine)
+        img = nib.Nifti1Image(np.ascontiguousarray(arr.transpose(2, 1, 0)), dcm.affine)
         modality = dcm.modality
     else:
         try:
@@ -174,11 +221,45 @@ def load_volume(
     return Volume(data, affine, spacing, source, modality)
 
 
-def read_label_map(path: Path) -> tuple[npt.NDArray[np.int64], Volume]:
+def _on_grid(
+    data: npt.NDArray[Any], vol: Volume, grid: tuple[tuple[int, ...], npt.NDArray[np.float64]]
+) -> npt.NDArray[Any]:
+    """Place a label block (a DICOM-SEG that omits empty frames covers fewer slices) into the
+    image grid ``(shape, affine)``; both must share orientation and spacing."""
+    shape, affine = grid
+    if tuple(data.shape) == tuple(shape) and np.allclose(vol.affine, affine, atol=1e-3):
+        return data
+    if not np.allclose(vol.affine[:3, :3], affine[:3, :3], atol=1e-3):
+        raise ValueError(
+            "the label map's voxel axes or spacing differ from the image's; expected a label "
+            "map on the image grid"
+        )
+    offset = np.linalg.solve(affine[:3, :3], vol.affine[:3, 3] - affine[:3, 3])
+    start = np.rint(offset).astype(int)
+    stop = start + np.asarray(data.shape)
+    if np.abs(offset - start).max() > 1e-2 or (start < 0).any() or (stop > np.asarray(shape)).any():
+        raise ValueError(
+            f"the label map (shape {data.shape}, at voxel {offset.round(2).tolist()} of the "
+            f"image) does not lie on the image grid of shape {tuple(shape)}"
+        )
+    out = np.zeros(shape, dtype=data.dtype)
+    out[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = data
+    return out
+
+
+def read_label_map(
+    path: Path, grid: tuple[tuple[int, ...], npt.NDArray[np.float64]] | None = None
+) -> tuple[npt.NDArray[np.int64], Volume]:
     """A label map in RAS orientation, checked: non-negative integers, 3-D.
 
+    Args:
+        path: A NIfTI label map, or a DICOM-SEG (read with highdicom: segment numbers become
+            the labels).
+        grid: ``(shape, affine)`` of the image in RAS: a DICOM-SEG covering only some slices
+            is placed into it.
+
     Raises:
-        ValueError: For non-integer, negative or non-3-D labels.
+        ValueError: For non-integer, negative or non-3-D labels, or a DICOM-SEG off the grid.
     """
     vol = load_volume(path)
     data = vol.data
@@ -192,6 +273,8 @@ def read_label_map(path: Path) -> tuple[npt.NDArray[np.int64], Volume]:
     out = data.astype(np.int64)
     if out.size and out.min() < 0:
         raise ValueError(f"label map {path.name} holds negative labels (min {out.min()})")
+    if grid is not None and vol.modality == "SEG":
+        out = _on_grid(out, vol, grid)
     return out, vol
 
 

@@ -6,7 +6,8 @@
   ``{"background": 0, "liver": 1}``), ``modality`` (or ``channel_names``) names the input
   channels, ``numTraining`` counts the pairs and ``test`` lists unlabelled images.
 * **Folders**: ``imagesTr/`` + ``labelsTr/`` or ``images/`` + ``labels/``, paired by name;
-  an image may be a NIfTI file, a ``.dcm`` file or a DICOM series folder, a label a NIfTI file.
+  an image may be a NIfTI file, a ``.dcm`` file or a DICOM series folder, a label a NIfTI file
+  or a DICOM-SEG ``.dcm`` (read with highdicom, an optional dependency).
 * **CSV manifest**: columns ``image,label`` and optionally ``subject`` (several volumes of one
   patient share a subject and are never split apart); paths relative to the CSV's folder.
 * **Lists**: ``images=[...]``, ``labels=[...]`` paired in order.
@@ -39,7 +40,7 @@ class VolumeCase:
 
     Attributes:
         image: NIfTI file, ``.dcm`` file or DICOM series folder.
-        label: NIfTI label map on the image's grid.
+        label: NIfTI label map (or DICOM-SEG) on the image's grid.
         subject: Patient the volume belongs to (volumes of one subject stay in one split).
     """
 
@@ -98,7 +99,11 @@ def find_pairs(root: str | os.PathLike[str]) -> list[VolumeCase]:
             "(nor a dataset.json)"
         )
     images = {stem(p): p for p in (base / img_dir).iterdir() if _entry(p)}
-    labels = {stem(p): p for p in (base / lab_dir).iterdir() if is_nifti(p)}
+    labels = {
+        stem(p): p
+        for p in (base / lab_dir).iterdir()
+        if is_nifti(p) or (p.is_file() and p.suffix.lower() == ".dcm")  # NIfTI or DICOM-SEG
+    }
     if not images:
         raise ValueError(f"no NIfTI images, .dcm files or DICOM series in {base / img_dir}")
     missing = sorted(set(images) - set(labels))

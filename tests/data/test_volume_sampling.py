@@ -84,6 +84,9 @@ def test_balanced_patches_find_a_small_structure_random_ones_rarely_do(tmp_path:
     bal = NiftiSegmentation("all", sampling="balanced", **kw)
     rnd = NiftiSegmentation("all", sampling="random", **kw)
     assert len(bal) == 40 and bal.spatial_dims == 3 and bal[0]["image"].shape == (1, 4, 4, 4)
+    assert (
+        bal.patch_size == (4, 4, 4) and NiftiSegmentation("all", root=tmp_path).patch_size is None
+    )
     fg_bal = [int(bal[i]["label"]) for i in range(40)]
     fg_rnd = [int(rnd[i]["label"]) for i in range(40)]
     assert fg_bal[0::2] == [1] * 20  # every foreground-centred patch holds the structure

@@ -237,6 +237,8 @@ class NiftiSegmentation(MedicalDataset):
             the volumes of the split differ (see ``spacings``).
         spacings: RAS ``(x, y, z)`` spacing in mm of every volume of the split.
         orientation: ``"RAS"`` (every volume is reoriented to it).
+        patch_size: ``(x, y, z)`` of the patches in patch mode, else None (a model trained on
+            patches and run on whole volumes can be told apart).
         source_orientations: The stored axis codes of every volume (e.g. ``"LPS"``).
         split_within: True when the split is a block of every volume (too few subjects).
         test_images: A Decathlon's unlabelled ``test`` images (not part of any split).
@@ -275,6 +277,7 @@ class NiftiSegmentation(MedicalDataset):
         self.opts = _check_options(mode, options)
         self.mode, self.axis, self.pad_multiple = mode, self.opts.axis, self.opts.pad_multiple
         self.spatial_dims = 2 if mode == "slice" else 3
+        self.patch_size = self.opts.patch if mode == "patch" else None
         self.window = parse_window(window) or DEFAULT_WINDOW
         self.intensity = {"window": self.window.to_dict()}
         layout = self._layout(root, images, labels, manifest)

@@ -159,7 +159,12 @@ def test_region_limits_perturbation(name: str, spatial_dims: int) -> None:
     res = make(name)(model, x, y, region=region)  # type: ignore[operator]
     outside = (res.x_adv - x) * (1 - region)
     assert float(outside.abs().max()) == 0.0
-    assert float(((res.x_adv - x) * region).abs().max()) > 0.0
+    if float(((res.x_adv - x) * region).abs().max()) == 0.0:
+        # only a minimal attack whose best iterate is the clean input even without a region
+        # (asma-paper: raw tau = 1e-7 moves a tiny model's input by less than float precision
+        # in a few steps) may return no perturbation
+        free = make(name)(model, x, y)  # type: ignore[operator]
+        assert attack_kind(name) == "minimal" and float(free.l2.max()) == 0.0
 
 
 @pytest.mark.parametrize("name", SEG)

@@ -96,7 +96,7 @@ def test_asma_first_step_uses_tau_and_zero_gradient_on_matching_pixels() -> None
     x = image([[0.30, 0.80], [0.20, 0.70]])
     target = torch.tensor([[[1, 1], [0, 0]]])
     tau, beta = 0.1, 0.05
-    attack = ASMA(steps=1, tau=tau, beta=beta, normalize=None)
+    attack = ASMA(steps=1, refine=0, tau=tau, beta=beta, normalize=None)
     res = attack(model, x, target)
     # x1 = x0 + rho_0 * grad J: grad of the target logit (w_1 = 4, w_0 = -4) where the pixel
     # disagrees with the target, zero where it already agrees; the distance term is 0 at x0
@@ -113,12 +113,12 @@ def test_asma_multiplier_follows_iou() -> None:
     x = image([[0.30, 0.40], [0.20, 0.10]])
     target = torch.tensor([[[1, 1], [0, 0]]])
     # too small a step: nothing flips, IoU stays 0 and rho_1 = tau
-    res = ASMA(steps=1, tau=1e-3, beta=0.5, normalize=None)(model, x, target)
+    res = ASMA(steps=1, refine=0, tau=1e-3, beta=0.5, normalize=None)(model, x, target)
     assert float(res.extra["multiplier"][0]) == pytest.approx(1e-3)
     assert float(res.extra["target_iou"][0]) == 0.0
     # a step that flips the first pixel only: IoU = 1/2, rho_1 = beta / 2 + tau
     x2 = image([[0.45, 0.10], [0.20, 0.10]])
-    res2 = ASMA(steps=1, tau=0.02, beta=0.5, normalize=None)(model, x2, target)
+    res2 = ASMA(steps=1, refine=0, tau=0.02, beta=0.5, normalize=None)(model, x2, target)
     assert float(res2.extra["target_iou"][0]) == pytest.approx(0.5)
     assert float(res2.extra["multiplier"][0]) == pytest.approx(0.02 + 0.25)
 
@@ -128,7 +128,7 @@ def test_asma_multiplier_per_sample_in_a_batch() -> None:
     x = torch.cat([image([[0.30, 0.80]]), image([[0.30, 0.80]])])
     target = torch.tensor([[[1, 1]], [[1, 1]]])
     x[1, 0, 0, 0] = 0.05  # the second sample is too far from the boundary for one step
-    res = ASMA(steps=1, tau=0.1, beta=0.05, normalize=None)(model, x, target)
+    res = ASMA(steps=1, refine=0, tau=0.1, beta=0.05, normalize=None)(model, x, target)
     assert res.success.tolist() == [True, False]
     # sample 0: IoU 1 -> tau + beta; sample 1: only its second pixel agrees, IoU 1/2
     torch.testing.assert_close(res.extra["multiplier"], torch.tensor([0.15, 0.125]))
@@ -158,15 +158,15 @@ def test_asma_normalized_step_has_multiplier_norm() -> None:
     model = pixel_model()
     x = image([[0.30, 0.45], [0.20, 0.70]])
     target = torch.tensor([[[1, 1], [0, 0]]])
-    res = ASMA(steps=1, tau=0.01, beta=0.0, normalize="linf")(model, x, target)
+    res = ASMA(steps=1, refine=0, tau=0.01, beta=0.0, normalize="linf")(model, x, target)
     # a step of Linf norm 0.01 flips no pixel (0.45 + 0.01 < 0.5): with equal agreement the
     # smaller perturbation, the clean input, is kept
     assert torch.equal(res.x_adv, x)
-    res = ASMA(steps=1, tau=0.06, beta=0.0, normalize="linf")(model, x, target)
+    res = ASMA(steps=1, refine=0, tau=0.06, beta=0.0, normalize="linf")(model, x, target)
     assert float((res.x_adv - x).abs().max()) == pytest.approx(0.06)
     # L2: the step (norm 0.12) spreads over the three disagreeing pixels, 0.069 each, enough
     # to flip the pixel at 0.45
-    res = ASMA(steps=1, tau=0.12, beta=0.0, normalize="l2")(model, x, target)
+    res = ASMA(steps=1, refine=0, tau=0.12, beta=0.0, normalize="l2")(model, x, target)
     assert float((res.x_adv - x).norm()) == pytest.approx(0.12, rel=1e-5)
 
 
@@ -186,6 +186,40 @@ def test_asma_paper_defaults() -> None:
     b = create_attack("asma")
     tau, beta = b.multipliers(model, image([[0.5]]))  # type: ignore[attr-defined]
     assert tau == pytest.approx(1 / 255) and beta == pytest.approx(4 / 255)
+    # the paper's setting as a preset (Ozbulak et al.'s main.py), beside the tuned default
+    paper = create_attack("asma-paper").config()
+    assert paper["name"] == "asma-paper" and paper["normalize"] is None
+    assert (paper["tau"], paper["beta"], paper["steps"]) == (1e-7, 1e-6, 2501)
+    assert paper["early_stop"] is False and paper["refine"] == 0
+    tuned = b.config()
+    assert tuned["early_stop"] is True and tuned["refine"] > 0
+
+
+def test_asma_refine_shrinks_to_the_smallest_successful_scale() -> None:
+    model = pixel_model()
+    # one pixel at 0.40 must cross 0.5: a Linf-normalised step of 0.3 overshoots to 0.70
+    x = image([[0.40, 0.80]])
+    target = torch.ones(1, 1, 2, dtype=torch.long)
+    raw = ASMA(steps=1, refine=0, tau=0.3, beta=0.0)(model, x, target)
+    assert bool(raw.success[0]) and float(raw.linf[0]) == pytest.approx(0.3)
+    res = ASMA(steps=1, refine=10, tau=0.3, beta=0.0)(model, x, target)
+    assert bool(res.success[0]) and torch.equal(res.pred_adv, target)
+    # the smallest alpha with 0.40 + 0.3 alpha > 0.5 is 1/3; bisection finds it to 2**-10
+    assert 0.1 < float(res.linf[0]) <= 0.1 + 0.3 / 2**10 + 1e-6
+    assert float(res.extra["pixel_success"][0]) == 1.0
+    # a failed sample is returned as found (nothing to shrink toward)
+    far = ASMA(steps=1, refine=10, tau=0.01, beta=0.0)(model, image([[0.10, 0.80]]), target)
+    assert not bool(far.success[0])
+
+
+def test_targeted_extras_report_pixel_success() -> None:
+    model = pixel_model()
+    # three pixels differ from the target at x0; a step of 0.06 flips only the one at 0.45
+    x = image([[0.30, 0.45], [0.20, 0.70]])
+    target = torch.tensor([[[1, 1], [1, 1]]])
+    res = DAG(steps=1, gamma=0.06, direction="sign")(model, x, target)
+    assert float(res.extra["pixel_success"][0]) == pytest.approx(1 / 3)
+    assert float(res.extra["pixel_accuracy"][0]) == pytest.approx(2 / 4)
 
 
 # ------------------------------------------------------------------------------- DAG
@@ -342,3 +376,41 @@ def test_class_argmax_matches_torch_argmax_with_ties() -> None:
     assert torch.equal(class_argmax(z), z.argmax(1))
     z3 = torch.randn(1, 5, 3, 4, 2, generator=g)
     assert torch.equal(class_argmax(z3), z3.argmax(1))
+
+
+class PixelBands(nn.Module):
+    """A 4-class per-pixel model: ``z_k = -g (x - c_k)^2 / 0.01`` with class centres
+    ``c = (0.125, 0.375, 0.625, 0.875)`` (boundaries at 0.25, 0.5, 0.75) and a gain ``g`` that
+    varies over the image from 0.05 to 1, so the gradients of DAG's loss differ 20-fold."""
+
+    def __init__(self, gain: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("centres", torch.tensor([0.125, 0.375, 0.625, 0.875]).view(1, 4, 1, 1))
+        self.register_buffer("gain", gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.gain * (x - self.centres) ** 2 / 0.01
+
+
+def test_dag_reaches_multiclass_targets_with_a_small_perturbation() -> None:
+    """Every pixel lies 0.03 from a class boundary and its target is the class across it: the
+    minimal Linf perturbation is 0.03. The tuned DAG (sign steps, shrinking) reaches every
+    target pixel with an Linf close to that; Xie et al.'s gradient scaled to Linf norm gamma
+    moves the low-gain pixels 20 times slower and leaves many unflipped in as many steps."""
+    side = 8
+    gain = torch.linspace(0.05, 1.0, side * side).view(1, 1, side, side)
+    model = ModelAdapter(PixelBands(gain), num_classes=4, task="segmentation").eval()
+    g = torch.Generator().manual_seed(0)
+    boundary = torch.tensor([0.25, 0.5, 0.75])[torch.randint(0, 3, (2, side, side), generator=g)]
+    below = torch.rand((2, side, side), generator=g) < 0.5
+    x = torch.where(below, boundary - 0.03, boundary + 0.03).unsqueeze(1)
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+    target = torch.where(below, clean + 1, clean - 1)  # the class across the nearest boundary
+    res = create_attack("dag", steps=60)(model, x, target)
+    assert res.success.all()
+    assert float(res.extra["pixel_success"].min()) >= 0.99
+    assert float(res.linf.max()) <= 0.035
+    assert int(res.steps.max()) <= 20  # 0.03 / (0.5/255) = 15.3 sign steps
+    old = create_attack("dag", steps=60, direction="scaled", refine=0)(model, x, target)
+    assert int(old.steps.min()) > 2 * int(res.steps.max())

@@ -43,7 +43,7 @@ def test_kinds_of_the_classification_presets() -> None:
         "apgd-dlr",
         "jsma",
     }
-    assert set(list_attacks(tag="minimal")) == {"cw", "deepfool", "asma", "dag"}
+    assert set(list_attacks(tag="minimal")) == {"cw", "deepfool", "asma", "asma-paper", "dag"}
     assert [n for n in list_attacks(tag="black-box") if attack_task(n) == "classification"] == [
         "square"
     ]

@@ -29,11 +29,22 @@ class DAG(SegmentationAttack):
     steps, early stop; batched.
 
     Each iteration takes the gradient ``r_m`` of :class:`DAGLoss` over the active set (pixels
-    whose prediction differs from the target), normalises it per sample to norm ``gamma``
-    (``norm="linf"``: Xie et al.; ``"l2"``: the CAMP implementation) and adds it to the input,
-    which is then clipped to the bounds (and, with ``eps``, projected onto that ball). A sample
-    stops when fewer than ``1 - success_fraction`` of its initially wrong pixels remain (with
-    ``success_fraction=1``: once every target pixel is flipped) or its gradient vanishes.
+    whose prediction differs from the target) and adds a step of norm ``gamma`` to the input,
+    which is then clipped to the bounds (and, with ``eps``, projected onto that ball). The step
+    is ``r_m`` scaled per sample to norm ``gamma`` (``direction="scaled"``; ``norm="linf"``:
+    Xie et al.; ``"l2"``: the CAMP implementation) or, the default, ``gamma sign(r_m)``
+    (``direction="sign"``, Linf only): the steepest Linf step, which moves every pixel with a
+    gradient by ``gamma``. Scaled to Linf norm ``gamma``, only the pixel with the largest
+    gradient moves by ``gamma`` and the others in proportion, so on multi-class tasks, where
+    gradients differ by orders of magnitude, the weak pixels barely move while the strong ones
+    pile up perturbation (on a 4-class brain UNet: target pixel accuracy 0.60-0.77 at Linf
+    0.29 after 200 steps). A sample stops when fewer than ``1 - success_fraction`` of its
+    initially wrong pixels remain (with ``success_fraction=1``: once every target pixel is
+    flipped) or its gradient vanishes; with ``refine`` (default 8), every successful
+    perturbation is then shrunk by bisection to the smallest scale that still succeeds
+    (:meth:`~medrobust.attacks.segmentation.SegmentationAttack.shrink`).
+    ``result.extra["pixel_success"]`` is the share of the initially wrong pixels that agree
+    with the target.
 
     Args:
         steps: Maximum iterations (200 in Xie et al., 20 in the CAMP code).
@@ -42,6 +53,9 @@ class DAG(SegmentationAttack):
         norm: ``"linf"`` or ``"l2"``: the norm of the step (and of ``eps``).
         eps: Optional budget (None: minimal perturbation, only the bounds constrain it).
         success_fraction: The stop rule (0.99: fewer than 1% of the target pixels remain).
+        direction: ``"sign"`` (default; under ``norm="l2"`` the scaled step is taken) or
+            ``"scaled"`` (Xie et al.'s normalised gradient).
+        refine: Bisection steps of the final shrinking (0: off, as Xie et al.).
         seed: Seed (no random numbers are drawn; kept for the common interface).
         name: Name in the result's config.
 
@@ -59,6 +73,8 @@ class DAG(SegmentationAttack):
         norm: Norm | str = Norm.LINF,
         eps: float | None = None,
         success_fraction: float = 0.99,
+        direction: str = "sign",
+        refine: int = 8,
         seed: int = 0,
         name: str = "dag",
     ) -> None:
@@ -68,12 +84,26 @@ class DAG(SegmentationAttack):
         _check_positive("steps", steps, integer=True)
         if gamma is not None:
             _check_positive("gamma", gamma)
+        key = direction.strip().lower() if isinstance(direction, str) else direction
+        if key not in ("scaled", "sign"):
+            raise ValueError(f"direction must be 'scaled' or 'sign', got {direction!r}")
+        if key == "sign" and self.norm is not Norm.LINF:
+            key = "scaled"  # the sign step is the Linf steepest step; under L2, Xie's scaling
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ValueError(f"refine must be an integer >= 0 (bisection steps), got {refine!r}")
+        self.direction = key
+        self.refine = refine
         self.steps = int(steps)
         self.gamma = None if gamma is None else float(gamma)
         self.name = name
 
     def params(self) -> dict[str, Any]:
-        return {"steps": self.steps, "gamma": self.gamma}
+        return {
+            "steps": self.steps,
+            "gamma": self.gamma,
+            "direction": self.direction,
+            "refine": self.refine,
+        }
 
     def step_norm(self, model: ModelAdapter) -> float:
         """The resolved ``gamma`` for this model's input range."""
@@ -90,7 +120,7 @@ class DAG(SegmentationAttack):
         evaluated = True
         for _ in range(self.steps):
             if idx.numel() == 0:
-                return None
+                break
             ta = index_target(target, idx)
             out, g = self.evaluate(model, xt[idx], ta, grad=True)
             best.update(idx, xt[idx], out)
@@ -105,9 +135,9 @@ class DAG(SegmentationAttack):
                 idx, g, nrm = idx[keep], g[keep], nrm[keep]
                 ra = subset_region(region, idx)
             if idx.numel() == 0:
-                return None
+                break
             x0 = x[idx]
-            step = gamma * g / nrm
+            step = gamma * (g.sign() if self.direction == "sign" else g / nrm)
             xt[idx] = x0 + threat.project(x0, xt[idx] + step - x0, ra)
             best.steps[idx] += 1
             evaluated = False
@@ -115,6 +145,7 @@ class DAG(SegmentationAttack):
             ta = index_target(target, idx)
             out, _ = self.evaluate(model, xt[idx], ta, grad=False)
             best.update(idx, xt[idx], out)
+        self.shrink(run, self.refine)
         return None
 
 
@@ -127,5 +158,6 @@ class DAG(SegmentationAttack):
     summary="DAG: targeted dense adversary generation with an active set and normalised steps",
 )
 def dag(kw: dict[str, Any]) -> dict[str, Any]:
-    """DAG (Xie et al. 2017); ``norm="l2", gamma=0.07, steps=20`` is the CAMP variant."""
+    """DAG (Xie et al. 2017) with sign steps and the final shrinking; ``direction="scaled",
+    refine=0`` is Xie et al.'s update, ``norm="l2", gamma=0.07, steps=20`` the CAMP variant."""
     return kw

@@ -35,7 +35,7 @@ import torch
 
 from medrobust.attacks.apgd import APGD
 from medrobust.attacks.engine import Attack, BestTracker, GradientAttack, Run
-from medrobust.attacks.objectives.base import ObjectiveOutput
+from medrobust.attacks.objectives.base import ObjectiveOutput, index_target
 from medrobust.attacks.objectives.segmentation import (
     PixelCrossEntropy,
     SegmentationObjective,
@@ -159,6 +159,42 @@ class SegmentationAttack(Attack):
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
         return self.tracked(run, super()._run)  # type: ignore[safe-super]
+
+    def shrink(self, run: Run, steps: int) -> None:
+        """Scale the perturbation ``delta`` of every successful sample of ``run.best`` down to
+        the smallest ``x_0 + alpha delta``, ``alpha`` in ``[0, 1]``, that still succeeds
+        (bisection over ``steps`` forward passes of the successful samples, no backward pass).
+
+        The bounds, the ball and the region are convex and contain ``x_0``, so every scaled
+        point stays inside them. For minimal-perturbation attacks, which stop at success with
+        whatever perturbation the last step left.
+
+        Args:
+            run: The attack call; its tracker is updated in place.
+            steps: Bisection steps (the fraction is found to ``2**-steps``).
+        """
+        model, x, target, _, _, best = run.unpack()
+        rows = best.success.nonzero().flatten()
+        if rows.numel() == 0 or best.pred is None or steps < 1:
+            return
+        ta = index_target(target, rows)
+        x0 = x[rows]
+        delta = best.x[rows] - x0
+        view = (-1,) + (1,) * (x.ndim - 1)
+        lo = torch.zeros(rows.numel(), dtype=x.dtype, device=x.device)
+        hi = torch.ones_like(lo)
+        pred, loss = best.pred[rows].clone(), best.loss[rows].clone()
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            out, _ = self.evaluate(model, x0 + mid.view(view) * delta, ta, grad=False)
+            ok = out.success
+            hi = torch.where(ok, mid, hi)
+            lo = torch.where(ok, lo, mid)
+            pred[ok] = out.pred[ok]
+            loss[ok] = out.loss[ok].to(loss.dtype)
+        best.x[rows] = x0 + hi.view(view) * delta
+        best.pred[rows] = pred
+        best.loss[rows] = loss
 
     @property
     def max_voxels(self) -> int | None:

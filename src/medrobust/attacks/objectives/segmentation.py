@@ -246,9 +246,9 @@ class SegmentationObjective(Objective):
     def extras(
         self, model: nn.Module, x_adv: torch.Tensor, pred_adv: torch.Tensor, target: Target
     ) -> dict[str, torch.Tensor]:
-        """``target_iou`` (targeted) or ``dice`` and ``clean_dice`` (untargeted), and
-        ``pixel_accuracy``, of the returned predictions against the (target) masks, in the
-        inputs' dtype.
+        """``target_iou`` and ``pixel_success`` (targeted, see :meth:`pixel_success`) or
+        ``dice`` and ``clean_dice`` (untargeted), and ``pixel_accuracy``, of the returned
+        predictions against the (target) masks, in the inputs' dtype.
 
         Shape:
             - pred_adv: ``(B, *spatial)``; every output ``(B,)``.
@@ -260,6 +260,7 @@ class SegmentationObjective(Objective):
         out = {}
         if self.targeted:
             out["target_iou"] = target_iou(pred_adv, mask, k).to(x_adv.dtype)
+            out["pixel_success"] = self.pixel_success(pred_adv, target).to(x_adv.dtype)
         else:
             out["dice"] = sample_dice(pred_adv, mask, k).to(x_adv.dtype)
             if isinstance(target, dict) and "clean_dice" in target:
@@ -292,6 +293,22 @@ class SegmentationObjective(Objective):
         mask = _mask_of(target)
         check_mask(mask, z.shape, "target masks" if self.targeted else "masks")
         return z, mask
+
+    def pixel_success(self, pred: torch.Tensor, target: Target) -> torch.Tensor:
+        """Targeted: the share of the pixels whose clean prediction differed from the target
+        that now agree with it (1 where none differed), what the success rule thresholds.
+
+        Shape:
+            - pred: ``(B, *spatial)``; output ``(B,)`` float64.
+        """
+        mask = _mask_of(target).to(pred.device)
+        wrong = (pred != mask).flatten(1).sum(dim=1).double()
+        if isinstance(target, dict) and "n0" in target:
+            n0 = target["n0"].to(wrong.device).double()
+        else:
+            n0 = torch.full_like(wrong, float(mask[0].numel()))
+        share = 1.0 - wrong / n0.clamp_min(1.0)
+        return torch.where(n0 > 0, share, torch.ones_like(share)).clamp(min=0.0)
 
     def success(self, pred: torch.Tensor, target: Target, num_classes: int) -> torch.Tensor:
         """Per-sample success of a prediction (see the module docstring)."""

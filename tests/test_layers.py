@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "reporting": 6,
     "pipelines": 7,
     "cli": 8,
+    "__main__": 8,  # python -m medrobust (and torchrun -m medrobust): the command
 }
 #: Layers a layer may import, where that is not simply "its own and below".
 ALLOWED: dict[int, frozenset[int]] = {6: frozenset({0, 1, 2, 6})}

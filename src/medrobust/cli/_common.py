@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from medrobust.cli._errors import EXIT_BAD_INPUT, CliError, run_app, started
+from medrobust.cli._errors import EXIT_BAD_INPUT, CliError, run_app, secondary_rank, started
 from medrobust.pipelines.locking import EVALUATION_STATE
 
 #: What an audit keeps in its run folder to continue from after an interrupt.
@@ -49,10 +49,10 @@ __all__ = [
     "started_audit",
 ]
 
-#: Progress, messages and errors (stderr).
-console = Console(stderr=True)
-#: Results (stdout).
-out_console = Console()
+#: Progress, messages and errors (stderr); silent on ranks above 0 of a torchrun launch.
+console = Console(stderr=True, quiet=secondary_rank())
+#: Results (stdout); silent on ranks above 0.
+out_console = Console(quiet=secondary_rank())
 
 
 def say(text: str) -> None:
@@ -155,6 +155,8 @@ class _Bars:
         """Draw on ``prog`` (a rich Progress)."""
         self.prog = prog
         self.tasks: dict[str, Any] = {}
+        #: The batch of the last clean or attack event (targeted events belong to it).
+        self.batch = 0
 
     def add(self, name: str, description: str, total: int | None) -> None:
         """Add the bar ``name`` (starting the display with the first bar)."""
@@ -183,21 +185,32 @@ class _Bars:
             )
 
     def on_eval(self, ev: Any) -> None:
-        """Show an evaluation event (an attack at a budget, or the sanity checks)."""
+        """Show an evaluation event (an attack at a budget, a targeted attack toward a target
+        kind, or the sanity checks); when the console is not a terminal (a log file, a CI
+        job), where the bar is not drawn, each attack also prints one plain line."""
         from medrobust._utils.format import fmt_eps
 
         prog, tasks = self.prog, self.tasks
         if "eval" not in tasks:
             self.add("eval", "evaluating", ev.n_batches)
+        if ev.stage == "clean":
+            self.batch = ev.batch
+        info = None
         if ev.stage == "attack":
-            prog.update(
-                tasks["eval"],
-                completed=ev.batch,
-                info=f"batch {ev.batch + 1}: {ev.attack} at eps={fmt_eps(ev.eps or 0)}",
-            )
+            self.batch = ev.batch
+            info = f"batch {ev.batch + 1}: {ev.attack} at eps={fmt_eps(ev.eps or 0)}"
+            prog.update(tasks["eval"], completed=ev.batch, info=info)
+        elif ev.stage == "targeted":  # a targeted attack of the current batch
+            info = f"batch {self.batch + 1}: {ev.attack} (targeted)"
+            prog.update(tasks["eval"], info=info)
         elif ev.stage == "checks":
             prog.update(
                 tasks["eval"], completed=ev.n_batches or ev.batch, info="sanity checks done"
+            )
+        if info is not None and not prog.console.is_terminal:
+            total = f"/{ev.n_batches}" if ev.n_batches and ev.stage == "attack" else ""
+            prog.console.print(
+                f"evaluating {info.replace(': ', total + ': ', 1)}", markup=False, highlight=False
             )
 
 

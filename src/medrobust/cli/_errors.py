@@ -44,7 +44,9 @@ __all__ = [
     "CliError",
     "error_line",
     "expected",
+    "join_processes",
     "run_app",
+    "secondary_rank",
     "started",
     "write_crash_log",
 ]
@@ -154,6 +156,7 @@ def run_app(app: Callable[..., Any], argv: list[str] | None) -> NoReturn:
     global _RUN
     _RUN = _Run(argv=list(sys.argv[1:] if argv is None else argv))
     try:
+        join_processes(_RUN.argv)
         app(args=_RUN.argv, prog_name="medrobust", standalone_mode=True)
     except SystemExit as exc:
         if exc.code == EXIT_INTERRUPTED or _interrupted(exc):
@@ -166,6 +169,36 @@ def run_app(app: Callable[..., Any], argv: list[str] | None) -> NoReturn:
             _crash(exc)
         _fail(EXIT_BAD_INPUT, error_line(exc, _RUN.folder))
     sys.exit(0)
+
+
+def secondary_rank() -> bool:
+    """This process is rank 1 or higher of a ``torchrun`` launch (it prints no progress or
+    results: rank 0 does); read from the environment, so it holds before any torch import."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ["RANK"]) > 0
+    except (KeyError, ValueError):
+        return False
+
+
+def join_processes(argv: list[str]) -> None:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group before the command runs
+    (``nccl`` with ``--device cuda``, else ``gloo``; see :mod:`medrobust._utils.dist`)."""
+    if os.environ.get("WORLD_SIZE", "1") in ("", "1"):
+        return
+    from medrobust._utils.dist import init_from_env
+
+    device = None
+    for i, arg in enumerate(argv):
+        if arg == "--device" and i + 1 < len(argv):
+            device = argv[i + 1]
+        elif arg.startswith("--device="):
+            device = arg.split("=", 1)[1]
+    init_from_env(device)
+    import atexit
+
+    import torch.distributed as dist
+
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
 
 
 def expected(exc: BaseException) -> bool:
@@ -359,5 +392,7 @@ def _fail(code: int, line: str) -> NoReturn:
         text = f"[yellow]interrupted[/yellow]{escape(line.removeprefix('interrupted'))}"
     else:
         text = f"[red]error:[/red] {escape(line)}"
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        text = f"rank {os.environ.get('RANK', '?')}: {text}"
     _console.print(text, soft_wrap=True, highlight=False)
     sys.exit(code)

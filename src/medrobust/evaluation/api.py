@@ -14,18 +14,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust._utils.dist import current_shard, main_first
 from medrobust._utils.examples import ExampleImages
 from medrobust._utils.format import fmt_eps
 from medrobust._version import __version__
 from medrobust.evaluation.audit import (
+    EMPTY_LOADER,
     AttackSpec,
     AuditContext,
     ProgressEvent,
     make_context,
+    pool_limit,
     run_audit,
 )
 from medrobust.evaluation.checks import run_checks
 from medrobust.evaluation.records import Records
+from medrobust.evaluation.sharding import Kept, gather_audit
 from medrobust.evaluation.tasks.base import AuditTask
 from medrobust.evaluation.tasks.classification import ClassificationTask, select_examples
 from medrobust.models.adapter import ModelAdapter, as_adapter
@@ -172,8 +176,11 @@ def audit(
     settings = {"norm": Norm.LINF, "mode": "individual", "seed": 0, "device": None,
                 "max_samples": None, **options}  # fmt: skip
     ctx = make_context(task, adapter, attacks, eps, progress=progress, **settings)
-    records, kept, pool = run_audit(ctx, loader, checkpoint)
-    checks = run_checks(ctx, records, loader) if ctx.checks else []
+    shard = current_shard()
+    records, kept, pool = run_audit(ctx, loader, checkpoint, shard=shard)
+    if shard.size > 1:
+        records, kept, pool = _join_processes(ctx, records, kept, pool)
+    checks = main_first(lambda: run_checks(ctx, records, loader)) if ctx.checks else []
     if progress:
         progress(ProgressEvent("checks", records.batches_done, None, records.n))
     examples = (
@@ -195,6 +202,7 @@ def audit(
         "total_s": time.perf_counter() - t_start,
         "attack_s": sum(c.time_s for row in records.cells for c in row),
     }
+    metrics["world_size"] = shard.size
     adversarial = {
         fmt_eps(ctx.budgets[i]): {
             k: (torch.cat(v) if v else torch.empty(0)) for k, v in kept[i].items()
@@ -202,6 +210,21 @@ def audit(
         for i in range(len(ctx.budgets))
     }
     return EvaluationResult(metrics, examples, adversarial, ctx.config, records)
+
+
+def _join_processes(
+    ctx: AuditContext, records: Records, kept: Kept, pool: list[dict[str, Any]]
+) -> tuple[Records, Kept, list[dict[str, Any]]]:
+    """Every process's share of the audit, joined on every process (see
+    :mod:`medrobust.evaluation.sharding`)."""
+    records, kept, pool, artifacts = gather_audit(
+        records, kept, pool, ctx.task.artifacts(),
+        keep_adversarial=ctx.keep_adversarial, pool_limit=pool_limit(ctx),
+    )  # fmt: skip
+    if records.n == 0:
+        raise ValueError(EMPTY_LOADER)
+    ctx.task.merge_artifacts(artifacts)
+    return records, kept, pool
 
 
 def _example_rows(examples: Sequence[ExampleImages]) -> list[dict[str, Any]]:

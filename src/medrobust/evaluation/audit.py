@@ -21,8 +21,6 @@ References:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -35,12 +33,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from medrobust._utils.io import atomic_torch_save
+from medrobust._utils.dist import Shard, current_shard, rank_path
 from medrobust._utils.validate import parse_budgets
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import ATTACKS
-from medrobust.evaluation.artifacts import from_state, to_state
 from medrobust.evaluation.records import CellRecord, Records
+from medrobust.evaluation.sharding import plan_batches
+from medrobust.evaluation.state import load_state, save_state
 from medrobust.evaluation.tasks.base import AuditTask, Batch, CleanOutcome
 from medrobust.metrics import psnr, ssim_or_nan
 from medrobust.models.adapter import ModelAdapter
@@ -257,24 +256,30 @@ def run_audit(
     ctx: AuditContext,
     loader: Iterable[Any],
     checkpoint: str | os.PathLike[str] | None = None,
+    *,
+    shard: Shard | None = None,
 ) -> tuple[Records, dict[int, dict[str, list[torch.Tensor]]], list[dict[str, Any]]]:
-    """Run the loop over ``loader``: per-sample records, worst-case adversarial examples per
-    budget and an example pool for the report.
+    """Run the loop over this process's batches of ``loader``: per-sample records, worst-case
+    adversarial examples per budget and an example pool for the report.
 
     Args:
         ctx: From :func:`make_context`.
-        loader: Batches in a fixed order if ``checkpoint`` is used.
+        loader: Batches in a fixed order if ``checkpoint`` is used or processes share it.
         checkpoint: A file where records are saved after each batch; an existing checkpoint of
-            the same configuration is resumed.
+            the same configuration is resumed (one file per process, see
+            :func:`medrobust._utils.dist.rank_path`).
+        shard: This process's share (default: from ``torch.distributed``, the whole loader in a
+            single process); see :mod:`medrobust.evaluation.sharding`.
 
     Returns:
-        ``(records, kept, example_pool)``.
+        ``(records, kept, example_pool)`` of this process's batches.
 
     Raises:
-        ValueError: For an empty loader, a batch that does not fit the model, or a checkpoint
-            of another configuration.
+        ValueError: For an empty loader (single process), a batch that does not fit the model,
+            or a checkpoint of another configuration.
     """
-    ckpt = Path(checkpoint) if checkpoint is not None else None
+    shard = shard or current_shard()
+    ckpt = rank_path(Path(checkpoint), shard) if checkpoint is not None else None
     loaded = load_state(ckpt, ctx.config) if ckpt is not None else None
     kept: dict[int, dict[str, list[torch.Tensor]]] = {
         i: {"x_adv": [], "index": [], "label": [], "adv_pred": [], "attack": []}
@@ -288,32 +293,30 @@ def run_audit(
         kept = artifacts.get("kept", kept)
         pool = artifacts.get("pool", pool)
         ctx.task.restore_artifacts(artifacts.get("task", {}))
-    n_batches = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    plan = plan_batches(loader, ctx.task.read_batch, shard, ctx.max_samples, records.done)
     with eval_mode(ctx.adapter):
-        for b_idx, raw in enumerate(loader):
-            if ctx.max_samples is not None and records.n >= ctx.max_samples:
-                break
-            if b_idx < records.batches_done:
-                continue
-            batch = ctx.task.read_batch(raw)
-            if ctx.max_samples is not None:
-                batch = batch.take(ctx.max_samples - records.n)
-            batch = batch.to(ctx.device)
-            batch.index = torch.arange(records.n, records.n + len(batch))
+        for item in plan:
+            batch = item.batch.to(ctx.device)
+            batch.index = torch.arange(item.offset, item.offset + len(batch))
             ctx.task.check(ctx.adapter, batch)
             if ctx.progress:
-                ctx.progress(ProgressEvent("clean", b_idx, n_batches, records.n))
-            _process_batch(ctx, batch, records, kept, pool, b_idx, n_batches)
-            records.batches_done = b_idx + 1
+                ctx.progress(ProgressEvent("clean", len(records.done), item.total, records.n))
+            _process_batch(ctx, batch, records, kept, pool, item.position, item.total)
+            records.done.append(item.position)
+            records.batches_done = len(records.done)
             if ckpt is not None:
                 artifacts = {"kept": kept, "pool": pool, "task": ctx.task.artifacts()}
                 save_state(ckpt, ctx.config, records, artifacts)
-    if records.n == 0:
-        raise ValueError(
-            "the data loader yielded no samples: the data set is empty (check the data path, "
-            "split and filters)"
-        )
+    if records.n == 0 and shard.size == 1:
+        raise ValueError(EMPTY_LOADER)
     return records, kept, pool
+
+
+#: The error of an audit whose loader yielded nothing.
+EMPTY_LOADER = (
+    "the data loader yielded no samples: the data set is empty (check the data path, split and "
+    "filters)"
+)
 
 
 @dataclass
@@ -339,7 +342,7 @@ def _process_batch(
     n_batches: int | None,
 ) -> None:
     b = len(batch)
-    offset = records.n
+    offset = int(batch.index[0]) if batch.index is not None and b else records.n
     clean = ctx.task.clean(ctx.adapter, batch)
     n_a, n_e = len(ctx.specs), len(ctx.budgets)
     dev = batch.x.device
@@ -367,14 +370,16 @@ def _process_batch(
         worst_by[e_i] = worst.by.cpu()
         worst_score[e_i] = worst.score.cpu()
         _keep_worst(kept[e_i], batch.target, worst, offset, ctx.keep_adversarial)
-        _pool_examples(ctx, pool, batch, clean.pred, worst, offset, e_i)
+        _pool_examples(ctx, pool, batch, clean.pred, worst, (b_idx, offset, e_i))
     noise = torch.zeros((n_e, b), dtype=torch.bool)
     zero_grad = torch.zeros(b, dtype=torch.bool)
     if ctx.checks:
         noise = _noise_probe(ctx, batch, clean.eligible, ctx.seed + offset)
         zero_grad = _zero_gradients(ctx, batch)
     extra = ctx.task.after_batch(ctx, batch, clean, cells, offset)
-    records.add_batch(clean.record, clean.eligible.cpu(), clean.score.double().cpu(), extra)
+    records.add_batch(
+        clean.record, clean.eligible.cpu(), clean.score.double().cpu(), extra, batch.index
+    )
     for a_i in range(n_a):
         for e_i in range(n_e):
             records.cells[a_i][e_i].append(cells[a_i][e_i])
@@ -481,14 +486,17 @@ def _pool_examples(
     batch: Batch,
     clean_pred: torch.Tensor,
     worst: _Worst,
-    offset: int,
-    e_i: int,
+    where: tuple[int, int, int],
 ) -> None:
-    if not ctx.n_examples or len(pool) >= 4 * ctx.n_examples * len(ctx.budgets):
+    """Add the broken samples of a batch at budget ``where[2]`` to the report's pool
+    (``where``: batch position, data-set offset, budget index)."""
+    b_idx, offset, e_i = where
+    if not ctx.n_examples or len(pool) >= pool_limit(ctx):
         return
     for s_i in worst.broken.nonzero().flatten().tolist():
         pool.append(
             {
+                "batch": b_idx,
                 "index": offset + s_i,
                 "id": batch.ids[s_i] if batch.ids is not None else f"sample-{offset + s_i}",
                 "eps_index": e_i,
@@ -500,6 +508,11 @@ def _pool_examples(
                 "adversarial": worst.x[s_i].detach().cpu(),
             }
         )
+
+
+def pool_limit(ctx: AuditContext) -> int:
+    """How many examples the report's pool collects."""
+    return 4 * ctx.n_examples * len(ctx.budgets)
 
 
 def _item(t: torch.Tensor) -> int | torch.Tensor:
@@ -550,51 +563,3 @@ def _zero_gradients(ctx: AuditContext, batch: Batch) -> torch.Tensor:
         (g,) = torch.autograd.grad(loss, xg)
     flat = g.flatten(1)
     return (~torch.isfinite(flat).all(dim=1) | (flat.abs().amax(dim=1) == 0)).cpu()
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short hash of a configuration (which checkpoint belongs to which audit)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def save_state(
-    path: Path, config: Mapping[str, Any], records: Records, artifacts: Mapping[str, Any]
-) -> None:
-    """Checkpoint the records and the report artifacts atomically (loadable with
-    ``weights_only=True``)."""
-    state = {
-        "format": "medrobust-eval-state",
-        "config_hash": config_hash(config),
-        "records": records.state(),
-        "artifacts": to_state(dict(artifacts)),
-    }
-    atomic_torch_save(state, path)
-
-
-def load_state(path: Path, config: Mapping[str, Any]) -> tuple[Records, dict[str, Any]] | None:
-    """The records and report artifacts of an earlier run of the same configuration, or None
-    if ``path`` is absent.
-
-    Raises:
-        ValueError: For a corrupt file, a foreign file or another configuration's checkpoint.
-    """
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        raise ValueError(
-            f"evaluation checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); "
-            "delete it to start over"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != "medrobust-eval-state":
-        raise ValueError(f"{path} is not a medrobust evaluation checkpoint")
-    if state.get("config_hash") != config_hash(config):
-        raise ValueError(
-            f"evaluation checkpoint {path} was written for a different configuration (attacks, "
-            "budgets, model or seed changed); delete it or use another checkpoint path"
-        )
-    records = Records.from_state(state["records"])
-    artifacts = from_state(state.get("artifacts") or {"__dict__": []})
-    logger.info("resuming evaluation from %s: %d batches done", path, records.batches_done)
-    return records, artifacts

@@ -124,6 +124,9 @@ class Records:
         zero_grad: ``(N,)`` bool: the input gradient of the loss was all zero or not finite.
         extra: Per-sample tensors of the task's own work after each batch (first axis ``N``).
         batches_done: Number of loader batches already processed (for resume).
+        index: ``(N,)`` int64: each record's position in the whole data set (the loader's order),
+            which stays the same however the samples are shared among processes.
+        done: The loader positions of the batches already processed (for resume).
     """
 
     n_attacks: int
@@ -138,6 +141,8 @@ class Records:
     zero_grad: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     batches_done: int = 0
+    index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    done: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.cells:
@@ -184,8 +189,14 @@ class Records:
         eligible: torch.Tensor,
         score: torch.Tensor,
         extra: dict[str, torch.Tensor] | None = None,
+        index: torch.Tensor | None = None,
     ) -> None:
-        """Append a batch's clean record and the task's extra per-sample tensors."""
+        """Append a batch's clean record and the task's extra per-sample tensors; ``index``:
+        the samples' positions in the data set (default: right after the records so far)."""
+        n_new = int(eligible.numel())
+        if index is None:
+            index = torch.arange(self.n, self.n + n_new)
+        self.index = torch.cat([self.index, index.detach().cpu().long()])
         for key, value in clean.items():
             v = value.detach().cpu()
             self.clean[key] = torch.cat([self.clean[key], v]) if key in self.clean else v
@@ -209,6 +220,8 @@ class Records:
             "zero_grad": self.zero_grad,
             "extra": dict(self.extra),
             "batches_done": self.batches_done,
+            "index": self.index,
+            "done": torch.tensor(self.done, dtype=torch.long),
         }
 
     @classmethod
@@ -231,7 +244,66 @@ class Records:
         r.zero_grad = s["zero_grad"]  # type: ignore[assignment]
         r.extra = dict(s.get("extra") or {})  # type: ignore[call-overload]
         r.batches_done = int(s["batches_done"])  # type: ignore[call-overload]
+        index = s.get("index")
+        r.index = index if isinstance(index, torch.Tensor) else torch.arange(r.n)
+        done = s.get("done")
+        r.done = [int(i) for i in done] if isinstance(done, torch.Tensor) else []
+        if not r.done:  # a checkpoint of a single process before records knew their batches
+            r.done = list(range(r.batches_done))
         return r
+
+    @classmethod
+    def merge(cls, parts: list[Records]) -> Records:
+        """The records of several processes as one, in data-set order (by :attr:`index`).
+
+        Each part holds the records of the batches one process ran; the result is what one
+        process running every batch would have recorded (cell times add up).
+
+        Raises:
+            ValueError: For parts of different attack lists or budgets, or a sample recorded
+                twice.
+        """
+        if not parts:
+            raise ValueError("nothing to merge: no records")
+        first = parts[0]
+        if any((p.n_attacks, p.n_eps) != (first.n_attacks, first.n_eps) for p in parts):
+            raise ValueError("records of different attack lists or budgets cannot be merged")
+        out = cls(first.n_attacks, first.n_eps)
+        for p in parts:
+            if p.n:
+                out._extend(p)
+            out.done.extend(p.done)
+        order = torch.argsort(out.index, stable=True)
+        if out.n and bool((out.index[order][1:] == out.index[order][:-1]).any()):
+            raise ValueError("a sample was recorded by two processes")
+        out._reorder(order)
+        out.done.sort()
+        out.batches_done = len(out.done)
+        return out
+
+    def _extend(self, other: Records) -> None:
+        """Append every record of ``other`` (the batches of another process)."""
+        self.add_batch(other.clean, other.eligible, other.clean_score, other.extra, other.index)
+        for a_i in range(self.n_attacks):
+            for e_i in range(self.n_eps):
+                self.cells[a_i][e_i].append(other.cells[a_i][e_i])
+        for name in ("worst_broken_by", "worst_score", "noise_broken"):
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)], dim=1))
+        self.zero_grad = torch.cat([self.zero_grad, other.zero_grad])
+
+    def _reorder(self, order: torch.Tensor) -> None:
+        """Put every per-sample tensor in the order ``order`` (a permutation of ``N``)."""
+        self.clean = {k: v[order] for k, v in self.clean.items()}
+        self.extra = {k: v[order] for k, v in self.extra.items()}
+        for name in ("eligible", "clean_score", "zero_grad", "index"):
+            setattr(self, name, getattr(self, name)[order])
+        for name in ("worst_broken_by", "worst_score", "noise_broken"):
+            setattr(self, name, getattr(self, name)[:, order])
+        for row in self.cells:
+            for cell in row:
+                for name in _CELL_FIELDS:
+                    setattr(cell, name, getattr(cell, name)[order])
+                cell.extra = {k: v[order] for k, v in cell.extra.items()}
 
 
 def _cat_extra(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medrobust._utils.dist import rank_path
 from medrobust.attacks.precision import attack_speed
 from medrobust.evaluation import AttackSpec, EvaluationResult
 from medrobust.evaluation.suites import resolve_suite
@@ -228,8 +229,8 @@ def evaluate_model(
         extra_sections=sections,
         extra_files=files,
     )
-    state.unlink(missing_ok=True)
-    expl_state.unlink(missing_ok=True)
+    rank_path(state).unlink(missing_ok=True)
+    rank_path(expl_state).unlink(missing_ok=True)
     return result, out_dir / "report.html"
 
 

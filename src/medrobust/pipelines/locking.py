@@ -20,10 +20,11 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from medrobust._utils.dist import broadcast_object, current_shard
 from medrobust._utils.lock import RunLock, remove_stale_staging
 
 __all__ = [
@@ -133,6 +134,9 @@ def holds_run_lock(parameter: str) -> Callable[[F], F]:
             if folder is None:
                 return job(*args, **kwargs)
             outermost = Path(folder).resolve() not in _HELD
+            if outermost and current_shard().size > 1:
+                replace = bool(bound.get("overwrite") and not bound.get("resume"))
+                return _held_by_rank0(Path(folder), replace, lambda: job(*args, **kwargs))
             with run_folder_lock(folder):
                 if outermost and bound.get("overwrite") and not bound.get("resume"):
                     with replacing(Path(folder)):
@@ -142,3 +146,33 @@ def holds_run_lock(parameter: str) -> Callable[[F], F]:
         return locked  # type: ignore[return-value]
 
     return decorate
+
+
+def _held_by_rank0(folder: Path, replace: bool, job: Callable[[], Any]) -> Any:
+    """Run ``job`` on every process of a sharded run while rank 0 holds ``folder``'s lock (and
+    has moved an old run aside when ``replace``); the other processes wait until it does, and
+    fail with rank 0's reason when it cannot.
+
+    Every process marks the folder held for the job's life, so a job it calls on the same
+    folder takes nothing again (on any rank)."""
+    key = folder.resolve()
+    stack = ExitStack()
+    with stack:
+        if current_shard().main:
+            try:
+                stack.enter_context(run_folder_lock(folder))
+                if replace:
+                    stack.enter_context(replacing(folder))
+            except Exception as exc:
+                broadcast_object((False, f"{type(exc).__name__}: {exc}"))
+                raise
+            broadcast_object((True, ""))
+        else:
+            ok, why = broadcast_object((False, "rank 0 did not answer"))
+            if not ok:
+                raise RuntimeError(f"rank 0 could not take the run folder {folder}: {why}")
+        _HELD.add(key)
+        try:
+            return job()
+        finally:
+            _HELD.discard(key)

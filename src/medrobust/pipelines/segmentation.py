@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medrobust._utils.dist import rank_path
 from medrobust.models.adapter import ModelAdapter
 from medrobust.pipelines.config import CheckpointAudit
 from medrobust.pipelines.locking import EVALUATION_STATE, holds_run_lock
@@ -434,7 +435,7 @@ def evaluate_segmentation_model(
         **dict(config_extra or {}),
     }
     result.write(out, overwrite=overwrite, config_extra=extra)
-    (out / EVALUATION_STATE).unlink(missing_ok=True)
+    rank_path(out / EVALUATION_STATE).unlink(missing_ok=True)
     return result, out / "report.html"
 
 

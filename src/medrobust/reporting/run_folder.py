@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import yaml
 
+from medrobust._utils.dist import is_main
 from medrobust._utils.io import to_jsonable, write_json_atomic, write_text_atomic
 from medrobust._utils.lock import STAGING_PREFIX, remove_stale_staging
 
@@ -67,6 +68,8 @@ def commit_run_folder(
     Raises:
         FileExistsError: If ``run_dir`` already holds a completed run and ``overwrite`` is false.
     """
+    if not is_main():  # several processes (torchrun): rank 0 writes the one run folder
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / METRICS).exists() and not overwrite:
         raise FileExistsError(

@@ -283,6 +283,11 @@ class AuditTask(abc.ABC):
         """Restore :meth:`artifacts` from a checkpoint; the default has nothing to restore."""
         return None
 
+    def merge_artifacts(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Join the :meth:`artifacts` of every process of a sharded audit (rank order) into this
+        task; the default has nothing to join."""
+        return None
+
     def probe_broken(
         self, adapter: ModelAdapter, batch: Batch, result: AttackResult
     ) -> torch.Tensor:

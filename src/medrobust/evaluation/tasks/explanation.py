@@ -129,6 +129,19 @@ class ExplanationTask(AuditTask):
         spatial = state.get("spatial")
         self.spatial = tuple(spatial) if spatial else self.spatial
 
+    def merge_artifacts(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Examples (the first by data-set index) and kept maps of every process; each map
+        array travels with its ``index`` array, so rank order is enough."""
+        examples = sorted((ex for st in states for ex in st["examples"]), key=lambda e: e.index)
+        self.examples = examples[: self.settings.n_examples]
+        maps: dict[str, list[np.ndarray]] = {}
+        for st in states:
+            for key, parts in st["maps"].items():
+                maps.setdefault(key, []).extend(parts)
+        self.maps = maps
+        rest = {k: v for k, v in states[0].items() if k not in ("examples", "maps")}
+        self.restore_artifacts(rest)
+
     def read_batch(self, batch: Any) -> Batch:
         x, y, ids = read_pair(batch, "label")
         aux = {}

@@ -89,26 +89,29 @@ def test_estimate_grows_with_the_volume_and_the_batch() -> None:
     two = sw.net.memory_estimate(torch.zeros(2, 1, 32, 32, 32))
     assert large.windows == 125 and small.windows == 27
     assert large.per_window == small.per_window
-    assert large.total > 4 * small.total
+    assert large.activations > 4 * small.activations and large.total > small.total
     assert two.windows == 2 * small.windows and two.total > small.total
 
 
 def test_a_volume_far_larger_than_memory_is_refused_with_the_option_that_helps() -> None:
     model = _model()
     x = torch.zeros(2, 1, 64, 64, 48)
-    sw = sliding_window(model, 16, overlap=0.25, max_memory=40 * 2**20)
-    est = sw.net.memory_estimate(x)
-    assert est.total > 40 * 2**20 > est.with_checkpoint(True).total
+    est = sliding_window(model, 16, overlap=0.5).net.memory_estimate(x)
+    plain, ckpt = est.total, est.with_checkpoint(True).total
+    assert plain > 1.5 * ckpt
+    limit = (plain + ckpt) // 2
+    sw = sliding_window(model, 16, overlap=0.5, max_memory=limit)
     with pytest.raises(VolumeMemoryError) as info:
         check_volume_size(sw, x)
     msg = str(info.value)
     assert "2 volume(s) of 64x64x48 voxels" in msg and f"{est.windows} windows of 16x16x16" in msg
-    assert "40.0 MiB allowed (max_memory)" in msg
+    assert f"{format_bytes(limit)} allowed (max_memory)" in msg
+    assert f"about {format_bytes(plain)}" in msg and f"about {format_bytes(ckpt)}" in msg
     assert "checkpoint=True" in msg and "(fits)" in msg and "smaller batch" in msg
     assert isinstance(info.value, MemoryError)
     # checkpointing makes the same batch fit under the same limit
-    check_volume_size(sliding_window(model, 16, checkpoint=True, max_memory=40 * 2**20), x)
-    tiny = sliding_window(model, 16, checkpoint=True, max_memory=2**20)
+    check_volume_size(sliding_window(model, 16, overlap=0.5, checkpoint=True, max_memory=limit), x)
+    tiny = sliding_window(model, 16, overlap=0.5, checkpoint=True, max_memory=ckpt // 2)
     with pytest.raises(VolumeMemoryError, match="with gradient checkpointing") as again:
         check_volume_size(tiny, x)
     assert "checkpoint=True" not in str(again.value)
@@ -137,6 +140,21 @@ def test_attack_through_checkpointed_windows_matches_the_plain_one() -> None:
         for sw in (plain, sliding_window(model, 16, overlap=0.25, checkpoint=True))
     ]
     torch.testing.assert_close(outs[0].x_adv, outs[1].x_adv)
+
+
+def test_probe_measures_the_largest_convolution_column_buffer() -> None:
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.Conv3d(8, 4, 3, stride=2, padding=1)
+    )
+    probe = saved_activation_bytes(net, torch.rand(1, 1, 8, 8, 8))
+    # first conv: 1 x 27 x 8^3 = 13824 elements; second: 8 x 27 x 4^3 = 13824 elements too
+    assert probe.workspace == 13824 * 4
+    wide = torch.nn.Conv3d(2, 4, 3, padding=1)
+    assert saved_activation_bytes(wide, torch.rand(3, 2, 8, 8, 8)).workspace == 3 * 54 * 512 * 4
+    sw = sliding_window(_model(), 16, overlap=0.25, sw_batch_size=2)
+    est = sw.net.memory_estimate(torch.zeros(1, 1, 32, 32, 32))
+    assert est.workspace > 0
+    assert est.total == est.activations + 2 * (est.per_window + est.workspace) + est.volume
 
 
 def test_probe_leaves_the_modes_and_batch_norm_statistics_alone() -> None:

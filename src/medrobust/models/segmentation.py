@@ -319,12 +319,12 @@ class SlidingWindowSegmenter(nn.Module):
         roi = self.roi_for(images.ndim - 2)
         key = (int(images.shape[1]), roi, images.dtype, images.device)
         if key not in self._per_window:
-            probe = torch.zeros((1, key[0], *roi), dtype=images.dtype, device=images.device)
-            self._per_window[key] = saved_activation_bytes(self.net, probe)
-        saved, k = self._per_window[key]
+            zeros = torch.zeros((1, key[0], *roi), dtype=images.dtype, device=images.device)
+            self._per_window[key] = saved_activation_bytes(self.net, zeros)
+        probe = self._per_window[key]
         return estimate_window_memory(
             self.net, images, roi, overlap=self.overlap, sw_batch_size=self.sw_batch_size,
-            num_classes=k, checkpoint=self.checkpoint, per_window=saved,
+            num_classes=probe.out_channels, checkpoint=self.checkpoint, per_window=probe,
         )  # fmt: skip
 
     def check_memory(self, images: torch.Tensor) -> None:

@@ -109,6 +109,10 @@ class ActivationProbe(NamedTuple):
     saved: int
     #: Output channels of the network (``K``).
     out_channels: int
+    #: Largest column buffer of one convolution (``in/groups x prod(kernel) x prod(output)``
+    #: elements): the transient workspace of an unfolding convolution kernel, freed after
+    #: each layer but held while it runs, in the forward and again in the backward pass.
+    workspace: int = 0
 
 
 def saved_activation_bytes(
@@ -145,6 +149,16 @@ def saved_activation_bytes(
             total += key[1]
         return t
 
+    workspace = 0
+
+    def columns(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal workspace
+        if isinstance(module, nn.modules.conv._ConvNd) and isinstance(out, torch.Tensor):
+            per = module.in_channels // module.groups * math.prod(module.kernel_size)
+            elements = out.shape[0] * per * math.prod(out.shape[2:])
+            workspace = max(workspace, elements * out.element_size())
+
+    hooks = [m.register_forward_hook(columns) for m in net.modules()]
     x = window.detach().clone().requires_grad_(True)
     with _eval(net), torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, _same):
         if checkpoint:
@@ -153,12 +167,14 @@ def saved_activation_bytes(
             out = run_checkpointed(net, x, use_reentrant=False)
         else:
             out = net(x)
+    for h in hooks:
+        h.remove()
     if not isinstance(out, torch.Tensor) or out.ndim < 2:
         raise TypeError(
             "sliding-window inference needs a network returning one tensor (N, K, *spatial), "
             f"got {type(out).__name__}"
         )
-    return ActivationProbe(total, int(out.shape[1]))
+    return ActivationProbe(total, int(out.shape[1]), workspace)
 
 
 def _same(t: torch.Tensor) -> torch.Tensor:
@@ -177,6 +193,7 @@ class WindowMemory:
         sw_batch_size: Windows per network call.
         per_window: Bytes one window saves for the backward (probe).
         window_input: Bytes of one window's input.
+        workspace: Largest convolution column buffer of one window (probe).
         volume: Bytes of the whole-volume tensors of an attack step (:data:`VOLUME_TENSORS`).
         checkpoint: Whether the windows are checkpointed.
     """
@@ -190,6 +207,7 @@ class WindowMemory:
     window_input: int
     volume: int
     checkpoint: bool
+    workspace: int = 0
 
     @property
     def activations(self) -> int:
@@ -202,12 +220,10 @@ class WindowMemory:
     @property
     def total(self) -> int:
         """Estimated peak bytes: the activations held, one window batch's gradients during the
-        backward (at most its activations) and the whole-volume tensors."""
-        return (
-            self.activations
-            + min(self.sw_batch_size, self.windows) * self.per_window
-            + (self.volume)
-        )
+        backward (at most its activations) and convolution workspace, and the whole-volume
+        tensors."""
+        one_batch = min(self.sw_batch_size, self.windows)
+        return self.activations + one_batch * (self.per_window + self.workspace) + self.volume
 
     def with_checkpoint(self, checkpoint: bool) -> WindowMemory:
         """The same estimate with checkpointing on or off."""
@@ -244,7 +260,7 @@ def estimate_window_memory(
     sw_batch_size: int,
     num_classes: int,
     checkpoint: bool,
-    per_window: int | None = None,
+    per_window: ActivationProbe | None = None,
 ) -> WindowMemory:
     """Estimate the memory of an attack step through sliding windows (module docstring).
 
@@ -256,8 +272,8 @@ def estimate_window_memory(
         sw_batch_size: Windows per network call.
         num_classes: Output channels ``K`` of the network.
         checkpoint: Whether the windows are checkpointed.
-        per_window: The probe's result when known (else one probe forward pass on a window
-            of zeros).
+        per_window: The probe of one window when known (else one probe forward pass on a
+            window of zeros, see :func:`saved_activation_bytes`).
 
     Returns:
         The estimate.
@@ -270,8 +286,8 @@ def estimate_window_memory(
     per_image, _ = count_windows(spatial, roi, overlap)
     item = images.element_size()
     if per_window is None:
-        probe = torch.zeros((1, c, *roi), dtype=images.dtype, device=images.device)
-        per_window = saved_activation_bytes(net, probe).saved
+        zeros = torch.zeros((1, c, *roi), dtype=images.dtype, device=images.device)
+        per_window = saved_activation_bytes(net, zeros)
     padded = math.prod(max(s, r) for s, r in zip(spatial, roi, strict=True))
     n_in, n_out = VOLUME_TENSORS
     volume = b * padded * item * (n_in * c + n_out * num_classes)
@@ -281,10 +297,11 @@ def estimate_window_memory(
         batch=b,
         windows=b * per_image,
         sw_batch_size=int(sw_batch_size),
-        per_window=int(per_window),
+        per_window=int(per_window.saved),
         window_input=c * math.prod(roi) * item,
         volume=int(volume),
         checkpoint=bool(checkpoint),
+        workspace=int(per_window.workspace),
     )
 
 

@@ -1,0 +1,223 @@
+"""3-D segmentation benchmark (issue 10, item 3): memory of an attack through sliding windows,
+and worst-case Dice of ``pgd-seg`` alone against the ``seg-standard`` suite on a 3-D UNet.
+
+Part 1, memory. A MONAI 3-D UNet attacked by ``pgd-seg`` (2 steps) through
+``sliding_window(model, roi_size=32)`` on one 1x64x64x64 volume (27 windows, 4 per network
+call), without and with gradient checkpointing per window batch, against a plain forward and
+backward pass of the same 27 windows stacked as one batch. Each case runs in its own
+subprocess; its peak is the rise of ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` over the
+same process after the setup (imports,
+model, input), since ``tracemalloc`` does not see torch's CPU allocator. Beside each measured
+peak, the estimate of :func:`medrobust.models.window_memory.estimate_window_memory` that the
+memory check compares with the free memory.
+
+Part 2, strength. A small 3-D UNet trained here (Dice + CE, a few minutes on 2 CPU cores) on
+the ``volume-phantom`` (32^3, organ, cavity, vessel, lesion), then audited on test volumes by
+sliding windows of 24^3 (8 windows per volume, checkpointed): per budget the mean worst-case
+Dice and the share of broken volumes for ``pgd-seg`` alone and for ``seg-standard`` with
+SEA-style scheduling. The suite must be lower.
+
+Usage::
+
+    python benchmarks/bench_seg_volume.py --threads 2 --out benchmarks/results/seg_volume.json
+
+The machine's load average is recorded before and after each part: on a shared CPU the times
+are only comparable within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BUDGETS = [2 / 255, 4 / 255, 8 / 255]
+MEMORY_CASES = ("sliding-window attack", "sliding-window attack, checkpointed", "plain windows")
+UNET = {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1}
+
+
+def _maxrss() -> int:
+    """Peak resident memory of this process in bytes (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def memory_case(case: str, size: int, roi: int) -> dict[str, Any]:
+    """Run one memory case in this process and return its peak rise and the estimate."""
+    from medrobust.attacks import create_attack
+    from medrobust.models import create_model
+    from medrobust.models.segmentation import sliding_window
+    from medrobust.models.window_memory import count_windows
+
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=3, spatial_dims=3, seed=0, **UNET).eval()
+    x = torch.rand(1, 1, size, size, size)
+    checkpoint = case.endswith("checkpointed")
+    sw = sliding_window(model, roi, overlap=0.25, checkpoint=checkpoint)
+    estimate = sw.net.memory_estimate(x)
+    windows, per_axis = count_windows((size,) * 3, (roi,) * 3, 0.25)
+    if case == "plain windows":
+        stride = max(int(roi * 0.75), 1)  # MONAI's placement: start i*stride, kept inside
+        starts = [[min(i * stride, size - roi) for i in range(n)] for n in per_axis]
+        crops = [
+            x[:, :, i : i + roi, j : j + roi, k : k + roi]
+            for i in starts[0] for j in starts[1] for k in starts[2]
+        ]  # fmt: skip
+        batch = torch.cat(crops).detach()
+        labels = torch.randint(0, 3, (windows, roi, roi, roi))
+        before = _maxrss()
+        t0 = time.perf_counter()
+        batch.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(model(batch), labels)
+        (grad,) = torch.autograd.grad(loss, batch)
+        float(grad.abs().sum())
+    else:
+        with torch.no_grad():
+            mask = sw(x).argmax(1)
+        before = _maxrss()
+        t0 = time.perf_counter()
+        create_attack("pgd-seg", eps=4 / 255, steps=2, seed=0)(sw, x, mask)
+    wall = time.perf_counter() - t0
+    peak = _maxrss() - before
+    return {
+        "case": case,
+        "windows": windows,
+        "peak_rise_bytes": peak,
+        "estimate_bytes": estimate.total if case != "plain windows" else None,
+        "estimate_activations_bytes": estimate.activations,
+        "per_window_bytes": estimate.per_window,
+        "wall_s": round(wall, 2),
+    }
+
+
+def memory_part(size: int, roi: int) -> list[dict[str, Any]]:
+    """Every memory case in its own subprocess (a fresh high-water mark each)."""
+    out = []
+    for case in MEMORY_CASES:
+        cmd = [sys.executable, __file__, "--memory-case", case, "--size", str(size),
+               "--roi", str(roi)]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        row["load"] = list(os.getloadavg())
+        mib = row["peak_rise_bytes"] / 2**20
+        est = row["estimate_bytes"]
+        est_text = f", estimate {est / 2**20:.0f} MiB" if est else ""
+        print(f"  {case}: peak rise {mib:.0f} MiB{est_text} ({row['wall_s']} s)", flush=True)
+        out.append(row)
+    return out
+
+
+def train_volume_unet(steps: int, seed: int = 0) -> Any:
+    """A 3-D UNet trained on the volume phantom with Dice + CE (Adam, batches of 4)."""
+    from monai.losses import DiceCELoss
+
+    from medrobust.data import create_dataset
+    from medrobust.models import create_model
+
+    train = create_dataset("volume-phantom", split="train", n=32, size=32, seed=seed)
+    names = list(train.class_names)
+    model = create_model(
+        "unet", num_classes=len(names), spatial_dims=3, seed=seed, class_names=names, **UNET
+    )
+    images = torch.stack([train[i]["image"] for i in range(len(train))])
+    masks = torch.stack([train[i]["mask"] for i in range(len(train))])
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(train), (4,), generator=gen)
+        loss = loss_fn(model(images[idx]), masks[idx][:, None])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def strength_part(n: int, train_steps: int, budgets: list[float]) -> dict[str, Any]:
+    """Worst-case Dice of pgd-seg alone and of seg-standard through sliding windows."""
+    from medrobust.data import create_dataset
+    from medrobust.evaluation.segmentation import evaluate_segmentation
+    from medrobust.models.segmentation import sliding_window
+
+    t0 = time.perf_counter()
+    model = train_volume_unet(train_steps)
+    train_s = time.perf_counter() - t0
+    test = create_dataset("volume-phantom", split="test", n=n, size=32, seed=0)
+    data = [
+        {
+            "image": torch.stack([test[i]["image"] for i in range(n)]),
+            "mask": torch.stack([test[i]["mask"] for i in range(n)]),
+        }
+    ]
+    sw = sliding_window(model, 24, overlap=0.25, checkpoint=True)
+    quiet: dict[str, Any] = {"targeted": [], "noise": [], "checks": False, "n_examples": 0}
+    out: dict[str, Any] = {"train_s": round(train_s, 1), "n_volumes": n, "roi": 24}
+    for label, attacks in (("pgd-seg", ["pgd-seg"]), ("seg-standard (cascade)", "seg-standard")):
+        t1 = time.perf_counter()
+        res = evaluate_segmentation(sw, data, attacks=attacks, eps=budgets, **quiet)
+        seg = res.metrics["segmentation"]
+        out[label] = {
+            "wall_s": round(time.perf_counter() - t1, 1),
+            "load": list(os.getloadavg()),
+            "clean_dice": seg["clean"]["mean_dice"],
+            "clean_surface_dice": seg["clean"].get("mean_surface_dice"),
+            "worst_dice": [r["mean_worst_dice"] for r in seg["worst_case"]],
+            "worst_surface_dice": [r["metrics"]["mean_surface_dice"] for r in seg["worst_case"]],
+            "broken_rate": [r["broken_rate"] for r in seg["worst_case"]],
+            "lowered_by": [r["lowered_by"] for r in seg["worst_case"]],
+            "iterations": seg["iterations"],
+        }
+        worst = ", ".join(f"{d:.3f}" for d in out[label]["worst_dice"])
+        print(f"  {label}: worst Dice {worst} ({out[label]['wall_s']} s)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64, help="side of the memory volume")
+    parser.add_argument("--roi", type=int, default=32, help="window of the memory part")
+    parser.add_argument("--n", type=int, default=2, help="test volumes of the strength part")
+    parser.add_argument("--train-steps", type=int, default=150)
+    parser.add_argument(
+        "--budgets", type=float, nargs="+", default=BUDGETS, help="Linf budgets of part 2"
+    )
+    parser.add_argument("--skip-strength", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_case:
+        print(json.dumps(memory_case(args.memory_case, args.size, args.roi)))
+        return
+    record: dict[str, Any] = {
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "threads": args.threads,
+        "load_before": list(os.getloadavg()),
+        "budgets": args.budgets,
+    }
+    if not args.skip_memory:
+        print(f"memory: one 1x{args.size}^3 volume, windows of {args.roi}^3:", flush=True)
+        record["memory"] = memory_part(args.size, args.roi)
+    if not args.skip_strength:
+        print(f"strength: 3-D UNet on {args.n} volume-phantom volumes of 32^3:", flush=True)
+        record["strength"] = strength_part(args.n, args.train_steps, args.budgets)
+    record["load_after"] = list(os.getloadavg())
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -40,6 +40,9 @@ def test_evaluate_segmentation_command(tmp_path: Path) -> None:
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
+    # not a terminal: one plain progress line per attack and budget, and per targeted attack
+    assert "evaluating batch 1/1: pgd-seg at eps=4/255" in res.output
+    assert "evaluating batch 1: dag → background (targeted)" in res.output
     metrics = json.loads((out / "metrics.json").read_text())
     seg = metrics["segmentation"]
     assert [r["attack"] for r in seg["untargeted"]] == ["pgd-seg"]

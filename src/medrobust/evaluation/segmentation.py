@@ -114,7 +114,8 @@ class SegmentationEvaluation:
         for row in seg["targeted"]:
             lines.append(
                 f"{row['attack']} toward {row['target']}: success {_f(row['success_rate'])}, "
-                f"target IoU {_f(row['mean_target_iou'])}"
+                f"target IoU {_f(row['mean_target_iou'])}, pixel success "
+                f"{_f(row.get('mean_pixel_success'))}, mean Linf {_f(row.get('mean_linf'))}"
             )
         warn = [c["code"] for c in self.metrics.get("checks", []) if c["status"] != "pass"]
         if self.metrics.get("checks"):

@@ -330,6 +330,10 @@ class SegmentationTask(AuditTask):
             logger.info("skipping target 'other' on a batch of one image")
             return {f"{key}/included": torch.zeros(b, dtype=torch.float64)}
         tgt = make_target(kind, batch.target, num_classes=self.k, seed=seed)
+        if ctx.progress:  # stage "targeted" of the current batch (the last "clean" event's)
+            from medrobust.evaluation.audit import ProgressEvent
+
+            ctx.progress(ProgressEvent("targeted", -1, None, b, f"{spec.name} → {kind}"))
         attack = create_attack(spec.name, seed=ctx.seed, **dict(spec.params))
         attack.max_voxels = self.settings.max_voxels  # type: ignore[attr-defined]
         t0 = time.perf_counter()
@@ -345,6 +349,7 @@ class SegmentationTask(AuditTask):
             "steps": res.steps.double(),
             "target_iou": res.extra["target_iou"],
             "target_pixel_accuracy": pixel_agreement(res.pred_adv, tgt),
+            "pixel_success": res.extra["pixel_success"],
             "ssim": _image_ssim(batch.x, res.x_adv, ctx.adapter.bounds.width),
             "time_s": torch.full((b,), spent / b),
         }

@@ -230,6 +230,9 @@ def _targeted_row(
         "success_rate": float(rows["success"][keep].sum()) / n,
         "mean_target_iou": finite_mean(rows["target_iou"][keep]),
         "mean_target_pixel_accuracy": finite_mean(rows["target_pixel_accuracy"][keep]),
+        "mean_pixel_success": finite_mean(rows["pixel_success"][keep])
+        if "pixel_success" in rows
+        else None,
         "mean_steps": finite_mean(rows["steps"][keep]),
         "mean_dice": st["mean_dice"],
         "dice": st["dice"],

@@ -402,6 +402,7 @@ def _targeted_body(seg: Mapping[str, Any]) -> Any:
                 "success rate": r["success_rate"],
                 "target IoU": r["mean_target_iou"],
                 "pixel accuracy vs target": r["mean_target_pixel_accuracy"],
+                "pixel success": r.get("mean_pixel_success"),
                 "Dice vs truth": r["mean_dice"],
                 "mean L∞": r["mean_linf"],
                 "mean L2": r["mean_l2"],

@@ -119,3 +119,16 @@ def test_evaluate_refuses_swapped_classes_before_auditing(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="--allow-class-mismatch"):
         evaluate_checkpoint(ckpt, settings, tmp_path / "audit")
     assert not (tmp_path / "audit" / "metrics.json").exists()
+
+
+def test_evaluate_segmentation_checks_the_card_too(tmp_path: Path) -> None:
+    from medrobust.pipelines.segmentation import evaluate_segmentation_checkpoint
+
+    model = create_model(
+        "unet", num_classes=2, in_channels=3, seed=0, channels=(4, 8), strides=(2,)
+    )
+    card = ModelCard.from_model(model, data=DataInfo(name="bus-phantom", image_size=[32, 32]))
+    ckpt = save_checkpoint(tmp_path / "seg.pt", model, card)
+    settings = CheckpointAudit(data="bus-phantom", data_params={"n": 4, "size": 32})
+    with pytest.raises(ValueError, match=r"takes 3-channel inputs .* gives 1 channel\(s\)"):
+        evaluate_segmentation_checkpoint(ckpt, settings, tmp_path / "audit")

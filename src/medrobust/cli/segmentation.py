@@ -28,6 +28,7 @@ from medrobust.cli._common import (
     progress,
     started_audit,
 )
+from medrobust.cli.audit import AllowClassMismatch, AllowSizeMismatch
 
 __all__ = ["evaluate_segmentation", "roi"]
 
@@ -98,6 +99,8 @@ def evaluate_segmentation(
     out: Out = None,
     overwrite: Overwrite = False,
     allow_large_eps: AllowLargeEps = False,
+    allow_size_mismatch: AllowSizeMismatch = False,
+    allow_class_mismatch: AllowClassMismatch = False,
 ) -> None:
     """Audit a saved segmentation model: Dice per budget, targeted attacks, noise."""
     if suite is not None and attacks == "pgd-seg,apgd-seg,asma,dag":
@@ -117,6 +120,8 @@ def evaluate_segmentation(
         batch_size=batch_size,
         seed=seed,
         allow_large_eps=allow_large_eps,
+        allow_size_mismatch=allow_size_mismatch,
+        allow_class_mismatch=allow_class_mismatch,
     )
     with progress() as reporter:
         result, report = evaluate_segmentation_checkpoint(

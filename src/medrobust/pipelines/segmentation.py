@@ -480,6 +480,11 @@ def evaluate_segmentation_checkpoint(
     model, card = load_checkpoint(checkpoint)
     if model.task.value != "segmentation":
         raise ValueError(f"{checkpoint} holds a {model.task.value} model; use `medrobust evaluate`")
+    from medrobust.pipelines.card_check import check_card_data
+
+    extra: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    if notes := check_card_data(settings, card, "segmentation"):  # channels, classes, spacing
+        extra["card_check"] = notes
     return evaluate_segmentation_model(
         model,
         card,
@@ -487,7 +492,7 @@ def evaluate_segmentation_checkpoint(
         out_dir,
         reporter=reporter,
         overwrite=overwrite,
-        config_extra={"checkpoint": str(checkpoint)},
+        config_extra=extra,
         roi_size=roi_size,
         targets=targets,
         noise=noise,

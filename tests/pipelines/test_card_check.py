@@ -80,6 +80,18 @@ def test_other_class_names_need_the_override() -> None:
     assert "['benign', 'malignant'] (model card)" in notes[0]["message"]
 
 
+def test_a_segmenter_is_not_held_to_the_image_labels() -> None:
+    card = ModelCard(
+        architecture="unet",
+        num_classes=2,
+        task="segmentation",
+        class_names=["background", "lesion"],
+    )
+    audit = CheckpointAudit(data="toy")
+    ds = _Data(class_names=["benign", "malignant", "normal"])
+    assert check_card_data(audit, card, "segmentation", ds) == []
+
+
 def test_spacing_is_checked_when_both_record_one() -> None:
     card = _card(spacing=[1.0, 1.0])
     assert _check(_Data(spacing=(1.0, 1.0)), card) == []

@@ -5,9 +5,11 @@ the rest of what the card records about the data the model was trained on:
 
 * spatial dimensions and channels must agree (the model cannot run otherwise): an error that
   names both;
-* a data set with more classes than the model: an error (its labels cannot be predicted);
-* class names that differ (class index ``i`` would mean two things): an error unless
-  ``allow_class_mismatch``; fewer classes in the data than in the model: a note;
+* classifiers: a data set with more classes than the model is an error (its labels cannot be
+  predicted); class names that differ (class index ``i`` would mean two things) are an error
+  unless ``allow_class_mismatch``; fewer classes in the data than in the model get a note
+  (a data set's class names are those of its image labels, so segmenters skip this check;
+  their mask values are checked batch by batch by the audit);
 * a voxel spacing that differs from the card's (when both record one): an error unless
   ``allow_size_mismatch`` (a lesion of 10 mm covers another number of voxels, and HD95 in
   mm would compare different scales).
@@ -33,8 +35,8 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
     return None if not values else [str(v).strip().lower() for v in values]
 
 
-def _classes(settings: CheckpointAudit, card: Any, ds: Any, task: str) -> list[dict[str, Any]]:
-    """Class count and names of the card against the data set's."""
+def _classes(settings: CheckpointAudit, card: Any, ds: Any) -> list[dict[str, Any]]:
+    """Class count and names of a classifier's card against the data set's labels."""
     k_model = int(card.num_classes)
     k_data = getattr(ds, "num_classes", None)
     src = f"data set {settings.data!r}"
@@ -44,8 +46,8 @@ def _classes(settings: CheckpointAudit, card: Any, ds: Any, task: str) -> list[d
     if k_data > k_model:
         raise ValueError(
             f"{src} has {k_data} classes but the model predicts {k_model} (model card): its "
-            f"{'masks' if task == 'segmentation' else 'labels'} up to {k_data - 1} cannot be "
-            "predicted; audit it on data with the model's classes"
+            f"labels up to {k_data - 1} cannot be predicted; audit it on data with the model's "
+            "classes"
         )
     out: list[dict[str, Any]] = []
     model_names, data_names = _names(card.class_names), _names(getattr(ds, "class_names", None))
@@ -112,9 +114,9 @@ def check_card_data(
         Records ``{"kind", "message", ...}`` of allowed mismatches and notes (also logged).
 
     Raises:
-        ValueError: For another number of spatial dims or channels, more classes in the data
-            than the model predicts, other class names (without ``allow_class_mismatch``) or
-            another spacing (without ``allow_size_mismatch``).
+        ValueError: For another number of spatial dims or channels; for a classifier, more
+            classes in the data than the model predicts or other class names (without
+            ``allow_class_mismatch``); another spacing (without ``allow_size_mismatch``).
     """
     if ds is None:
         from medrobust.data import create_dataset
@@ -135,7 +137,10 @@ def check_card_data(
             f"{card.in_channels} channel(s) (e.g. the data set's channels parameter) or audit a "
             "model trained on this data"
         )
-    out = _classes(settings, card, ds, task) + _spacing(settings, card, ds)
+    # a data set's class names are those of its image labels, which a segmenter does not
+    # predict (its mask values are checked batch by batch by the audit)
+    out = _classes(settings, card, ds) if task != "segmentation" else []
+    out += _spacing(settings, card, ds)
     for record in out:
         logger.warning("%s", record["message"])
     return out

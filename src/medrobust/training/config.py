@@ -229,6 +229,10 @@ class TrainConfig:
             self, "labelled_fraction", check_labelled_fraction(self.labelled_fraction)
         )
         object.__setattr__(self, "class_weights", check_class_weights(self.class_weights))
+        self._check_balance_and_batchnorm()
+
+    def _check_balance_and_batchnorm(self) -> None:
+        """Class weights given once, and a known ``batchnorm_check``."""
         if self.class_weights is not None and self.recipe_params.get("class_weights"):
             raise ValueError(
                 "class weights are given twice (class_weights and recipe_params['class_weights']);"

@@ -399,3 +399,14 @@ def test_apgd_sync_every_does_not_change_results() -> None:
         assert torch.equal(other.x_adv, outs[0].x_adv)
         assert torch.equal(other.success, outs[0].success)
         assert torch.equal(other.steps, outs[0].steps)
+
+
+def test_explanation_extras_come_back_in_float32_under_autocast() -> None:
+    from medrobust.models import create_model
+
+    model = create_model("small-cnn", num_classes=2, in_channels=1, spatial_dims=2, seed=0).eval()
+    x = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1)
+    res = create_attack("gradcam-kept", eps=4 / 255, steps=2, precision="bf16")(model, x, y)
+    assert res.extra["map_adv"].dtype == torch.float32
+    assert all(v.dtype not in (torch.bfloat16, torch.float16) for v in res.extra.values())

@@ -314,6 +314,9 @@ class Attack(ABC):
                     self.objective.extras(adapter, result.x_adv, result.pred_adv, target)
                 )
         result.extra.update(engine_extra or {})
+        if not speed.is_default:  # e.g. Grad-CAM maps built from autocast activations
+            half = (torch.bfloat16, torch.float16)
+            result.extra = {k: v.float() if v.dtype in half else v for k, v in result.extra.items()}
         return result
 
     def threat(self, adapter: ModelAdapter, region: torch.Tensor | None) -> ThreatModel:

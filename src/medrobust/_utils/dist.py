@@ -34,6 +34,7 @@ __all__ = [
     "is_main",
     "main_first",
     "rank_path",
+    "shard_rows",
 ]
 
 T = TypeVar("T")
@@ -191,6 +192,13 @@ def main_first(job: Callable[[], T]) -> T:
             raise value
         raise RuntimeError(f"rank 0 failed: {type(value).__name__}: {value}")
     return value
+
+
+def shard_rows(t: torch.Tensor) -> torch.Tensor:
+    """This process's rows of a batch that every process drew alike (rows ``r, r + n, ...``);
+    ``t`` itself in a single process."""
+    shard = current_shard()
+    return t if shard.size == 1 else t[shard.rank :: shard.size]
 
 
 def rank_path(path: Path, shard: Shard | None = None) -> Path:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from medrobust._utils.dist import current_shard, shard_rows
 from medrobust.attacks.engine import Attack
 from medrobust.attacks.presets import create_attack
 from medrobust.defenses.base import AdversarialRecipe, check_count, check_eps, check_weight
@@ -46,7 +47,8 @@ class SSATRecipe(AdversarialRecipe):
         step_size: PGD step size; default ``eps / 4``.
         lam: Weight ``lambda`` of the unlabelled adversarial term (3 in the reference).
         threshold: Pseudo-label confidence threshold in ``[0, 1)``; 0 keeps every pseudo-label.
-        unlabelled_batch_size: Unlabelled images per step; default the labelled batch size.
+        unlabelled_batch_size: Unlabelled images per step (over all processes of a
+            distributed run, each taking its share); default the labelled batch size.
         warmup_steps: Ramp ``lambda`` up linearly from 0 over this many steps (0: the full weight
             from the first step, as in the reference code, which starts from an
             ImageNet-pretrained network). Trained from scratch, the pseudo-labels of the first
@@ -186,8 +188,9 @@ class SSATRecipe(AdversarialRecipe):
             raise RuntimeError("SSATRecipe.setup must be called before loss")
         x_l, y_l = batch["image"], batch["label"]
         lam = self.lam_at(step)
-        size = self.unlabelled_batch_size or int(x_l.shape[0])
-        x_u = self.stream.sample(size, self.generator, x_l.device)
+        # the step's global unlabelled batch, the same on every process; each takes its share
+        size = self.unlabelled_batch_size or int(x_l.shape[0]) * current_shard().size
+        x_u = shard_rows(self.stream.sample(size, self.generator, x_l.device))
         model.check_input(x_u, "unlabelled images")
         pseudo, keep = self.pseudo_labels(model, x_u)
         logits_l = model(x_l)

@@ -25,7 +25,9 @@ SCHEDULERS = ("none", "cosine", "multistep")
 _MONITOR_RE = re.compile(r"^(val|train)_[a-z0-9_]+$")
 
 # Fields that may change when a run is resumed (they do not change what was already computed).
-RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "num_workers", "batchnorm_check"})
+RESUMABLE_CHANGES = frozenset(
+    {"epochs", "patience", "device", "num_workers", "batchnorm_check", "sync_batchnorm"}
+)
 
 BATCHNORM_CHECKS = ("recompute", "warn", "off")
 """Values of ``TrainConfig.batchnorm_check`` (see :mod:`medrobust.training.batchnorm`)."""
@@ -137,6 +139,10 @@ class TrainConfig:
             the eval-mode model fall short, ``"recompute"`` them over the training data (the
             default), only ``"warn"``, or ``"off"`` (no check). See
             :mod:`medrobust.training.batchnorm`.
+        sync_batchnorm: In a distributed run (``torchrun``, see
+            :mod:`medrobust.training.distributed`), compute batch-norm statistics over the
+            global batch with :class:`torch.nn.SyncBatchNorm` (GPUs only); off: each process
+            normalises with its own share of the batch, as DDP does by default.
     """
 
     epochs: int = 10
@@ -159,6 +165,7 @@ class TrainConfig:
     labelled_fraction: float = 1.0
     class_weights: str | tuple[float, ...] | None = None
     batchnorm_check: str = "recompute"
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -238,11 +245,16 @@ class TrainConfig:
                 "class weights are given twice (class_weights and recipe_params['class_weights']);"
                 " give them once, as class_weights"
             )
+        self._check_batchnorm()
+
+    def _check_batchnorm(self) -> None:
         if self.batchnorm_check not in BATCHNORM_CHECKS:
             raise ValueError(
                 f"batchnorm_check must be one of {list(BATCHNORM_CHECKS)}, got "
                 f"{self.batchnorm_check!r}"
             )
+        if not isinstance(self.sync_batchnorm, bool):
+            raise ValueError(f"sync_batchnorm must be true or false, got {self.sync_batchnorm!r}")
 
     @property
     def monitor_mode(self) -> str:

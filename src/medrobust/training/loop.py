@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medrobust._utils.dist import is_main, main_first
 from medrobust._utils.io import write_text_atomic
 from medrobust.defenses.recipes import Recipe, create_recipe
 from medrobust.metrics import classification_metrics, dice_per_sample
@@ -54,6 +55,7 @@ from medrobust.training.batches import (
     split_labelled,
 )
 from medrobust.training.config import TrainConfig
+from medrobust.training.distributed import reduce_sums, shard_loader, wrap_step
 from medrobust.training.events import ProgressCallback, TrainEvent, TrainResult
 from medrobust.training.finish import FinalChecks, check_best
 from medrobust.training.setup import (
@@ -300,7 +302,7 @@ class _Trainer:
         for step, raw in enumerate(loader, start=1):
             batch = self._prepare(raw, "train", epoch, step)
             opt.zero_grad(set_to_none=True)
-            loss, stats = self.recipe.loss(self.model, batch, step=global_step, epoch=epoch)
+            loss, stats = self.step(batch, global_step, epoch)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TypeError(
                     f"recipe {self.config.recipe!r} must return a scalar loss tensor, got "
@@ -329,6 +331,7 @@ class _Trainer:
             self._emit(TrainEvent("step", epoch, cfg.epochs, step, total, value, step_stats))
         if steps == 0:
             raise ValueError(f"the train loader yielded no batches in epoch {epoch}")
+        sums, n_seen = reduce_sums(sums, n_seen)  # over the processes of a distributed run
         return {f"train_{k}": v / n_seen for k, v in sums.items()}, global_step
 
     @torch.no_grad()
@@ -410,7 +413,7 @@ class _Trainer:
             self.recipe.set_unlabelled(unlabelled)
             self.split_sizes["unlabelled"] = len(unlabelled)  # type: ignore[arg-type]
         self.loaders = LoaderSetup(cfg, data_gen)
-        train_loader = self.loaders.build(train_data, train=True)
+        train_loader = shard_loader(self.loaders.build(train_data, train=True), data_gen)
         val_loader = self.loaders.build(val_data, train=False)
         self.gens.loader = self.loaders.loader_generators
         self.spacing = data_spacing(train_loader)
@@ -428,6 +431,7 @@ class _Trainer:
         if self.class_weights is not None:
             self.recipe.set_class_weights(self.class_weights["weights"])
         self.recipe.setup(self.model, generator=recipe_gen)
+        self.step = wrap_step(self.model, self.recipe, sync_batchnorm=cfg.sync_batchnorm)
         return train_loader, val_loader
 
     def _resume_or_reset(self, resume: bool) -> Progress:
@@ -436,13 +440,13 @@ class _Trainer:
             progress = self._load_state(self.run_dir / "last.pt")
             logger.info("resuming %s after epoch %d", self.run_dir, progress.epoch)
         else:  # a fresh run (possibly overwrite=True): drop the files of an earlier run
-            for name in (*_RUN_FILES, "last.pt"):
+            for name in (*_RUN_FILES, "last.pt") if is_main() else ():
                 (self.run_dir / name).unlink(missing_ok=True)
             progress = Progress()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            self.run_dir / "train_config.json", json.dumps(self.config.to_dict(), indent=2) + "\n"
-        )
+        if is_main():  # rank 0 writes the run folder of a distributed run
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.config.to_dict(), indent=2) + "\n"
+            write_text_atomic(self.run_dir / "train_config.json", text)
         return progress
 
     def _epoch(
@@ -464,7 +468,8 @@ class _Trainer:
         if self._better(score, p.best_score, first=p.best_epoch == 0):
             p.best_score, p.best_epoch, p.since_best = score, epoch, 0
             card = self._card(metrics=record, best_epoch=epoch, epochs=epoch, wall=wall)
-            save_checkpoint(self.run_dir / "best.pt", self.model, card, write_card=True)
+            if is_main():
+                save_checkpoint(self.run_dir / "best.pt", self.model, card, write_card=True)
         else:
             p.since_best += 1
         if cfg.patience is not None and p.since_best >= cfg.patience:
@@ -479,8 +484,9 @@ class _Trainer:
             "image_size": self.image_size,
         }
         card = self._card(metrics=record, best_epoch=p.best_epoch, epochs=epoch, wall=wall)
-        save_checkpoint(self.run_dir / "last.pt", self.model, card, extra={STATE_KEY: state})
-        write_history(self.run_dir / "history.json", p.history)
+        if is_main():
+            save_checkpoint(self.run_dir / "last.pt", self.model, card, extra={STATE_KEY: state})
+            write_history(self.run_dir / "history.json", p.history)
         numbers: dict[str, float | None] = {
             k: v for k, v in record.items() if isinstance(v, (int, float))
         }
@@ -505,9 +511,10 @@ class _Trainer:
             if p.stopped:
                 logger.info("early stop after epoch %d (patience %s)", epoch, cfg.patience)
                 break
-        checks = self._check_best(loaders, p)
+        checks = main_first(lambda: self._check_best(loaders, p))  # rank 0 may rewrite best.pt
         history_path = self.run_dir / "history.json"
-        write_history(history_path, p.history)
+        if is_main():
+            write_history(history_path, p.history)
         best = p.best_score
         result = TrainResult(
             run_dir=self.run_dir,

@@ -2,14 +2,14 @@
 and worst-case Dice of ``pgd-seg`` alone against the ``seg-standard`` suite on a 3-D UNet.
 
 Part 1, memory. A MONAI 3-D UNet attacked by ``pgd-seg`` (2 steps) through
-``sliding_window(model, roi_size=32)`` on one 1x64x64x64 volume (27 windows, 4 per network
+``sliding_window(model, roi_size=32)`` on one 1x96x96x96 volume (64 windows, 4 per network
 call), without and with gradient checkpointing per window batch, against a plain forward and
-backward pass of the same 27 windows stacked as one batch. Each case runs in its own
+backward pass of the same 64 windows stacked as one batch. Each case runs in its own
 subprocess; its peak is the rise of ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` over the
-same process after the setup (imports,
-model, input), since ``tracemalloc`` does not see torch's CPU allocator. Beside each measured
-peak, the estimate of :func:`medrobust.models.window_memory.estimate_window_memory` that the
-memory check compares with the free memory.
+same process after the setup (imports, model, input and a random mask; no forward pass),
+since ``tracemalloc`` does not see torch's CPU allocator. Beside each measured peak, the
+estimate of :func:`medrobust.models.window_memory.estimate_window_memory` that the memory
+check compares with the free memory.
 
 Part 2, strength. A small 3-D UNet trained here (Dice + CE, a few minutes on 2 CPU cores) on
 the ``volume-phantom`` (32^3, organ, cavity, vessel, lesion), then audited on test volumes by
@@ -80,8 +80,8 @@ def memory_case(case: str, size: int, roi: int) -> dict[str, Any]:
         (grad,) = torch.autograd.grad(loss, batch)
         float(grad.abs().sum())
     else:
-        with torch.no_grad():
-            mask = sw(x).argmax(1)
+        # a random mask: a clean forward pass here would raise the baseline's high-water mark
+        mask = torch.randint(0, 3, (1, size, size, size))
         before = _maxrss()
         t0 = time.perf_counter()
         create_attack("pgd-seg", eps=4 / 255, steps=2, seed=0)(sw, x, mask)
@@ -142,14 +142,21 @@ def train_volume_unet(steps: int, seed: int = 0) -> Any:
     return model.eval()
 
 
-def strength_part(n: int, train_steps: int, budgets: list[float]) -> dict[str, Any]:
-    """Worst-case Dice of pgd-seg alone and of seg-standard through sliding windows."""
+def strength_part(
+    n: int, train_steps: int, budgets: list[float], roi: int, cache: Path | None
+) -> dict[str, Any]:
+    """Worst-case Dice of pgd-seg alone and of seg-standard (through sliding windows of
+    ``roi``, or on whole volumes when ``roi`` is 0)."""
     from medrobust.data import create_dataset
     from medrobust.evaluation.segmentation import evaluate_segmentation
     from medrobust.models.segmentation import sliding_window
 
     t0 = time.perf_counter()
-    model = train_volume_unet(train_steps)
+    model = train_volume_unet(train_steps if cache is None or not cache.is_file() else 0)
+    if cache is not None and cache.is_file():
+        model.load_state_dict(torch.load(cache, weights_only=True))
+    elif cache is not None:
+        torch.save(model.state_dict(), cache)
     train_s = time.perf_counter() - t0
     test = create_dataset("volume-phantom", split="test", n=n, size=32, seed=0)
     data = [
@@ -158,9 +165,9 @@ def strength_part(n: int, train_steps: int, budgets: list[float]) -> dict[str, A
             "mask": torch.stack([test[i]["mask"] for i in range(n)]),
         }
     ]
-    sw = sliding_window(model, 24, overlap=0.25, checkpoint=True)
+    sw = sliding_window(model, roi, overlap=0.25, checkpoint=True) if roi else model
     quiet: dict[str, Any] = {"targeted": [], "noise": [], "checks": False, "n_examples": 0}
-    out: dict[str, Any] = {"train_s": round(train_s, 1), "n_volumes": n, "roi": 24}
+    out: dict[str, Any] = {"train_s": round(train_s, 1), "n_volumes": n, "roi": roi}
     for label, attacks in (("pgd-seg", ["pgd-seg"]), ("seg-standard (cascade)", "seg-standard")):
         t1 = time.perf_counter()
         res = evaluate_segmentation(sw, data, attacks=attacks, eps=budgets, **quiet)
@@ -184,7 +191,7 @@ def strength_part(n: int, train_steps: int, budgets: list[float]) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--size", type=int, default=64, help="side of the memory volume")
+    parser.add_argument("--size", type=int, default=96, help="side of the memory volume")
     parser.add_argument("--roi", type=int, default=32, help="window of the memory part")
     parser.add_argument("--n", type=int, default=2, help="test volumes of the strength part")
     parser.add_argument("--train-steps", type=int, default=150)
@@ -193,6 +200,10 @@ def main() -> None:
     )
     parser.add_argument("--skip-strength", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--strength-roi", type=int, default=24, help="window of part 2 (0: whole volumes)"
+    )
+    parser.add_argument("--model-cache", type=Path, default=None, help="trained UNet (.pt)")
     parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -212,7 +223,9 @@ def main() -> None:
         record["memory"] = memory_part(args.size, args.roi)
     if not args.skip_strength:
         print(f"strength: 3-D UNet on {args.n} volume-phantom volumes of 32^3:", flush=True)
-        record["strength"] = strength_part(args.n, args.train_steps, args.budgets)
+        record["strength"] = strength_part(
+            args.n, args.train_steps, args.budgets, args.strength_roi, args.model_cache
+        )
     record["load_after"] = list(os.getloadavg())
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

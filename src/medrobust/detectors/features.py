@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust._utils.dist import all_gather_objects, current_shard
 from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.io import iter_images
 from medrobust.models.adapter import ModelAdapter
@@ -247,27 +248,55 @@ def collect_features(
     Returns:
         ``(features {layer: (N, D_l)}, logits (N, K), images (N, C, *spatial) or None)``.
 
+    Under a process group (``torchrun``) each process runs the model on its share of the batches
+    (``r, r + n, ...``) and every process gets all of them back in the data's order: the same
+    tensors as one process, so a detector fitted on sharded data has the same statistics and
+    threshold.
+
     Raises:
         ValueError: If the data is empty or the images do not match the model.
     """
-    feats: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
-    logits: list[torch.Tensor] = []
-    images: list[torch.Tensor] = []
+    shard = current_shard()
+    parts: list[_Part] = []
     dev = model_device(model)
     with torch.no_grad(), eval_mode(model), capture_features(model, layers) as cap:
-        for x in iter_images(data, batch_size):
+        for pos, x in enumerate(iter_images(data, batch_size)):
+            if not shard.owns(pos):  # another process's batch (see medrobust._utils.dist)
+                continue
             x = x.to(dev).float()
             model.check_input(x, f"{what} images")
             cap.clear()
-            logits.append(model(x))
-            for n in layers:
-                feats[n].append(cap.features[n])
-            if keep_images:
-                images.append(x)
-    if not logits:
+            out = model(x)
+            parts.append(
+                (pos, {n: cap.features[n] for n in layers}, out, x if keep_images else None)
+            )
+    if shard.size > 1:  # every process's batches, in the data's order, on every process
+        shares = all_gather_objects([_moved(q, torch.device("cpu")) for q in parts])
+        parts = [_moved(q, dev) for q in sorted((q for sh in shares for q in sh), key=_first)]
+    if not parts:
         raise ValueError(f"the {what} data is empty; the detector needs clean images")
-    out = {n: torch.cat(v) for n, v in feats.items()}
-    return out, torch.cat(logits), (torch.cat(images) if keep_images else None)
+    feats = {n: torch.cat([q[1][n] for q in parts]) for n in layers}
+    logits = torch.cat([q[2] for q in parts])
+    images = torch.cat([q[3] for q in parts if q[3] is not None]) if keep_images else None
+    return feats, logits, images
+
+
+_Part = tuple[int, dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]
+
+
+def _first(part: _Part) -> int:
+    return part[0]
+
+
+def _moved(part: _Part, device: torch.device) -> _Part:
+    """A collected batch ``(position, features, logits, images)`` on ``device``."""
+    pos, feats, logits, images = part
+    return (
+        pos,
+        {n: f.to(device) for n, f in feats.items()},
+        logits.to(device),
+        None if images is None else images.to(device),
+    )
 
 
 def class_feature_statistics(

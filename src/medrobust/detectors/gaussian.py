@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from medrobust._utils.dist import all_gather_objects, all_reduce_sum, current_shard
 from medrobust.attacks.engine import eval_mode
 from medrobust.detectors.features import capture_features, model_device
 from medrobust.detectors.io import iter_images
@@ -130,7 +131,9 @@ def layer_statistics(
     """Stream ``data`` once and accumulate the per-class statistics of every layer.
 
     Batches are never kept: the statistics of each batch are added as it comes, so the result
-    of one call on a whole data set equals the sum of the calls on its shards.
+    of one call on a whole data set equals the sum of the calls on its shards. Under a process
+    group (``torchrun``) each process streams its share of the batches (``r, r + n, ...``) and
+    the sums are reduced across the processes, so every process gets the statistics of all.
 
     Args:
         model: The classifier (in eval mode while streaming).
@@ -148,16 +151,40 @@ def layer_statistics(
     out: dict[str, GaussianStats] = {}
     dev = model_device(model)
     given = iter(classes) if classes is not None else None
+    shard = current_shard()
     with torch.no_grad(), eval_mode(model), capture_features(model, layers) as cap:
-        for x in iter_images(data, batch_size):
+        for pos, x in enumerate(iter_images(data, batch_size)):
+            given_c = next(given) if given is not None else None
+            if not shard.owns(pos):  # another process's batch
+                continue
             x = x.to(dev).float()
             model.check_input(x, "clean images")
             logits = model(x)
-            c = logits.argmax(dim=1) if given is None else next(given).to(dev).long()
+            c = logits.argmax(dim=1) if given_c is None else given_c.to(dev).long()
             _add_batch(out, cap.features, c, int(logits.shape[1]))
+    if shard.size > 1:
+        out = _reduced(out)
     if not out:
         raise ValueError("the clean data is empty; the detector needs clean images")
     return out
+
+
+def _reduced(out: dict[str, GaussianStats]) -> dict[str, GaussianStats]:
+    """The statistics summed over the processes (a process without a batch adds zeros)."""
+    shapes = all_gather_objects({n: tuple(s.sums.shape) for n, s in out.items()})
+    known = next((sh for sh in shapes if sh), None)
+    if known is None:
+        return {}
+    total: dict[str, GaussianStats] = {}
+    for name, (k, d) in known.items():
+        mine = out.get(name)
+        parts = (mine.counts, mine.sums, mine.outer) if mine is not None else (
+            torch.zeros(k, dtype=torch.float64),
+            torch.zeros(k, d, dtype=torch.float64),
+            torch.zeros(k, d, d, dtype=torch.float64),
+        )  # fmt: skip
+        total[name] = GaussianStats(*(all_reduce_sum(t) for t in parts))
+    return total
 
 
 def _add_batch(

@@ -42,6 +42,7 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset
 
+from medrobust._utils.dist import current_shard, is_main
 from medrobust._utils.format import fmt_eps
 from medrobust._utils.io import read_json, to_jsonable, write_json_atomic, write_text_atomic
 from medrobust._version import __version__
@@ -202,7 +203,8 @@ def _plans(
                 failed[name] = str(err)
                 continue
             cached[key] = strengths
-            write_json_atomic(path, cached)
+            if is_main():
+                write_json_atomic(path, cached)
         for sev, (s, t) in enumerate(zip(strengths, SEVERITY_SSIM, strict=True), start=1):
             plans.append(CorruptionPlan(name, sev, float(s), float(t)))
     return plans, failed
@@ -296,12 +298,14 @@ def run_compare(
     reference = _reference(cfg, specs)
     summary = summarise_comparison(docs, cfg.eps, reference)
     metrics = _metrics(cfg, docs, summary, skipped, data, time.perf_counter() - t_start)
+    metrics["world_size"] = current_shard().size
     html = render_report(metrics, extra_sections=compare_sections(metrics), check_docs=check_docs())
-    report = write_text_atomic(out / "report.html", html)
-    write_text_atomic(
-        out / "config.yaml", yaml.safe_dump(to_jsonable(cfg.to_dict()), sort_keys=False)
-    )
-    write_json_atomic(out / "metrics.json", metrics)
+    report = out / "report.html"
+    if is_main():  # under torchrun, rank 0 writes the run folder
+        write_text_atomic(report, html)
+        config_text = yaml.safe_dump(to_jsonable(cfg.to_dict()), sort_keys=False)
+        write_text_atomic(out / "config.yaml", config_text)
+        write_json_atomic(out / "metrics.json", metrics)
     say(summary["finding"])
     say(f"comparison finished in {time.perf_counter() - t_start:.0f} s: {report}")
     return CompareResult(metrics=metrics, report=report, run_dir=out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from medrobust._utils.dist import is_main, rank_path
 from medrobust._utils.io import read_json, write_json_atomic
 from medrobust.evaluation import evaluate
 from medrobust.evaluation.comparison import (
@@ -249,8 +250,9 @@ def measure_candidate(
     doc["facts"] = {**model_facts(model, tuple(data.x.shape[1:])), **training}
     doc["timing"] = clock.laps
     doc["settings_hash"] = digest
-    write_json_atomic(cached, doc)
-    (folder / "audit-state.pt").unlink(missing_ok=True)
+    if is_main():  # under torchrun every process measured alongside; rank 0 keeps the result
+        write_json_atomic(cached, doc)
+    rank_path(folder / "audit-state.pt").unlink(missing_ok=True)
     return doc
 
 

@@ -366,7 +366,7 @@ def check_window_memory(
         msg += "; a smaller batch (one volume at a time) divides the need by the batch size"
     msg += (
         "; a smaller sw_batch_size or window, or cropping the volume to the region of "
-        "interest, also helps (max_memory=<bytes> overrides the limit when the estimate, an "
-        "upper bound, is too cautious)"
+        "interest, also helps (max_memory=<bytes> sets the limit by hand; the estimate is "
+        "approximate)"
     )
     raise VolumeMemoryError(msg)

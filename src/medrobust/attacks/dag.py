@@ -47,7 +47,8 @@ class DAG(SegmentationAttack):
     with the target.
 
     Args:
-        steps: Maximum iterations (200 in Xie et al., 20 in the CAMP code).
+        steps: Maximum iterations (200 in Xie et al., 20 in the CAMP code; 100 by default,
+            Linf at most 100 x 0.5/255 = 0.196 with sign steps).
         gamma: Norm of each step; default ``0.5/255`` of the input range for Linf (Xie et
             al.'s 0.5 on the 0-255 scale) and ``0.07`` of the range for L2 (CAMP's default).
         norm: ``"linf"`` or ``"l2"``: the norm of the step (and of ``eps``).
@@ -68,7 +69,7 @@ class DAG(SegmentationAttack):
     def __init__(
         self,
         *,
-        steps: int = 200,
+        steps: int = 100,
         gamma: float | None = None,
         norm: Norm | str = Norm.LINF,
         eps: float | None = None,

@@ -203,3 +203,20 @@ def test_one_two_and_four_processes_write_the_same_metrics(tmp_path: Path) -> No
         for key in plain[1]:
             assert plain[size][key] == plain[1][key], (size, key)
     assert plain[1]["clean"]["n"] == N
+
+
+@pytest.mark.parametrize("batch_size", [3, 8])
+def test_the_batch_size_does_not_change_any_sample(single: Any, batch_size: int) -> None:
+    """Every random draw (random starts, Square's squares, the noise probe) is seeded from the
+    run seed and the sample's index, so another batching gives each sample the same attacks."""
+    other = _run(Shard(), DataLoader(_data(), batch_size=batch_size))[0]
+    records = single[0]
+    assert torch.equal(other.index, records.index)
+    for name in ("eligible", "worst_broken_by", "noise_broken"):
+        assert torch.equal(getattr(other, name), getattr(records, name)), name
+    assert torch.allclose(other.worst_score, records.worst_score, atol=1e-6, equal_nan=True)
+    for row_a, row_b in zip(other.cells, records.cells, strict=True):
+        for ca, cb in zip(row_a, row_b, strict=True):
+            assert torch.equal(ca.broken, cb.broken)
+            # the L2 size of each example depends on its random start's values
+            assert torch.allclose(ca.l2, cb.l2, atol=1e-5, equal_nan=True)

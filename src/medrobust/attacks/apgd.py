@@ -16,10 +16,10 @@ from medrobust.attacks.engine import (
     Attack,
     Run,
     _check_positive,
-    make_generator,
     subset_region,
 )
 from medrobust.attacks.objectives.base import Objective, index_target
+from medrobust.attacks.rng import AnyGenerator, attack_generator, restrict
 from medrobust.types import Norm
 
 
@@ -107,7 +107,7 @@ class APGD(Attack):
         }
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
-        gen = make_generator(self.seed, run.x.device)
+        gen = attack_generator(self.seed, run.x.device)
         checkpoints = set(apgd_checkpoints(self.steps))
         every = self.sync_every or (1 if run.x.device.type == "cpu" else 5)
         _check_positive("sync_every", every, integer=True)
@@ -119,7 +119,7 @@ class APGD(Attack):
         return None
 
     def _one_run(
-        self, run: Run, idx: torch.Tensor, gen: torch.Generator, sched: tuple[set[int], int]
+        self, run: Run, idx: torch.Tensor, gen: AnyGenerator, sched: tuple[set[int], int]
     ) -> None:
         """One APGD run on rows ``idx``: momentum steps and the checkpoint rule.
 
@@ -130,7 +130,7 @@ class APGD(Attack):
         model, x, target, threat, region, best = run.unpack()
         x0, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
         view = (-1,) + (1,) * (x.ndim - 1)
-        d = threat.random_init(x0, gen, ra)
+        d = threat.random_init(x0, restrict(gen, idx), ra)
         out, g0 = self.evaluate(model, x0 + d, ta, grad=True)
         g = _grad(g0)
         best.update(idx, x0 + d, out)

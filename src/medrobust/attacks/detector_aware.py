@@ -19,10 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from medrobust.attacks.engine import Attack, Run, make_generator
+from medrobust.attacks.engine import Attack, Run
 from medrobust.attacks.objectives.base import ObjectiveOutput
 from medrobust.attacks.objectives.detector import DetectorEvasion, GuardDetector, check_number
 from medrobust.attacks.presets import register_attack
+from medrobust.attacks.rng import attack_generator, restrict
 
 __all__ = ["FeatureMatchingPGD", "OrthogonalPGD", "classifier_term", "orthogonal_to"]
 
@@ -114,7 +115,7 @@ class _DetectorAttack(Attack):
         xa, ya, ra = x[idx], target[idx], region
         if ra is not None and ra.shape[0] > 1:
             ra = ra[idx]
-        gen = make_generator(self.seed, x.device)
+        gen = restrict(attack_generator(self.seed, x.device), idx)
         delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
         for t in range(self.steps + 1):
             with torch.enable_grad():

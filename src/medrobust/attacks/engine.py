@@ -23,6 +23,7 @@ from torch import nn
 from medrobust.attacks.objectives.base import Objective, ObjectiveOutput, Target, index_target
 from medrobust.attacks.precision import SpeedOptions, current_speed, fast_adapter
 from medrobust.attacks.result import AttackResult
+from medrobust.attacks.rng import AnyGenerator, attack_generator, restrict
 from medrobust.attacks.threat import ThreatModel
 from medrobust.metrics.perturbation import perturbation_norms
 from medrobust.models.adapter import ModelAdapter, as_adapter
@@ -488,7 +489,7 @@ class GradientAttack(Attack):
         }
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
-        gen = make_generator(self.seed, run.x.device)
+        gen = attack_generator(self.seed, run.x.device)
         every = self.sync_every or (1 if run.x.device.type == "cpu" else 5)
         _check_positive("sync_every", every, integer=True)
         for _ in range(self.restarts):
@@ -498,7 +499,7 @@ class GradientAttack(Attack):
             self._one_run(run, idx, gen, every)
         return None
 
-    def _one_run(self, run: Run, idx: torch.Tensor, gen: torch.Generator, every: int) -> None:
+    def _one_run(self, run: Run, idx: torch.Tensor, gen: AnyGenerator, every: int) -> None:
         """One restart on rows ``idx``: ``steps`` ascent steps, then the final iterate (one
         cohesive algorithm, kept in one function).
 
@@ -508,7 +509,11 @@ class GradientAttack(Attack):
         """
         model, x, target, threat, region, best = run.unpack()
         xa, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
-        delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
+        delta = (
+            threat.random_init(xa, restrict(gen, idx), ra)
+            if self.random_start
+            else torch.zeros_like(xa)
+        )
         active = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
         view = (-1,) + (1,) * (x.ndim - 1)
         like: torch.Tensor | None = None

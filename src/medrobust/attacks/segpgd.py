@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import Run, make_generator, subset_region
+from medrobust.attacks.engine import Run, subset_region
 from medrobust.attacks.objectives.base import Target, index_target
 from medrobust.attacks.objectives.segmentation_losses import (
     PROGRESS_KEY,
@@ -24,6 +24,7 @@ from medrobust.attacks.objectives.segmentation_losses import (
     SegPGDLoss,
 )
 from medrobust.attacks.presets import ObjectiveChoice, register_attack
+from medrobust.attacks.rng import attack_generator, restrict
 from medrobust.attacks.segmentation import SegmentationPGD
 
 __all__ = ["ScheduledPGD"]
@@ -63,13 +64,14 @@ class ScheduledPGD(SegmentationPGD):
     def _scheduled(self, run: Run) -> dict[str, torch.Tensor] | None:
         """The PGD loop with the progress in the target (one cohesive loop)."""
         model, x, target, threat, region, best = run.unpack()
-        gen = make_generator(self.seed, x.device)
+        gen = attack_generator(self.seed, x.device)
         for _ in range(self.restarts):
             idx = (~best.success).nonzero().flatten()
             if idx.numel() == 0:
                 break
             xa, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
-            delta = threat.random_init(xa, gen, ra) if self.random_start else torch.zeros_like(xa)
+            start = threat.random_init(xa, restrict(gen, idx), ra) if self.random_start else None
+            delta = start if start is not None else torch.zeros_like(xa)
             for t in range(self.steps + 1):
                 last = t == self.steps
                 tt = with_progress(ta, t / self.steps)

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import Attack, Run, _check_positive, make_generator
+from medrobust.attacks.engine import Attack, Run, _check_positive
 from medrobust.attacks.objectives.classification import Margin
+from medrobust.attacks.rng import attack_generator, randint, restrict
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -84,14 +85,14 @@ class SquareAttack(Attack):
         if isinstance(target, dict):
             raise TypeError("the square attack expects a label tensor as target")
         y = target
-        gen = make_generator(self.seed, x.device)
+        gen = attack_generator(self.seed, x.device)
         eps = threat.eps
         b, c = x.shape[:2]
         spatial = x.shape[2:]
         n_pix = math.prod(spatial)
         # vertical stripes: one random sign per channel and position along the last axis
         stripe_shape = (b, c) + (1,) * (len(spatial) - 1) + (spatial[-1],)
-        signs = torch.randint(0, 2, stripe_shape, generator=gen, device=x.device) * 2 - 1
+        signs = randint(gen, 0, 2, stripe_shape, device=x.device) * 2 - 1
         delta = threat.project(x, eps * signs.to(x.dtype).expand_as(x).clone(), region)
         margin = self._margin(model, x + delta, y)
         margin = torch.where(best.success, torch.full_like(margin, -1.0), margin)
@@ -107,12 +108,12 @@ class SquareAttack(Attack):
             n = idx.numel()
             inside = torch.ones((n, *spatial), dtype=torch.bool, device=x.device)
             for dim, size in enumerate(spatial):
-                start = torch.randint(0, size - side + 1, (n,), generator=gen, device=x.device)
+                start = randint(restrict(gen, idx), 0, size - side + 1, (n,), device=x.device)
                 start = start.view(-1, *([1] * len(spatial)))
                 pos = grids[dim].unsqueeze(0)
                 inside &= (pos >= start) & (pos < start + side)
-            new_vals = torch.randint(
-                0, 2, (n, c) + (1,) * len(spatial), generator=gen, device=x.device
+            new_vals = randint(
+                restrict(gen, idx), 0, 2, (n, c) + (1,) * len(spatial), device=x.device
             )
             new_vals = (new_vals * 2 - 1).to(x.dtype) * eps
             xi, di = x[idx], delta[idx]

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from medrobust.attacks.engine import Run, _check_positive, make_generator, subset_region
+from medrobust.attacks.engine import Run, _check_positive, subset_region
 from medrobust.attacks.objectives.base import ObjectiveOutput, Target, index_target
 from medrobust.attacks.objectives.segmentation import SoftDice
 from medrobust.attacks.presets import ObjectiveChoice, register_attack
+from medrobust.attacks.rng import AnyGenerator, attack_generator, randint, restrict
 from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.square import square_fraction
 from medrobust.types import Norm
@@ -28,7 +29,7 @@ __all__ = ["SegmentationSquare", "square_window"]
 
 
 def square_window(
-    spatial: tuple[int, ...], side: int, n: int, gen: torch.Generator, device: torch.device
+    spatial: tuple[int, ...], side: int, n: int, gen: AnyGenerator, device: torch.device
 ) -> torch.Tensor:
     """``n`` random axis-aligned windows of ``side`` pixels per axis, as a bool mask.
 
@@ -37,7 +38,7 @@ def square_window(
     """
     inside = torch.ones((n, *spatial), dtype=torch.bool, device=device)
     for dim, size in enumerate(spatial):
-        start = torch.randint(0, size - side + 1, (n,), generator=gen, device=device)
+        start = randint(gen, 0, size - side + 1, (n,), device=device)
         shape = (1, *(size if i == dim else 1 for i in range(len(spatial))))
         pos = torch.arange(size, device=device).view(shape)
         start = start.view(-1, *([1] * len(spatial)))
@@ -110,14 +111,14 @@ class SegmentationSquare(SegmentationAttack):
     def _search(self, run: Run) -> dict[str, torch.Tensor] | None:
         """The random search (one cohesive loop)."""
         _, x, target, threat, region, best = run.unpack()
-        gen = make_generator(self.seed, x.device)
         eps, spatial = threat.eps, tuple(x.shape[2:])
         idx = (~best.success).nonzero().flatten()
         if idx.numel() == 0:
             return None
+        gen = restrict(attack_generator(self.seed, x.device), idx)
         xa, ra = x[idx], subset_region(region, idx)
         stripes = (xa.shape[0], xa.shape[1]) + (1,) * (len(spatial) - 1) + (spatial[-1],)
-        signs = torch.randint(0, 2, stripes, generator=gen, device=x.device) * 2 - 1
+        signs = randint(gen, 0, 2, stripes, device=x.device) * 2 - 1
         delta = threat.project(xa, eps * signs.to(x.dtype).expand_as(xa).clone(), ra)
         out = self._query(run, xa + delta, index_target(target, idx))
         best.update(idx, xa + delta, out)
@@ -131,8 +132,9 @@ class SegmentationSquare(SegmentationAttack):
             p = square_fraction(self.p_init, it, self.n_queries)
             side = min(max(round((p * n_pix) ** (1 / len(spatial))), 1), min(spatial))
             n, c = rows.numel(), x.shape[1]
-            inside = square_window(spatial, side, n, gen, x.device).unsqueeze(1)
-            vals = torch.randint(0, 2, (n, c) + (1,) * len(spatial), generator=gen, device=x.device)
+            g_rows = restrict(gen, rows)
+            inside = square_window(spatial, side, n, g_rows, x.device).unsqueeze(1)
+            vals = randint(g_rows, 0, 2, (n, c) + (1,) * len(spatial), device=x.device)
             ri = subset_region(ra, rows)
             cand = threat.project(
                 xa[rows], torch.where(inside, (vals * 2 - 1).to(x.dtype) * eps, delta[rows]), ri

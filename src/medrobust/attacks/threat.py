@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from medrobust.attacks.rng import AnyGenerator, rand, randn
 from medrobust.types import Bounds, Norm
 
 _TINY = 1e-12
@@ -84,7 +85,7 @@ class ThreatModel:
         return r
 
     def random_init(
-        self, x: torch.Tensor, generator: torch.Generator, region: torch.Tensor | None
+        self, x: torch.Tensor, generator: AnyGenerator, region: torch.Tensor | None
     ) -> torch.Tensor:
         """A random perturbation inside the ball (uniform in the Linf cube; for L2 a uniformly
         random direction with radius ``eps * U``), already projected.
@@ -95,18 +96,13 @@ class ThreatModel:
         if math.isinf(self.eps):
             raise ValueError("a random start needs a finite eps")
         if self.norm is Norm.LINF:
-            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            u = rand(generator, x.shape, device=x.device, dtype=x.dtype)
             delta = (2 * u - 1) * self.eps
         else:
-            g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            g = randn(generator, x.shape, device=x.device, dtype=x.dtype)
             if region is not None:
                 g = g * region
-            r = torch.rand(
-                (x.shape[0],) + (1,) * (x.ndim - 1),
-                generator=generator,
-                device=x.device,
-                dtype=x.dtype,
-            )
+            r = rand(generator, (x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype)
             delta = g / (sample_norm(g, Norm.L2) + _TINY) * self.eps * r
         return self.project(x, delta, region)
 

@@ -37,6 +37,7 @@ from medrobust._utils.dist import Shard, current_shard, rank_path
 from medrobust._utils.validate import parse_budgets
 from medrobust.attacks.engine import eval_mode
 from medrobust.attacks.presets import ATTACKS
+from medrobust.attacks.rng import AnyGenerator, SampleGenerator, randint, randn, sample_keys
 from medrobust.evaluation.records import CellRecord, Records
 from medrobust.evaluation.sharding import plan_batches
 from medrobust.evaluation.state import load_state, save_state
@@ -374,7 +375,7 @@ def _process_batch(
     noise = torch.zeros((n_e, b), dtype=torch.bool)
     zero_grad = torch.zeros(b, dtype=torch.bool)
     if ctx.checks:
-        noise = _noise_probe(ctx, batch, clean.eligible, ctx.seed + offset)
+        noise = _noise_probe(ctx, batch, clean.eligible)
         zero_grad = _zero_gradients(ctx, batch)
     extra = ctx.task.after_batch(ctx, batch, clean, cells, offset)
     records.add_batch(
@@ -417,7 +418,8 @@ def _attack_cell(
     idx = todo.nonzero().flatten()
     if idx.numel():
         sub = batch.select(idx)
-        res = ctx.task.run_attack(ctx.built[a_i][e_i], ctx.adapter, sub)
+        with sample_keys(sub.index):  # random draws per sample, whatever the batching
+            res = ctx.task.run_attack(ctx.built[a_i][e_i], ctx.adapter, sub)
         ctx.task.on_attack(ctx, sub, clean.pred[idx], res, a_i, e_i)
         out = ctx.task.outcome(ctx.adapter, sub, res)
         score, ok = out.score.double(), out.broken
@@ -520,27 +522,24 @@ def _item(t: torch.Tensor) -> int | torch.Tensor:
     return int(t) if t.ndim == 0 else t.detach().cpu()
 
 
-def random_perturbation(
-    x: torch.Tensor, eps: float, norm: Norm, gen: torch.Generator
-) -> torch.Tensor:
+def random_perturbation(x: torch.Tensor, eps: float, norm: Norm, gen: AnyGenerator) -> torch.Tensor:
     """A random perturbation on the sphere of radius ``eps``: random signs (Linf) or a random
-    direction (L2). Shape of ``x``."""
+    direction (L2). Shape of ``x``; per sample with a
+    :class:`~medrobust.attacks.rng.SampleGenerator`."""
     if norm is Norm.LINF:
-        d = (torch.randint(0, 2, x.shape, generator=gen, device=x.device) * 2 - 1) * eps
+        d = (randint(gen, 0, 2, x.shape, device=x.device) * 2 - 1) * eps
         return d.to(x.dtype)
-    g = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    g = randn(gen, x.shape, device=x.device, dtype=x.dtype)
     return g / g.flatten(1).norm(dim=1).view(-1, *([1] * (x.ndim - 1))) * eps
 
 
-def _noise_probe(
-    ctx: AuditContext, batch: Batch, eligible: torch.Tensor, seed: int
-) -> torch.Tensor:
+def _noise_probe(ctx: AuditContext, batch: Batch, eligible: torch.Tensor) -> torch.Tensor:
     """``(E, B)`` bool: a random perturbation on the sphere of each budget broke an eligible
-    sample (a crude baseline every attack must beat; check MR104)."""
-    from medrobust.attacks.engine import make_generator
-
+    sample (a crude baseline every attack must beat; check MR104); each sample's draws are
+    seeded from the run seed and its index."""
     x = batch.x
-    gen = make_generator(seed, x.device)
+    assert batch.index is not None
+    gen = SampleGenerator.seeded(ctx.seed, batch.index.tolist())
     out = torch.zeros((len(ctx.budgets), x.shape[0]), dtype=torch.bool)
     if ctx.noise_draws <= 0:
         return out

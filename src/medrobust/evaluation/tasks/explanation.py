@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from medrobust._utils.examples import ExplanationExample
-from medrobust.attacks.engine import Attack, make_generator
+from medrobust.attacks.engine import Attack
 from medrobust.attacks.objectives.base import index_target
 from medrobust.attacks.objectives.explanation import GradCamObjective, default_gradcam_layer
 from medrobust.attacks.presets import create_attack
 from medrobust.attacks.result import AttackResult
+from medrobust.attacks.rng import SampleGenerator
 from medrobust.evaluation.records import Records
 from medrobust.evaluation.tasks.base import (
     AttackOutcome,
@@ -286,7 +287,8 @@ class ExplanationTask(AuditTask):
 
         sub = batch.select(idx)
         for j, e in enumerate(ctx.budgets):
-            gen = make_generator(ctx.seed * 1_000_003 + 7919 * offset + j, batch.x.device)
+            assert sub.index is not None  # one draw per sample, keyed by its data-set index
+            gen = SampleGenerator.seeded(ctx.seed * 1_000_003 + j, sub.index.tolist())
             xn = ctx.adapter.bounds.clamp(sub.x + random_perturbation(sub.x, e, ctx.norm, gen))
             for key, value in self._noise_measure(ctx.adapter, sub, xn).items():
                 full = torch.full((b,), float("nan"), dtype=torch.float64)

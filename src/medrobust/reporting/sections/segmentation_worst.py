@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from medrobust._utils.examples import SegmentationExample
+from medrobust.data.volume_io import display_slice
 
 __all__ = ["outline_figure", "worst_metrics_table"]
 
@@ -44,8 +45,10 @@ def outline_figure(examples: Sequence[SegmentationExample], num_classes: int) ->
 
     Left: the clean image with the outline of the true mask (green) and of the clean
     prediction (blue, dashed). Right: the attacked image with the true outline and the
-    outline of the prediction under attack (red). For 3-D volumes the slice of the last axis
-    with the most foreground in the true mask is shown and named.
+    outline of the prediction under attack (red). For 3-D volumes the axial slice (last axis)
+    with the most foreground in the true mask is shown and named, in radiological orientation
+    (:func:`medrobust.data.volume_io.display_slice`: anterior up, the patient's right on the
+    left).
 
     Args:
         examples: The examples (at least one), worst first.
@@ -65,11 +68,11 @@ def outline_figure(examples: Sequence[SegmentationExample], num_classes: int) ->
         img, adv = ex.image[0], ex.adversarial[0]
         masks: tuple[np.ndarray, ...] = (ex.mask, ex.clean_pred, ex.adv_pred)
         note = ""
-        if img.ndim == 3:
+        if img.ndim == 3:  # volumes are RAS (medrobust's readers): radiological display
             sl = _slice_of(ex.mask)
-            img, adv = img[..., sl], adv[..., sl]
-            masks = tuple(m[..., sl] for m in masks)
-            note = f" (slice {sl} of {ex.image.shape[-1]})"
+            img, adv = display_slice(img, 2, sl), display_slice(adv, 2, sl)
+            masks = tuple(display_slice(m, 2, sl) for m in masks)
+            note = f" (axial slice {sl} of {ex.image.shape[-1]})"
         truth, clean, attacked = masks
         lo, hi = float(min(img.min(), adv.min())), float(max(img.max(), adv.max()))
         hi = hi if hi > lo else lo + 1

@@ -126,9 +126,7 @@ def rand(
 ) -> torch.Tensor:
     """Uniform ``[0, 1)`` numbers of ``shape`` (``torch.rand``), per sample for a
     :class:`SampleGenerator`."""
-    if isinstance(gen, SampleGenerator):
-        return gen.draw(lambda s, g: torch.rand(s, generator=g, dtype=dtype), shape, device)
-    return torch.rand(tuple(shape), generator=gen, device=device, dtype=dtype)
+    return _floats(torch.rand, gen, shape, device, dtype)
 
 
 def randn(
@@ -140,9 +138,19 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal numbers of ``shape`` (``torch.randn``), per sample for a
     :class:`SampleGenerator`."""
+    return _floats(torch.randn, gen, shape, device, dtype)
+
+
+def _floats(
+    fn: Callable[..., torch.Tensor],
+    gen: AnyGenerator,
+    shape: Sequence[int],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
     if isinstance(gen, SampleGenerator):
-        return gen.draw(lambda s, g: torch.randn(s, generator=g, dtype=dtype), shape, device)
-    return torch.randn(tuple(shape), generator=gen, device=device, dtype=dtype)
+        return gen.draw(lambda s, g: fn(s, generator=g, dtype=dtype), shape, device)
+    return fn(tuple(shape), generator=gen, device=device, dtype=dtype)
 
 
 def randint(

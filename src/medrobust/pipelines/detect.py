@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medrobust._utils.dist import is_main
 from medrobust.pipelines.locking import holds_run_lock
 
 __all__ = ["DetectorAudit", "DetectorFit", "DetectorScore", "fit_detector", "score_detector"]
@@ -162,7 +163,8 @@ def fit_detector(
         DataLoader(clean, batch_size=s.batch_size),
         calibration=None if cal is None else DataLoader(cal, batch_size=s.batch_size),
     )
-    det.save(out)
+    if is_main():  # under torchrun every process fitted alike; rank 0 saves
+        det.save(out)
     info: dict[str, Any] = det.describe()
     return info
 

@@ -24,7 +24,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from medrobust._utils.dist import broadcast_object, current_shard
 from medrobust._utils.lock import RunLock, remove_stale_staging
 
 __all__ = [
@@ -134,6 +133,8 @@ def holds_run_lock(parameter: str) -> Callable[[F], F]:
             if folder is None:
                 return job(*args, **kwargs)
             outermost = Path(folder).resolve() not in _HELD
+            from medrobust._utils.dist import current_shard  # torch: only once a job runs
+
             if outermost and current_shard().size > 1:
                 replace = bool(bound.get("overwrite") and not bound.get("resume"))
                 return _held_by_rank0(Path(folder), replace, lambda: job(*args, **kwargs))
@@ -155,6 +156,8 @@ def _held_by_rank0(folder: Path, replace: bool, job: Callable[[], Any]) -> Any:
 
     Every process marks the folder held for the job's life, so a job it calls on the same
     folder takes nothing again (on any rank)."""
+    from medrobust._utils.dist import broadcast_object, current_shard
+
     key = folder.resolve()
     stack = ExitStack()
     with stack:

@@ -96,6 +96,8 @@ def _timing(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
     if int(metrics.get("world_size") or 1) > 1:
         timing["processes (attack time summed over them)"] = int(metrics["world_size"])
     return timing or None
+
+
 _MAX_DEPTH = 6
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

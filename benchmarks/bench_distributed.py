@@ -4,7 +4,9 @@ each process with one thread; the speed-up and whether ``metrics.json`` is ident
 The audit is ``medrobust evaluate`` of a classifier checkpoint on the embedded phantom (the
 demo's attacks and budgets by default). Without ``--checkpoint`` a small CNN is trained first
 (``medrobust train``, not timed). Each configuration runs ``--repeats`` times, alternating, and
-the medians are compared; the wall time includes starting the processes. ``metrics.json`` of
+the medians are compared; the wall time includes starting the processes. Processes share the
+work batch by batch, so the batch size should leave each process several batches (default 16
+with 128 samples: 8 batches). ``metrics.json`` of
 every run is compared with the first single-process run after removing what may differ between
 runs (``created``, ``timing``, ``time_s``) and ``world_size``.
 
@@ -34,6 +36,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--attacks", default="fgsm,pgd,apgd-ce,square")
     p.add_argument("--eps", default="1/255,2/255,4/255,8/255")
     p.add_argument("--max-samples", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16, help="several batches per process")
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/distributed.json"))
@@ -54,7 +57,7 @@ def _train(folder: Path) -> Path:
 
 def _audit(args: argparse.Namespace, ckpt: Path, out: Path, procs: int) -> float:
     tail = ["evaluate", str(ckpt), "--out", str(out), "--attacks", args.attacks, "--eps", args.eps]
-    tail += ["--max-samples", str(args.max_samples)]  # one thread: OMP_NUM_THREADS=1
+    tail += ["--max-samples", str(args.max_samples), "--batch-size", str(args.batch_size)]
     if procs == 1:
         cmd = [sys.executable, "-m", "medrobust", *tail]
     else:
@@ -93,7 +96,15 @@ def main() -> None:
         identical = all(_numbers(d) == reference for ds in docs.values() for d in ds)
         one, many = statistics.median(times[1]), statistics.median(times[args.procs])
         result = {
-            "audit": {"attacks": args.attacks, "eps": args.eps, "max_samples": args.max_samples},
+            "audit": {
+                "attacks": args.attacks,
+                "eps": args.eps,
+                "max_samples": args.max_samples,
+                "batch_size": args.batch_size,
+            },
+            "attack_s_summed": {
+                str(k): [d["timing"]["attack_s"] for d in ds] for k, ds in docs.items()
+            },
             "threads_per_process": 1,
             "wall_s": {str(k): v for k, v in times.items()},
             "median_wall_s": {"1": one, str(args.procs): many},

@@ -364,7 +364,8 @@ def _process_batch(
         worst.now.zero_()
         for a_i, spec in enumerate(ctx.specs):
             if ctx.progress:
-                ctx.progress(ProgressEvent("attack", b_idx, n_batches, records.n, spec.name, e))
+                step = len(records.done)  # this process's batch count, as n_batches
+                ctx.progress(ProgressEvent("attack", step, n_batches, records.n, spec.name, e))
             cell = _attack_cell(ctx, batch, clean, prev[a_i], worst, (a_i, e_i), scopes)
             prev[a_i] = cell
             cells[a_i][e_i] = cell

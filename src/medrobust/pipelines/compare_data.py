@@ -37,6 +37,13 @@ class SharedData:
     spatial_dims: int
     class_names: list[str]
 
+    def audit_batches(self, n: int, batch_size: int, target: str) -> list[dict[str, Any]]:
+        """The first ``n`` test images as audit batches of ``batch_size``, their labels or
+        masks under the key ``target`` (``"label"`` or ``"mask"``)."""
+        n = min(n, self.x.shape[0])
+        ends = [(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+        return [{"image": self.x[a:b], target: self.y[a:b]} for a, b in ends]
+
 
 def corruption_summary(
     per_copy: dict[str, dict[str, Any]], name: str, lower_is_better: bool

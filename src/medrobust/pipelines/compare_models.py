@@ -146,12 +146,7 @@ def _adversarial(
 ) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """The audit on the first ``adv_samples`` test images: each attack's own rows, the
     cumulative worst case, the checks, and per-sample robust correctness per budget."""
-    n = min(cfg.adv_samples, data.x.shape[0])
-    bs = cfg.eval_batch_size
-    loader = [
-        {"image": data.x[i : min(n, i + bs)], "label": data.y[i : min(n, i + bs)]}
-        for i in range(0, n, bs)
-    ]
+    loader = data.audit_batches(cfg.adv_samples, cfg.eval_batch_size, "label")
     result = evaluate(
         model,
         loader,

@@ -111,12 +111,7 @@ def segmenter_adversarial(
         per-sample Dice under the worst case (``robust@<eps>``) and ``{"eps", "score", "ci95"}``
         per budget.
     """
-    n = min(cfg.adv_samples, data.x.shape[0])
-    bs = cfg.eval_batch_size
-    loader = [
-        {"image": data.x[i : min(n, i + bs)], "mask": data.y[i : min(n, i + bs)]}
-        for i in range(0, n, bs)
-    ]
+    loader = data.audit_batches(cfg.adv_samples, cfg.eval_batch_size, "mask")
     result = evaluate_segmentation(
         model,
         loader,

@@ -304,7 +304,6 @@ def run_audit(
                 ctx.progress(ProgressEvent("clean", len(records.done), item.total, records.n))
             _process_batch(ctx, batch, records, kept, pool, item.position, item.total)
             records.done.append(item.position)
-            records.batches_done = len(records.done)
             if ckpt is not None:
                 artifacts = {"kept": kept, "pool": pool, "task": ctx.task.artifacts()}
                 save_state(ckpt, ctx.config, records, artifacts)

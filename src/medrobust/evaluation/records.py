@@ -123,7 +123,6 @@ class Records:
         noise_broken: ``(E, N)`` bool: uniform random noise of that budget broke the sample.
         zero_grad: ``(N,)`` bool: the input gradient of the loss was all zero or not finite.
         extra: Per-sample tensors of the task's own work after each batch (first axis ``N``).
-        batches_done: Number of loader batches already processed (for resume).
         index: ``(N,)`` int64: each record's position in the whole data set (the loader's order),
             which stays the same however the samples are shared among processes.
         done: The loader positions of the batches already processed (for resume).
@@ -140,7 +139,6 @@ class Records:
     noise_broken: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     zero_grad: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.bool))
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
-    batches_done: int = 0
     index: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     done: list[int] = field(default_factory=list)
 
@@ -153,6 +151,11 @@ class Records:
             self.worst_broken_by = torch.empty(self.n_eps, 0, dtype=torch.long)
             self.worst_score = torch.empty(self.n_eps, 0, dtype=torch.float64)
             self.noise_broken = torch.empty(self.n_eps, 0, dtype=torch.bool)
+
+    @property
+    def batches_done(self) -> int:
+        """Number of loader batches already processed (for resume)."""
+        return len(self.done)
 
     @property
     def n(self) -> int:
@@ -243,13 +246,12 @@ class Records:
         r.noise_broken = s["noise_broken"]  # type: ignore[assignment]
         r.zero_grad = s["zero_grad"]  # type: ignore[assignment]
         r.extra = dict(s.get("extra") or {})  # type: ignore[call-overload]
-        r.batches_done = int(s["batches_done"])  # type: ignore[call-overload]
         index = s.get("index")
         r.index = index if isinstance(index, torch.Tensor) else torch.arange(r.n)
         done = s.get("done")
         r.done = [int(i) for i in done] if isinstance(done, torch.Tensor) else []
         if not r.done:  # a checkpoint of a single process before records knew their batches
-            r.done = list(range(r.batches_done))
+            r.done = list(range(int(s["batches_done"])))  # type: ignore[call-overload]
         return r
 
     @classmethod
@@ -278,7 +280,6 @@ class Records:
             raise ValueError("a sample was recorded by two processes")
         out._reorder(order)
         out.done.sort()
-        out.batches_done = len(out.done)
         return out
 
     def _extend(self, other: Records) -> None:

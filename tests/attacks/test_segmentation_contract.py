@@ -83,6 +83,8 @@ def make(name: str, norm: str = "linf", eps: float | None = None) -> object:
 def test_registered() -> None:
     assert {"asma", "asma-bounded", "dag", "pgd-seg", "apgd-seg"} <= set(SEG)
     assert {"segpgd", "cospgd", "apgd-sea-js", "apgd-sea-mce", "apgd-sea-mbce"} <= set(SEG)
+    assert {"apgd-sea-msph", "segpgd-targeted", "cospgd-targeted"} <= set(SEG)
+    assert is_targeted("segpgd-targeted") and is_targeted("cospgd-targeted")
     assert "square-seg" in LINF_ONLY and attack_kind("square-seg") == "black-box"
 
 

@@ -1,6 +1,6 @@
-"""The reweighted segmentation losses (SegPGD, CosPGD, SEA's JS, masked CE and masked balanced
-CE) against direct computations, SegPGD's schedule inside its engine, the Dice-ranked best
-iterate, and the Square-style black-box leg."""
+"""The reweighted segmentation losses (SegPGD and CosPGD, untargeted and targeted, SEA's JS,
+masked CE, masked balanced CE and masked spherical loss) against direct computations, SegPGD's
+schedule inside its engine, the Dice-ranked best iterate, and the Square-style black-box leg."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from medrobust.attacks.objectives.segmentation_losses import (
     JensenShannonLoss,
     MaskedBalancedCE,
     MaskedCrossEntropy,
+    MaskedSphericalLoss,
     SegPGDLoss,
     js_divergence,
     segpgd_weight,
@@ -215,3 +216,64 @@ def test_asma_spends_one_forward_pass_per_step_even_when_clipping() -> None:
     assert float(res.x_adv.min()) == 0.0 or float(res.x_adv.max()) == 1.0  # clipping happened
     # one to prepare the target, one clean check, one per step, one for the last iterate
     assert counting.calls == steps + 3
+
+
+# ---------------------------------------------------------------------------- targeted / MSL
+TARGET = torch.tensor([[[1, 1], [0, 1]]])  # only pixel (0, 0) is not at the target yet
+
+
+def test_targeted_segpgd_weighs_pixels_not_at_the_target_by_one_minus_lambda() -> None:
+    model = pixel_model()
+    ce = ce_map(X, TARGET)[0]
+    at = torch.tensor([0.0, 1.0, 1.0, 1.0])  # prediction [[0, 1], [0, 1]] vs the target
+    obj = SegPGDLoss(targeted=True)
+    for progress in (0.0, 0.4, 1.0):
+        lam = progress / 2
+        target = {"mask": TARGET, "progress": torch.tensor([progress])}
+        want = -((1 - lam) * ((1 - at) * ce) + lam * (at * ce)).mean()
+        out = obj(model, X, target)
+        assert float(out.loss[0].detach()) == pytest.approx(float(want), rel=1e-6)
+    # the targeted rule decides success: a pixel of the target still disagrees
+    assert not bool(out.success[0])
+    assert bool(obj(model, X, {"mask": torch.tensor([[[0, 1], [0, 1]]])}).success[0])
+
+
+def test_targeted_cospgd_weight_is_one_minus_the_detached_softmax_cosine() -> None:
+    model = pixel_model()
+    x = X.clone().requires_grad_(True)
+    loss = CosPGDLoss(targeted=True)(model, x, TARGET).loss.sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    z = model(x)
+    p = torch.softmax(z, dim=1)
+    cos = F.cosine_similarity(p, F.one_hot(TARGET, 2).movedim(-1, 1).float(), dim=1)
+    ce = F.cross_entropy(z, TARGET, reduction="none")
+    want = -((1 - cos).detach() * ce).mean()
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    (want_grad,) = torch.autograd.grad(want, x, retain_graph=True)
+    torch.testing.assert_close(grad, want_grad)
+    # a differentiated weight would give another gradient: the test tells them apart
+    (other,) = torch.autograd.grad(-((1 - cos) * ce).mean(), x)
+    assert not torch.allclose(grad, other)
+    # pixels already at the target fade out: only the wrong ones carry gradient here
+    assert float(grad[0, 0, 0, 1].abs()) < 1e-3 * float(grad[0, 0, 0, 0].abs())
+
+
+def test_masked_spherical_loss_is_the_unit_sphere_logit_of_correct_pixels() -> None:
+    model = pixel_model()
+    z = model(X).detach()
+    u = z / z.norm(dim=1, keepdim=True)
+    u_true = u.gather(1, MASK.unsqueeze(1)).flatten(1)[0]
+    correct = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    out = MaskedSphericalLoss()(model, X, MASK)
+    assert float(out.loss[0]) == pytest.approx(float(-(correct * u_true).mean()), rel=1e-6)
+    assert -1.0 <= float(out.loss[0]) <= 0.0
+    # blind to the scale of the logits (masked CE is not)
+    ident = torch.nn.Identity()
+    msl = [float(MaskedSphericalLoss()(ident, c * z, MASK).loss[0]) for c in (1.0, 5.0)]
+    mce = [float(MaskedCrossEntropy()(ident, c * z, MASK).loss[0]) for c in (1.0, 5.0)]
+    assert msl[0] == pytest.approx(msl[1], rel=1e-6) and mce[0] != pytest.approx(mce[1])
+    # every pixel flipped: 0; and the loss is untargeted only
+    flipped = 1 - torch.tensor([[[0, 1], [0, 1]]])
+    assert float(MaskedSphericalLoss()(model, X, flipped).loss[0]) == 0.0
+    with pytest.raises(TypeError):
+        MaskedSphericalLoss(targeted=True)  # type: ignore[call-arg]

@@ -108,6 +108,7 @@ def test_segmentation_suites_are_frozen_and_resolve_per_norm() -> None:
         l2 = [a["name"] for a in resolve_suite(name, "l2", 2).attacks]
         assert linf[0] == "pgd-seg" and linf[-1] == "square-seg"  # cheap first, black box last
         assert {"segpgd", "cospgd", "apgd-sea-js", "apgd-sea-mce", "apgd-sea-mbce"} <= set(linf)
+        assert "apgd-sea-msph" in linf
         assert l2 == linf[:-1]  # the black-box leg is Linf-only
 
 

@@ -119,18 +119,28 @@ class APGD(Attack):
         return None
 
     def _one_run(
-        self, run: Run, idx: torch.Tensor, gen: AnyGenerator, sched: tuple[set[int], int]
+        self,
+        run: Run,
+        idx: torch.Tensor,
+        gen: AnyGenerator,
+        sched: tuple[set[int], int],
+        *,
+        steps: int | None = None,
+        start: torch.Tensor | None = None,
     ) -> None:
         """One APGD run on rows ``idx``: momentum steps and the checkpoint rule.
 
         Cohesive algorithm: kept in one function. ``sched`` is ``(checkpoints, every)``: the
         checkpoint iterations and the steps between batch compactions (host round trips).
+        ``steps`` overrides :attr:`steps` and ``start`` (the perturbation of rows ``idx``,
+        inside ``run.threat``) replaces the random start (a warm start).
         """
         checkpoints, every = sched
+        n_steps = self.steps if steps is None else int(steps)
         model, x, target, threat, region, best = run.unpack()
         x0, ta, ra = x[idx], index_target(target, idx), subset_region(region, idx)
         view = (-1,) + (1,) * (x.ndim - 1)
-        d = threat.random_init(x0, restrict(gen, idx), ra)
+        d = start if start is not None else threat.random_init(x0, restrict(gen, idx), ra)
         out, g0 = self.evaluate(model, x0 + d, ta, grad=True)
         g = _grad(g0)
         best.update(idx, x0 + d, out)
@@ -151,7 +161,7 @@ class APGD(Attack):
             "active": torch.ones(idx.numel(), dtype=torch.bool, device=x.device),
         }
         last_ck = 0
-        for k in range(self.steps):
+        for k in range(n_steps):
             if self.early_stop:
                 s["active"] = s["active"] & ~out.success
                 if k % every == 0:
@@ -172,7 +182,7 @@ class APGD(Attack):
                 d_new = threat.project(
                     s["x0"], s["d"] + a * (z - s["d"]) + (1 - a) * (s["d"] - s["d_prev"]), ra
                 )
-            out, g_new = self.evaluate(model, s["x0"] + d_new, ta, grad=k < self.steps - 1)
+            out, g_new = self.evaluate(model, s["x0"] + d_new, ta, grad=k < n_steps - 1)
             g = g_new if g_new is not None else torch.zeros_like(d_new)
             best.update(s["idx"], s["x0"] + d_new, out, offer=s["active"])
             best.steps[s["idx"]] += s["active"].long()

@@ -1,9 +1,18 @@
-"""SegPGD and CosPGD: PGD on segmentation losses that reweight the pixels.
+"""SegPGD and CosPGD: PGD on segmentation losses that reweight the pixels, untargeted
+(``segpgd``, ``cospgd``) or toward a target mask (``segpgd-targeted``, ``cospgd-targeted``).
 
 SegPGD needs the iteration count inside its loss (its weight of the misclassified pixels grows
 from 0 to 1/2 over the attack), so it runs on :class:`ScheduledPGD`, a PGD loop that passes each
 step's progress to the objective through the target. CosPGD's weight depends only on the current
 prediction, so it runs on the plain segmentation PGD.
+
+The targeted presets are the same engines with the objective built with ``targeted=True``
+(``create_attack("segpgd", targeted=True)`` builds the same attack); they are registered apart,
+with the ``targeted`` tag, because the audit routes attacks by tag (targeted ones run once per
+target kind and report the target IoU). Their success is the targeted rule of
+:class:`~medrobust.attacks.objectives.segmentation.SegmentationObjective` (at most
+``1 - success_fraction`` of the pixels that had to change still disagree with the target), and
+they stop per sample once it holds.
 
 References:
     Gu, Zhao, Tresp, Torr, ECCV 2022 (SegPGD); Agnihotri, Jung, Keuper, ICML 2024 (CosPGD);
@@ -120,3 +129,35 @@ def cospgd(kw: dict[str, Any]) -> dict[str, Any]:
     """CosPGD (Agnihotri et al. 2024): PGD on :class:`CosPGDLoss`, 20 steps, Linf 4/255 by
     default; every sample runs all steps (the lowest Dice is kept)."""
     return {"eps": 4 / 255, "steps": 20, "early_stop": False, **kw}
+
+
+@register_attack(
+    "segpgd-targeted",
+    ScheduledPGD,
+    ObjectiveChoice("segpgd", {"segpgd": SegPGDLoss}, "segmentation"),
+    kind="iterative",
+    task="segmentation",
+    extras=("gradient", "targeted"),
+    fixed=("targeted", "broken_fraction"),
+    summary="SegPGD toward a target mask: pixels not yet at the target weigh 1 - lambda",
+)
+def segpgd_targeted(kw: dict[str, Any]) -> dict[str, Any]:
+    """Targeted SegPGD: :class:`SegPGDLoss` with ``targeted=True`` (descends the cross-entropy
+    to the target mask), 20 steps, Linf 4/255 by default, stopping per sample at success."""
+    return {"eps": 4 / 255, "steps": 20, "early_stop": True, **kw, "targeted": True}
+
+
+@register_attack(
+    "cospgd-targeted",
+    SegmentationPGD,
+    ObjectiveChoice("cospgd", {"cospgd": CosPGDLoss}, "segmentation"),
+    kind="iterative",
+    task="segmentation",
+    extras=("gradient", "targeted"),
+    fixed=("targeted", "broken_fraction"),
+    summary="CosPGD toward a target mask: pixel CE to the target weighted by 1 - cosine",
+)
+def cospgd_targeted(kw: dict[str, Any]) -> dict[str, Any]:
+    """Targeted CosPGD: :class:`CosPGDLoss` with ``targeted=True``, 20 steps, Linf 4/255 by
+    default, stopping per sample at success."""
+    return {"eps": 4 / 255, "steps": 20, "early_stop": True, **kw, "targeted": True}

@@ -58,11 +58,14 @@ _SUITES: dict[str, dict[str, list[dict[str, Any]]]] = {
 # CosPGD): cheap attacks first, and each attack runs only on the samples the earlier ones left
 # unbroken (``mode="cascade"``, see SEGMENTATION_SUITES); the worst case per sample is the
 # lowest Dice any of them reached. The black-box leg is the gradient-masking cross-check (Linf).
+# The SEA presets (apgd-sea-*) run with SEA's progressive radius reduction (2, 1.5, 1 x eps);
+# only their last stage, inside the eps-ball, can supply a result.
 _SEG_STANDARD: list[dict[str, Any]] = [
     {"name": "pgd-seg", "steps": 10},
     {"name": "segpgd", "steps": 20},
     {"name": "cospgd", "steps": 20},
     {"name": "apgd-sea-mce", "steps": 30},
+    {"name": "apgd-sea-msph", "steps": 30},
     {"name": "apgd-sea-js", "steps": 30},
     {"name": "apgd-sea-mbce", "steps": 30},
 ]
@@ -71,6 +74,7 @@ _SEG_THOROUGH: list[dict[str, Any]] = [
     {"name": "segpgd", "steps": 50},
     {"name": "cospgd", "steps": 50},
     {"name": "apgd-sea-mce", "steps": 100},
+    {"name": "apgd-sea-msph", "steps": 100},
     {"name": "apgd-sea-js", "steps": 100},
     {"name": "apgd-sea-mbce", "steps": 100},
     {"name": "apgd-seg", "objective": "dice", "steps": 100},

@@ -38,6 +38,7 @@ from medrobust.models.window_memory import (
     WindowMemory,
     check_window_memory,
     estimate_window_memory,
+    parse_size,
     saved_activation_bytes,
 )
 from medrobust.models.zoo import (
@@ -209,7 +210,9 @@ class SlidingWindowSegmenter(nn.Module):
             activations (one more forward pass per window in the backward). Batch-norm
             layers in training mode would see each window twice; attacks run in eval mode.
         max_memory: Bytes an attack step may need before :meth:`check_memory` refuses the
-            volume (None: the device's free memory, see
+            volume, an int or a size such as ``"6GiB"`` (see
+            :func:`~medrobust.models.window_memory.parse_size`; None: the device's free
+            memory, see
             :func:`~medrobust.models.window_memory.available_memory`).
 
     Shape:
@@ -229,7 +232,7 @@ class SlidingWindowSegmenter(nn.Module):
         overlap: float = 0.25,
         mode: str = "gaussian",
         checkpoint: bool = False,
-        max_memory: int | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(net, ModelAdapter):
@@ -247,14 +250,12 @@ class SlidingWindowSegmenter(nn.Module):
             raise ValueError(f"mode must be 'constant' or 'gaussian', got {mode!r}")
         if not isinstance(checkpoint, bool):
             raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
-        if max_memory is not None:
-            _check_int("max_memory", max_memory, minimum=1)
         self.net = net
         self.sw_batch_size = int(sw_batch_size)
         self.overlap = float(overlap)
         self.mode = mode
         self.checkpoint = checkpoint
-        self.max_memory = max_memory
+        self.max_memory = None if max_memory is None else parse_size(max_memory)
         self._per_window: dict[tuple[Any, ...], ActivationProbe] = {}
 
     def roi_for(self, spatial_dims: int) -> tuple[int, ...]:
@@ -355,7 +356,7 @@ def sliding_window(
     overlap: float = 0.25,
     mode: str = "gaussian",
     checkpoint: bool = False,
-    max_memory: int | None = None,
+    max_memory: int | str | None = None,
 ) -> ModelAdapter:
     """A new adapter that runs ``model``'s network by sliding windows.
 
@@ -371,7 +372,8 @@ def sliding_window(
         checkpoint: Gradient checkpointing per window batch, so that an attack's backward
             pass does not keep every window's activations (see
             :class:`SlidingWindowSegmenter`).
-        max_memory: Bytes an attack step may use (None: the device's free memory); a volume
+        max_memory: Bytes an attack step may use, an int or a size such as ``"6GiB"`` (None:
+            the device's free memory); a volume
             that needs more is refused by :func:`check_volume_size` with a
             :class:`~medrobust.models.window_memory.VolumeMemoryError`.
 

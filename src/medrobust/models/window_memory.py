@@ -25,6 +25,7 @@ References:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "count_windows",
     "estimate_window_memory",
     "format_bytes",
+    "parse_size",
     "saved_activation_bytes",
 ]
 
@@ -251,6 +253,51 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
 
 
+#: Units of :func:`parse_size` (lower case): binary (KiB, K), decimal (kB) and bytes.
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    **{f"{p}ib": 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{p: 1024 ** (i + 1) for i, p in enumerate("kmgt")},
+    **{f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")},
+}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
+
+
+def parse_size(size: int | str, what: str = "max_memory") -> int:
+    """A memory size in bytes from an int or a text such as ``"6GiB"``, ``"512 MiB"``,
+    ``"1.5G"``, ``"2GB"`` or ``"1000000"`` (the inverse of :func:`format_bytes`).
+
+    Binary units (``KiB``, ``MiB``, ``GiB``, ``TiB``, and the short ``K``, ``M``, ``G``,
+    ``T``) are powers of 1024, decimal ones (``kB``, ``MB``, ``GB``, ``TB``) powers of 1000;
+    case does not matter; a bare number is bytes.
+
+    Args:
+        size: The size.
+        what: The name of the option in error messages (e.g. ``"--max-memory"``).
+
+    Returns:
+        The size in bytes (at least 1).
+
+    Raises:
+        ValueError: If the text is not a size or the size is below one byte.
+        TypeError: If ``size`` is neither an int nor a str.
+    """
+    expected = "a size like 6GiB, 512MiB, 2GB or a number of bytes"
+    if isinstance(size, bool) or not isinstance(size, int | str):
+        raise TypeError(f"{what} must be {expected}, got {size!r}")
+    if isinstance(size, int):
+        n = size
+    else:
+        match = _SIZE.fullmatch(size.strip().lower())
+        if match is None or match.group(2) not in _SIZE_UNITS:
+            raise ValueError(f"{what} must be {expected}, got {size!r}")
+        n = round(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if n < 1:
+        raise ValueError(f"{what} must be at least 1 byte, got {size!r}")
+    return int(n)
+
+
 def estimate_window_memory(
     net: nn.Module,
     images: torch.Tensor,
@@ -358,15 +405,19 @@ def check_window_memory(
         with_ckpt = estimate.with_checkpoint(True).total
         fits = "fits" if with_ckpt <= limit else "still does not fit"
         msg += (
-            f"; with sliding_window(model, roi_size, checkpoint=True) each window batch is "
-            f"recomputed in the backward pass instead of kept: about {format_bytes(with_ckpt)} "
-            f"({fits})"
+            f"; with gradient checkpointing (sliding_window(model, roi_size, checkpoint=True); "
+            f"command line: --window-checkpoint) each window batch is recomputed in the backward "
+            f"pass instead of kept: about {format_bytes(with_ckpt)} ({fits})"
         )
     if estimate.batch > 1:
-        msg += "; a smaller batch (one volume at a time) divides the need by the batch size"
+        msg += (
+            "; a smaller batch (one volume at a time: --batch-size 1) divides the need by the "
+            "batch size"
+        )
     msg += (
-        "; a smaller sw_batch_size or window, or cropping the volume to the region of "
-        "interest, also helps (max_memory=<bytes> sets the limit by hand; the estimate is "
+        "; fewer windows per network call (sw_batch_size=; --sw-batch-size), a smaller window "
+        "(--roi-size) or cropping the volume to the region of interest also helps "
+        "(max_memory=<bytes>, --max-memory 6GiB, sets the limit by hand; the estimate is "
         "approximate)"
     )
     raise VolumeMemoryError(msg)

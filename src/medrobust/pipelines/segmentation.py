@@ -23,6 +23,7 @@ from medrobust.pipelines.config import CheckpointAudit
 from medrobust.pipelines.locking import EVALUATION_STATE, holds_run_lock
 from medrobust.pipelines.reporter import Reporter
 from medrobust.pipelines.results import SegmentationAudit, evaluate_segmentation
+from medrobust.pipelines.windows import SlidingWindowOptions, as_window
 
 __all__ = [
     "demo_settings",
@@ -218,7 +219,7 @@ def evaluate_segmenter(
     data_info: Mapping[str, Any] | None = None,
     title: str | None = None,
     progress: Any = None,
-    roi_size: int | Sequence[int] | None = None,
+    roi_size: int | Sequence[int] | SlidingWindowOptions | None = None,
 ) -> SegmentationAudit:
     """Audit a segmenter with settings as in :func:`demo_settings` (``"evaluation"`` entry).
 
@@ -234,19 +235,21 @@ def evaluate_segmenter(
         progress: Progress callback (see
             :func:`~medrobust.evaluation.segmentation.evaluate_segmentation`).
         roi_size: Run the model by sliding windows of this size (volumes larger than the
-            training patch).
+            training patch), or :class:`~medrobust.pipelines.windows.SlidingWindowOptions`
+            (window size, windows per call, overlap, gradient checkpointing, memory limit).
 
     Returns:
         The evaluation.
     """
     from medrobust.models.segmentation import sliding_window
 
+    window = as_window(roi_size)
     if isinstance(loader, Dataset) and not isinstance(loader, DataLoader):
         loader = DataLoader(
             loader, batch_size=int(settings.get("batch_size", 8)), shuffle=False, num_workers=0
         )
-    if roi_size is not None:
-        model = sliding_window(model, roi_size)
+    if window is not None:
+        model = sliding_window(model, window.roi_size, **window.options())
     suite = settings.get("suite")
     attacks = suite if suite is not None else settings.get("attacks", ("pgd-seg",))
     extra = {"mode": settings["mode"]} if "mode" in settings else {}
@@ -340,7 +343,7 @@ def evaluate_segmentation_model(
     reporter: Reporter | None = None,
     overwrite: bool = False,
     config_extra: Mapping[str, Any] | None = None,
-    roi_size: int | Sequence[int] | None = None,
+    roi_size: int | Sequence[int] | SlidingWindowOptions | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
     broken_fraction: float = 0.5,
@@ -362,7 +365,9 @@ def evaluate_segmentation_model(
         reporter: A :class:`medrobust.pipelines.reporter.Reporter`, or None.
         overwrite: Replace an earlier evaluation in ``out_dir``.
         config_extra: More entries for ``config.yaml``.
-        roi_size: Evaluate (and attack) by sliding windows of this size.
+        roi_size: Evaluate (and attack) by sliding windows of this size, or
+            :class:`~medrobust.pipelines.windows.SlidingWindowOptions` (``--sw-batch-size``,
+            ``--overlap``, ``--window-checkpoint``, ``--max-memory`` on the command line).
         targets: Target kinds of the targeted attacks.
         noise: Noise kinds compared at matched SSIM.
         broken_fraction: A sample is broken below this fraction of its clean Dice.
@@ -378,6 +383,7 @@ def evaluate_segmentation_model(
     from medrobust.data import create_dataset
     from medrobust.evaluation.suites import SEGMENTATION_SUITES
 
+    window = as_window(roi_size)  # checked before the data set is built
     rep = reporter or Reporter()
     ev = config.evaluation
     split = config.data.eval_split
@@ -426,12 +432,13 @@ def evaluate_segmentation_model(
         title=f"Segmentation robustness audit: {card_dict.get('architecture', 'model')} on "
         f"{config.data.name}",
         progress=rep.evaluate,
-        roi_size=roi_size,
+        roi_size=window,
     )
     out = Path(out_dir)
     extra = {
         "run": config.to_dict() if hasattr(config, "to_dict") else {},
-        "roi_size": roi_size,
+        "roi_size": None if window is None else window.to_dict()["roi_size"],
+        "sliding_window": None if window is None else window.options(),
         **dict(config_extra or {}),
     }
     result.write(out, overwrite=overwrite, config_extra=extra)
@@ -447,7 +454,7 @@ def evaluate_segmentation_checkpoint(
     *,
     reporter: Reporter | None = None,
     overwrite: bool = False,
-    roi_size: int | Sequence[int] | None = None,
+    roi_size: int | Sequence[int] | SlidingWindowOptions | None = None,
     targets: Sequence[str] = ("background", "other"),
     noise: Sequence[str] = ("gaussian", "rician", "speckle"),
     broken_fraction: float = 0.5,
@@ -462,7 +469,9 @@ def evaluate_segmentation_checkpoint(
         out_dir: The run folder.
         reporter: A :class:`medrobust.pipelines.reporter.Reporter`, or None.
         overwrite: Replace an earlier evaluation in ``out_dir``.
-        roi_size: Evaluate (and attack) by sliding windows of this size.
+        roi_size: Evaluate (and attack) by sliding windows of this size, or
+            :class:`~medrobust.pipelines.windows.SlidingWindowOptions` (``--sw-batch-size``,
+            ``--overlap``, ``--window-checkpoint``, ``--max-memory`` on the command line).
         targets: Target kinds of the targeted attacks.
         noise: Noise kinds compared at matched SSIM.
         broken_fraction: A sample is broken below this fraction of its clean Dice.
@@ -477,6 +486,7 @@ def evaluate_segmentation_checkpoint(
     """
     from medrobust.models import load_checkpoint
 
+    roi_size = as_window(roi_size)  # checked before the checkpoint is read
     model, card = load_checkpoint(checkpoint)
     if model.task.value != "segmentation":
         raise ValueError(f"{checkpoint} holds a {model.task.value} model; use `medrobust evaluate`")

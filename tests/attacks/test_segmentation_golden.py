@@ -229,8 +229,18 @@ def test_dag_step_norm_equals_gamma(norm: str) -> None:
     x = image([[0.30, 0.40, 0.35], [0.20, 0.70, 0.60]])
     target = torch.ones(1, 2, 3, dtype=torch.long)
     gamma = 0.01
-    res = DAG(steps=1, gamma=gamma, norm=norm)(model, x, target)
-    d = res.x_adv - x
+    visited: list[torch.Tensor] = []
+
+    class Recording(DAG):
+        def evaluate(self, model, x, target, grad):  # type: ignore[no-untyped-def]
+            visited.append(x.detach().clone())
+            return super().evaluate(model, x, target, grad)
+
+    res = Recording(steps=1, gamma=gamma, norm=norm)(model, x, target)
+    # no pixel crosses 0.5 in one step of 0.01: the agreement ties, and the attack returns the
+    # earlier, smaller perturbation (none); the step itself is the iterate it then evaluated
+    assert torch.equal(res.x_adv, x)
+    d = visited[-1] - x
     size = d.abs().max() if norm == "linf" else d.norm()
     assert float(size) == pytest.approx(gamma, rel=1e-5)
     # the active set: pixels already predicted as the target do not move
@@ -414,3 +424,41 @@ def test_dag_reaches_multiclass_targets_with_a_small_perturbation() -> None:
     assert int(res.steps.max()) <= 20  # 0.03 / (0.5/255) = 15.3 sign steps
     old = create_attack("dag", steps=60, direction="scaled", refine=0)(model, x, target)
     assert int(old.steps.min()) > 2 * int(res.steps.max())
+
+
+def test_dag_keeps_the_iterate_agreeing_with_the_target_on_most_pixels() -> None:
+    """DAG's loss sums the logit margins of the pixels still wrong, so it can rank a later
+    iterate with fewer agreeing pixels higher; the attack ranks its iterates by the agreement
+    with the target instead. With a budget (Linf 0.02) below the 0.03 every pixel needs to
+    cross its boundary, no sample succeeds and the returned iterate must agree with the target
+    on as many pixels as the best one the attack visited (whose loss is that agreement)."""
+    from medrobust.attacks.dag import DAG
+    from medrobust.metrics.segmentation import pixel_agreement
+
+    side = 8
+    gain = torch.linspace(0.05, 1.0, side * side).view(1, 1, side, side)
+    model = ModelAdapter(PixelBands(gain), num_classes=4, task="segmentation").eval()
+    g = torch.Generator().manual_seed(1)
+    boundary = torch.tensor([0.25, 0.5, 0.75])[torch.randint(0, 3, (2, side, side), generator=g)]
+    below = torch.rand((2, side, side), generator=g) < 0.5
+    dist = 0.005 + 0.035 * torch.rand((2, side, side), generator=g)  # some within 0.02
+    x = torch.where(below, boundary - dist, boundary + dist).unsqueeze(1)
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+    target = torch.where(below, clean + 1, clean - 1)
+    seen: list[torch.Tensor] = []
+
+    class Recording(DAG):
+        def evaluate(self, model, x, target, grad):  # type: ignore[no-untyped-def]
+            out, grad_ = super().evaluate(model, x, target, grad)
+            if x.shape[0] == 2:
+                seen.append(out.loss.detach().clone())
+            return out, grad_
+
+    res = Recording(eps=0.02, steps=30, refine=0)(model, x, target)
+    assert not res.success.any()
+    with torch.no_grad():
+        final = pixel_agreement(model(res.x_adv).argmax(1), target)
+    best = torch.stack(seen).max(dim=0).values.double()
+    assert torch.allclose(final, best)
+    assert len(seen) > 5 and 0.0 < float(final.min()) and float(final.max()) < 1.0

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from medrobust.attacks.engine import Run, _check_positive, subset_region
-from medrobust.attacks.objectives.base import index_target
+from medrobust.attacks.objectives.base import ObjectiveOutput, Target, index_target
 from medrobust.attacks.objectives.segmentation import DAGLoss
 from medrobust.attacks.presets import register_attack
 from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.threat import sample_norm
+from medrobust.metrics.segmentation import pixel_agreement
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -112,6 +113,22 @@ class DAG(SegmentationAttack):
             return self.gamma
         w = model.bounds.width
         return 0.5 / 255.0 * w if self.norm is Norm.LINF else 0.07 * w
+
+    def evaluate(
+        self, model: ModelAdapter, x: torch.Tensor, target: Target, grad: bool
+    ) -> tuple[ObjectiveOutput, torch.Tensor | None]:
+        """The gradient of :class:`DAGLoss`, with the pixel agreement with the target as loss.
+
+        The best iterate is ranked by success, then by that agreement (ties keep the earlier,
+        smaller perturbation). DAG's own loss sums the logit margins of the pixels still wrong,
+        so a later iterate with fewer but more confidently wrong pixels would outrank one that
+        agrees with the target on more pixels.
+        """
+        out, g = super().evaluate(model, x, target, grad)
+        if not isinstance(target, dict):  # pragma: no cover - prepare always builds a dict
+            raise TypeError("DAG needs the dict target of DAGLoss.prepare")
+        score = pixel_agreement(out.pred, target["mask"]).to(x.dtype)
+        return ObjectiveOutput(score, out.success, out.pred, out.logits), g
 
     def _run(self, run: Run) -> dict[str, torch.Tensor] | None:
         model, x, target, threat, region, best = run.unpack()

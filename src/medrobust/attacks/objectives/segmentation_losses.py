@@ -56,14 +56,6 @@ class _PixelLoss(SegmentationObjective):
         success_fraction: Targeted success, see :class:`SegmentationObjective`.
     """
 
-    def __init__(
-        self,
-        targeted: bool = False,
-        broken_fraction: float = 0.5,
-        success_fraction: float = 0.99,
-    ) -> None:
-        super().__init__(targeted, broken_fraction, success_fraction)
-
     def pixel_loss(
         self, z: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, target: Target
     ) -> torch.Tensor:

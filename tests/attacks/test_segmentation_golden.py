@@ -212,6 +212,39 @@ def test_asma_refine_shrinks_to_the_smallest_successful_scale() -> None:
     assert not bool(far.success[0])
 
 
+def test_asma_polish_goes_on_after_success_and_keeps_the_smallest_success() -> None:
+    """With ``polish=P`` a sample runs P iterations past its first success (``steps`` still
+    caps it), and the returned perturbation is the smallest (L2) successful iterate visited."""
+    model = pixel_model()
+    g = torch.Generator().manual_seed(0)
+    x = (0.2 + 0.25 * torch.rand(3, 1, 4, 4, generator=g)).clamp(0, 1)  # all class 0
+    target = torch.ones(3, 4, 4, dtype=torch.long)
+    stop = ASMA(steps=60, refine=0, polish=0)(model, x, target)
+    assert stop.success.all()
+    first = stop.steps.clone()
+    visited: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    class Recording(ASMA):
+        def evaluate(self, model, x, target, grad):  # type: ignore[no-untyped-def]
+            out, grad_ = super().evaluate(model, x, target, grad)
+            if x.shape[0] == 1:  # one sample left: record its iterates
+                visited.append((x.detach().clone(), out.success.clone()))
+            return out, grad_
+
+    res = ASMA(steps=60, refine=0, polish=10)(model, x, target)
+    assert res.success.all()
+    assert torch.equal(res.steps, torch.clamp(first + 10, max=60))
+    assert bool((res.l2 <= stop.l2 + 1e-6).all())
+    # with the 90% rule the polish phase visits several successful iterates, the first is not
+    # the smallest, and the attack returns the smallest
+    one = Recording(steps=60, refine=0, polish=10, success_fraction=0.9)(model, x[:1], target[:1])
+    l2s = [float((xi - x[:1]).norm()) for xi, ok in visited if bool(ok[0])]
+    assert len(l2s) > 2 and min(l2s) < l2s[0]
+    assert float(one.l2[0]) == pytest.approx(min(l2s), rel=1e-5)
+    with pytest.raises(ValueError, match="polish must be an integer >= 0"):
+        ASMA(polish=-1)
+
+
 def test_targeted_extras_report_pixel_success() -> None:
     model = pixel_model()
     # three pixels differ from the target at x0; a step of 0.06 flips only the one at 0.45

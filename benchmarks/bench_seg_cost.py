@@ -12,15 +12,19 @@ Parts (``--parts``, comma-separated):
   the final shrinking off, so every step runs; the prepare, clean and final passes are the
   fixed overhead).
 * ``minimal``: ASMA (tuned default) and DAG against PGD toward the same target: per image, the
-  smallest Linf budget (grid of factor sqrt 2) at which targeted PGD-20 on pixel CE reaches the
-  target IoU that ASMA reached; ASMA's Linf, L2 and per-pixel RMS beside it.
+  smallest budget, in Linf and in L2 (a grid of factor sqrt 2, then 4 bisections), at which
+  targeted PGD-20 on pixel CE reaches the target IoU that the attack reached; the attack's
+  Linf, L2 and per-pixel RMS beside it, and per norm whether the attack was smaller.
 * ``paper``: ``asma-paper`` (Ozbulak et al.'s raw tau and beta, 2501 steps) beside the tuned
   ``asma``: target IoU, pixel success, L2, Linf and per-pixel RMS, against the paper's Fig. 1
   (IoU 0.98, L2 2.3, Linf 0.16 on 3x572x572 inputs: per-pixel RMS 2.3 / sqrt(3 * 572^2)).
 
 The model is a MONAI UNet (channels 8-16-32-64) trained here on 160 phantom images of 128x128
 for 6 epochs (or ``--checkpoint``). ``--mni-checkpoint`` adds a 4-class model of the MNI152
-tissue slices to ``minimal`` (e.g. one trained by ``medrobust compare --task segmentation``).
+tissue slices to ``minimal`` (e.g. one trained by ``medrobust train --data mni152-tissue --model
+unet``), toward the background, another slice's classes and a class swap; ``--volume-steps N``
+adds a 5-class 3-D UNet trained here for N steps on the volume phantom (4 test volumes of 32^3),
+toward the background and a class swap.
 
 The machine these figures come from may be shared: the load average before and after is
 recorded; CPU time is less sensitive to other work than wall time.
@@ -28,6 +32,7 @@ recorded; CPU time is less sensitive to other work than wall time.
 Usage::
 
     python benchmarks/bench_seg_cost.py --parts audit,forwards,minimal,paper \
+        --mni-checkpoint runs/mni/train/best.pt --volume-steps 300 \
         --out benchmarks/results/seg_cost.json
 """
 
@@ -227,35 +232,74 @@ def _stats(res: Any, x: torch.Tensor) -> dict[str, Any]:
     }
 
 
+_GRID = {"linf": (0.25 / 255, 128 / 255), "l2": (0.05, 64.0)}
+
+
+def _reaches(
+    model: Any, x: torch.Tensor, tgt: torch.Tensor, goal: torch.Tensor, norm: str, eps: float
+) -> tuple[torch.Tensor, Any]:
+    """Whether targeted PGD-20 on pixel CE, ``norm`` ball of radius ``eps``, reaches ``goal``."""
+    res = create_attack("pgd-seg", targeted=True, eps=eps, steps=20, norm=norm)(model, x, tgt)
+    return res.extra["target_iou"] >= goal - 1e-9, res
+
+
 def pgd_needed(
-    model: Any, x: torch.Tensor, tgt: torch.Tensor, goal: torch.Tensor
+    model: Any,
+    x: torch.Tensor,
+    tgt: torch.Tensor,
+    goal: torch.Tensor,
+    norm: str = "linf",
+    bisect: int = 4,
 ) -> dict[str, Any]:
-    """Per image, the smallest Linf budget on a sqrt(2) grid at which targeted PGD-20 reaches
-    target IoU ``goal``, with that result's L2."""
+    """Per image, the smallest ``norm`` budget at which targeted PGD-20 reaches target IoU
+    ``goal``: a grid of factor sqrt 2, then ``bisect`` bisections per image between the last
+    budget that fell short and the first that was enough (so ``needed`` is within a factor
+    ``2 ** (0.5 / 2 ** bisect)`` of the true threshold of this attack). Also the other norm of
+    PGD's perturbation at that budget."""
+    other = "l2" if norm == "linf" else "linf"
     b = x.shape[0]
-    need = [math.inf] * b
-    l2 = [math.nan] * b
-    below = [0.0] * b
-    eps = 0.25 / 255
-    while eps <= 128 / 255 and any(math.isinf(v) for v in need):
-        res = create_attack("pgd-seg", targeted=True, eps=eps, steps=20)(model, x, tgt)
-        iou = res.extra["target_iou"]
+    need, below, at = [math.inf] * b, [0.0] * b, [math.nan] * b
+    eps, stop = _GRID[norm]
+    while eps <= stop and any(math.isinf(v) for v in need):
+        ok, res = _reaches(model, x, tgt, goal, norm, eps)
         for i in range(b):
             if math.isinf(need[i]):
-                if float(iou[i]) >= float(goal[i]) - 1e-9:
-                    need[i], l2[i] = eps, float(res.l2[i])
+                if bool(ok[i]):
+                    need[i], at[i] = eps, float(getattr(res, other)[i])
                 else:
                     below[i] = eps
         eps *= math.sqrt(2)
+    for i in range(b):
+        if math.isinf(need[i]) or below[i] == 0.0:
+            continue
+        lo, hi = below[i], need[i]
+        for _ in range(bisect):
+            mid = math.sqrt(lo * hi)
+            ok, res = _reaches(model, x[i : i + 1], tgt[i : i + 1], goal[i : i + 1], norm, mid)
+            if bool(ok[0]):
+                hi, at[i] = mid, float(getattr(res, other)[0])
+            else:
+                lo = mid
+        need[i], below[i] = hi, lo
     return {
-        "linf_needed": [round(v, 4) for v in need],
-        "linf_not_enough": [round(v, 4) for v in below],
-        "l2_at_needed": [round(v, 3) for v in l2],
+        f"{norm}_needed": [round(v, 4) for v in need],
+        f"{norm}_not_enough": [round(v, 4) for v in below],
+        f"{other}_at_needed": [round(v, 4) for v in at],
     }
 
 
+def _smaller(stats: dict[str, Any], pgd: dict[str, Any], norm: str) -> list[bool | None]:
+    """Per image: is the attack's ``norm`` perturbation below what PGD needed (None where PGD
+    never reached the IoU, i.e. the attack needed less than the largest budget tried)."""
+    return [
+        None if math.isinf(n) else bool(a < n)
+        for a, n in zip(stats[norm], pgd[f"{norm}_needed"], strict=True)
+    ]
+
+
 def part_minimal(model: Any, x: torch.Tensor, y: torch.Tensor, kinds: list[str]) -> dict:
-    """ASMA and DAG against targeted PGD toward the same targets."""
+    """ASMA and DAG against targeted PGD toward the same targets, PGD bounded in Linf and in L2:
+    per image, the budget PGD needs to reach the target IoU the attack reached."""
     out: dict[str, Any] = {}
     for kind in kinds:
         tgt = make_target(kind, y, num_classes=model.num_classes, seed=0)
@@ -263,10 +307,40 @@ def part_minimal(model: Any, x: torch.Tensor, y: torch.Tensor, kinds: list[str])
         for name in ("asma", "dag"):
             t = time.perf_counter()
             res = create_attack(name)(model, x, tgt)
-            row[name] = {**_stats(res, x), "wall_s": round(time.perf_counter() - t, 1)}
-            row[name]["pgd_toward_same_iou"] = pgd_needed(model, x, tgt, res.extra["target_iou"])
+            st = {**_stats(res, x), "wall_s": round(time.perf_counter() - t, 1)}
+            goal = res.extra["target_iou"]
+            st["pgd_linf_toward_same_iou"] = pgd_needed(model, x, tgt, goal, "linf")
+            st["pgd_l2_toward_same_iou"] = pgd_needed(model, x, tgt, goal, "l2")
+            st["smaller_than_pgd"] = {
+                n: _smaller(st, st[f"pgd_{n}_toward_same_iou"], n) for n in ("l2", "linf")
+            }
+            row[name] = st
+            print(kind, name, json.dumps(st), flush=True)
         out[kind] = row
     return out
+
+
+def part_minimal_volume(steps: int, n: int) -> dict[str, Any]:
+    """``part_minimal`` on a 5-class 3-D UNet (``bench_seg_volume.train_volume_unet``) and ``n``
+    test volumes of 32^3 of the volume phantom, toward the background and a class swap."""
+    from bench_seg_volume import train_volume_unet
+
+    from medrobust.data import create_dataset
+    from medrobust.metrics.segmentation import dice_per_sample
+
+    t = time.perf_counter()
+    model = train_volume_unet(steps)
+    test = create_dataset("volume-phantom", split="test", n=n, size=32, seed=0)
+    x = torch.stack([test[i]["image"] for i in range(n)])
+    y = torch.stack([test[i]["mask"] for i in range(n)])
+    with torch.no_grad():
+        clean = dice_per_sample(model(x), y)
+    out: dict[str, Any] = {
+        "train_steps": steps,
+        "train_s": round(time.perf_counter() - t, 1),
+        "clean_dice": [round(float(v), 3) for v in clean],
+    }
+    return {**out, **part_minimal(model, x, y, ["background", "swap"])}
 
 
 def part_paper(model: Any, n: int, steps: int) -> dict[str, Any]:
@@ -286,6 +360,13 @@ def main() -> None:
     ap.add_argument("--parts", default="audit,forwards,minimal,paper")
     ap.add_argument("--checkpoint", type=Path, default=None)
     ap.add_argument("--mni-checkpoint", type=Path, default=None)
+    ap.add_argument(
+        "--volume-steps",
+        type=int,
+        default=0,
+        help="train a 5-class 3-D UNet on the volume phantom for this many steps and add it "
+        "to the minimal part (0: skip)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=4, help="images of the minimal and paper parts")
     ap.add_argument("--paper-steps", type=int, default=2501)
@@ -327,7 +408,11 @@ def main() -> None:
                 pick = [3, 9, 6, 12][: args.n]
                 xm = torch.stack([ds[i]["image"] for i in pick])
                 ym = torch.stack([ds[i]["mask"] for i in pick])
-                result["minimal"]["mni152"] = part_minimal(mni, xm, ym, ["background", "other"])
+                result["minimal"]["mni152"] = part_minimal(
+                    mni, xm, ym, ["background", "other", "swap"]
+                )
+            if args.volume_steps:
+                result["minimal"]["volume"] = part_minimal_volume(args.volume_steps, args.n)
         elif part == "paper":
             result["paper"] = part_paper(model, args.n, args.paper_steps)
         else:

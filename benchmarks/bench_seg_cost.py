@@ -8,9 +8,9 @@ Parts (``--parts``, comma-separated):
   image's mask, three noise baselines, the sanity checks) on 8 bus-phantom images of 128x128:
   wall time, process CPU time, and per phase (each progress event opens one) the wall time and
   the images the model was run on (forward passes, counted by a forward hook, times the batch).
-* ``forwards``: forward passes per ASMA step (a forward hook on the model; ``early_stop`` and
-  the final shrinking off, so every step runs; the prepare, clean and final passes are the
-  fixed overhead).
+* ``forwards``: forward passes per ASMA step (a forward hook on the model; the stop
+  (``polish=None``) and the final shrinking off, so every step runs; the prepare, clean and
+  final passes are the fixed overhead).
 * ``minimal``: ASMA (tuned default) and DAG against PGD toward the same target: per image, the
   smallest budget, in Linf and in L2 (a grid of factor sqrt 2, then 4 bisections), at which
   targeted PGD-20 on pixel CE reaches the target IoU that the attack reached; the attack's
@@ -206,7 +206,7 @@ def part_forwards(model: Any, steps: int = 20) -> dict[str, Any]:
     counter = ForwardCounter(type(model.net))
     out = {}
     for n in (steps, 2 * steps):
-        attack = create_attack("asma", steps=n, early_stop=False, refine=0)
+        attack = create_attack("asma", steps=n, polish=None, refine=0)
         with counter:
             c0 = counter.calls
             attack(model, x, tgt)

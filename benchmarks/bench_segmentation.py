@@ -76,7 +76,7 @@ def asma_case(args: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():
         pred = model(x).argmax(1)
     target = torch.roll(pred, 1, dims=0)
-    attack = create_attack("asma", steps=args["steps"], early_stop=False)
+    attack = create_attack("asma", steps=args["steps"], polish=None)
     sync = _sync(device)
 
     def batched() -> None:

@@ -190,9 +190,9 @@ def test_asma_paper_defaults() -> None:
     paper = create_attack("asma-paper").config()
     assert paper["name"] == "asma-paper" and paper["normalize"] is None
     assert (paper["tau"], paper["beta"], paper["steps"]) == (1e-7, 1e-6, 2501)
-    assert paper["early_stop"] is False and paper["refine"] == 0
+    assert paper["polish"] is None and paper["refine"] == 0
     tuned = b.config()
-    assert tuned["early_stop"] is True and tuned["refine"] > 0
+    assert tuned["polish"] == 50 and tuned["refine"] > 0
 
 
 def test_asma_refine_shrinks_to_the_smallest_successful_scale() -> None:
@@ -241,7 +241,7 @@ def test_asma_polish_goes_on_after_success_and_keeps_the_smallest_success() -> N
     l2s = [float((xi - x[:1]).norm()) for xi, ok in visited if bool(ok[0])]
     assert len(l2s) > 2 and min(l2s) < l2s[0]
     assert float(one.l2[0]) == pytest.approx(min(l2s), rel=1e-5)
-    with pytest.raises(ValueError, match="polish must be an integer >= 0"):
+    with pytest.raises(ValueError, match="polish must be None"):
         ASMA(polish=-1)
 
 

@@ -43,8 +43,8 @@ class ASMA(SegmentationAttack):
     second forward pass wherever clipping changed the point; the two agree wherever it did
     not.) Every sample has its own multiplier.
 
-    With ``early_stop`` (the default) a sample stops ``polish`` iterations after it first
-    succeeds (the paper runs every iteration). In those iterations the target is almost reached,
+    A sample stops ``polish`` iterations after it first succeeds (``polish=None``: never, as
+    the paper runs every iteration). In those iterations the target is almost reached,
     so the distance term of ``J`` dominates the step and pulls the iterate back toward ``x_0``
     while the prediction term keeps it on the target: the perturbation shrinks along a path of
     its own, not only along the ray that ``refine`` searches. The best iterate per sample is
@@ -74,12 +74,11 @@ class ASMA(SegmentationAttack):
         distance_weight: Weight of the distance term (1 in the paper).
         success_fraction: Targeted success rule (see
             :class:`~medrobust.attacks.objectives.segmentation.SegmentationObjective`).
-        early_stop: Stop a sample once it succeeds (the paper runs every iteration, which also
-            lets the distance term shrink the perturbation).
         refine: Bisection steps of the final shrinking of successful perturbations (0: off, as
             in the paper).
-        polish: Iterations a sample goes on after its first success, with ``early_stop``
-            (0: stop at success; ``steps`` still bounds the total). The tuned preset uses 50:
+        polish: Iterations a sample goes on after its first success (0: stop at success;
+            None: never stop, the paper's setting; ``steps`` bounds the total). The tuned preset
+            uses 50:
             on the phantom UNet toward the background they make ASMA's L2 perturbation smaller
             than the L2 budget targeted PGD needs for the same target IoU
             (``benchmarks/bench_seg_cost.py``).
@@ -103,9 +102,8 @@ class ASMA(SegmentationAttack):
         norm: Norm | str = Norm.LINF,
         distance_weight: float = 1.0,
         success_fraction: float = 0.99,
-        early_stop: bool = True,
         refine: int = 8,
-        polish: int = 0,
+        polish: int | None = 0,
         seed: int = 0,
         name: str = "asma",
     ) -> None:
@@ -132,9 +130,13 @@ class ASMA(SegmentationAttack):
         self.beta = None if beta is None else float(beta)
         if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0 (bisection steps), got {refine!r}")
-        if isinstance(polish, bool) or not isinstance(polish, int) or polish < 0:
-            raise ValueError(f"polish must be an integer >= 0 (iterations), got {polish!r}")
-        self.early_stop = bool(early_stop)
+        if polish is not None and (
+            isinstance(polish, bool) or not isinstance(polish, int) or polish < 0
+        ):
+            raise ValueError(
+                f"polish must be None (never stop) or an integer >= 0 (iterations after the "
+                f"first success), got {polish!r}"
+            )
         self.refine = refine
         self.polish = polish
         self.name = name
@@ -145,7 +147,6 @@ class ASMA(SegmentationAttack):
             "tau": self.tau,
             "beta": self.beta,
             "normalize": None if self.normalize is None else self.normalize.value,
-            "early_stop": self.early_stop,
             "refine": self.refine,
             "polish": self.polish,
         }
@@ -197,8 +198,9 @@ class ASMA(SegmentationAttack):
         xt = x.clone()
         idx = torch.arange(b, device=x.device)
         # iterations each sample has left once it has succeeded (the polish phase)
-        left = torch.full((b,), self.polish, dtype=torch.long, device=x.device)
-        if self.early_stop:
+        stops = self.polish is not None
+        left = torch.full((b,), self.polish or 0, dtype=torch.long, device=x.device)
+        if stops:
             idx = idx[~best.success]
         for _ in range(self.steps):
             if idx.numel() == 0:
@@ -210,8 +212,8 @@ class ASMA(SegmentationAttack):
             self._settle(rho, pending, idx, out.pred, ta, tau, beta, k)
             if g is None:  # pragma: no cover - evaluate(grad=True) always returns a gradient
                 raise RuntimeError("gradient was requested but not computed")
-            if self.early_stop:
-                done = out.success | (left[idx] < self.polish)
+            if stops:
+                done = out.success | (left[idx] < (self.polish or 0))
                 left[idx[done]] -= 1
                 keep = left[idx] >= 0
                 idx, xa, g, ta = (
@@ -294,7 +296,7 @@ def asma_paper(kw: dict[str, Any]) -> dict[str, Any]:
         "tau": 1e-7,
         "beta": 1e-6,
         "steps": 2501,
-        "early_stop": False,
+        "polish": None,
         "refine": 0,
         **kw,
     }
@@ -310,4 +312,4 @@ def asma_paper(kw: dict[str, Any]) -> dict[str, Any]:
 )
 def asma_bounded(kw: dict[str, Any]) -> dict[str, Any]:
     """ASMA whose iterates are projected onto the ``norm`` ball of radius ``eps``."""
-    return {"eps": 8 / 255, "steps": 100, "early_stop": True, **kw}
+    return {"eps": 8 / 255, "steps": 100, **kw}

@@ -84,7 +84,7 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
             "attacks": [{"name": "pgd-seg", "steps": 10}, {"name": "apgd-seg", "steps": 10}],
             "eps": [1 / 255, 2 / 255, 4 / 255, 8 / 255],
             "targeted": [
-                {"name": "asma", "steps": 150, "early_stop": True},
+                {"name": "asma", "steps": 150},
                 {"name": "dag", "steps": 150, "gamma": 1 / 255},
             ],
             "targets": ["background", "other"],

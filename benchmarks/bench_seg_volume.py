@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--size", type=int, default=96, help="side of the memory volume")
     parser.add_argument("--roi", type=int, default=32, help="window of the memory part")
-    parser.add_argument("--n", type=int, default=4, help="test volumes of the strength part")
+    parser.add_argument("--n", type=int, default=6, help="test volumes of the strength part")
     parser.add_argument("--train-steps", type=int, default=60)
     parser.add_argument(
         "--budgets", type=float, nargs="+", default=BUDGETS, help="Linf budgets of part 2"

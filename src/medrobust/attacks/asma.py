@@ -43,22 +43,23 @@ class ASMA(SegmentationAttack):
     second forward pass wherever clipping changed the point; the two agree wherever it did
     not.) Every sample has its own multiplier.
 
-    A sample stops ``polish`` iterations after it first succeeds (``polish=None``: never, as
-    the paper runs every iteration). In those iterations the target is almost reached,
-    so the distance term of ``J`` dominates the step and pulls the iterate back toward ``x_0``
-    while the prediction term keeps it on the target: the perturbation shrinks along a path of
-    its own, not only along the ray that ``refine`` searches. The best iterate per sample is
-    kept: success first; among successful iterates the smaller L2 perturbation, otherwise the
-    most pixels agreeing with the target, then the smaller L2 perturbation. With ``refine`` (the
-    default), the perturbation ``delta`` of every successful sample is then shrunk by a bisection on
-    ``alpha`` in ``[0, 1]`` for the smallest ``x_0 + alpha delta`` that still succeeds (``refine``
-    forward passes for the whole batch, no backward pass; the result stays in the bounds, the
-    ball and the region, which are convex and contain ``x_0``): a minimal-perturbation attack
-    should not return more perturbation than its success needs. The result's ``loss`` is that
-    ranking's score: ``1 + 1 / (1 + ||delta||_2)`` for a successful sample, else
-    ``(#agreeing pixels + 0.5 / (1 + ||delta||_2)) / #pixels`` (about the pixel accuracy against
-    the target); ``J`` itself is not comparable across iterations because its adaptive mask
-    shrinks. ``result.extra["multiplier"]`` holds the last multiplier of each sample.
+    A sample stops ``polish`` iterations after it first succeeds (``polish=None``: never, as the
+    paper runs every iteration). In those iterations the target is almost reached, so the
+    distance term of ``J`` dominates the step and pulls the iterate back toward ``x_0`` while
+    the prediction term keeps it on the target: the perturbation shrinks along a path of its
+    own, not only along the ray that ``refine`` searches. The best iterate per sample is kept:
+    success first; among successful iterates the smaller L2 perturbation, otherwise the most
+    pixels agreeing with the target, then the smaller L2 perturbation. With ``refine`` (the
+    default), the perturbation ``delta`` of every successful sample is then shrunk by a
+    bisection on ``alpha`` in ``[0, 1]`` for the smallest ``x_0 + alpha delta`` that still
+    succeeds (``refine`` forward passes for the whole batch, no backward pass; the result stays
+    in the bounds, the ball and the region, which are convex and contain ``x_0``): a
+    minimal-perturbation attack should not return more perturbation than its success needs. The
+    result's ``loss`` is that ranking's score: ``1 + 1 / (1 + ||delta||_2)`` for a successful
+    sample, else ``(#agreeing pixels + 0.5 / (1 + ||delta||_2)) / #pixels`` (about the pixel
+    accuracy against the target); ``J`` itself is not comparable across iterations because its
+    adaptive mask shrinks. ``result.extra["multiplier"]`` holds the last multiplier of each
+    sample.
 
     Args:
         steps: Most iterations per sample (2501 in the paper; 100 by default, which with the
@@ -78,9 +79,8 @@ class ASMA(SegmentationAttack):
             in the paper).
         polish: Iterations a sample goes on after its first success (0: stop at success;
             None: never stop, the paper's setting; ``steps`` bounds the total). The tuned preset
-            uses 50:
-            on the phantom UNet toward the background they make ASMA's L2 perturbation smaller
-            than the L2 budget targeted PGD needs for the same target IoU
+            uses 50, which on the phantom UNet toward the background makes ASMA's L2
+            perturbation smaller than the L2 budget targeted PGD needs for the same target IoU
             (``benchmarks/bench_seg_cost.py``).
         seed: Seed (the attack draws no random numbers; kept for the common interface).
         name: Name in the result's config.

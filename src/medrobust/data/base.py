@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -379,6 +379,39 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if abs(sum(fr) - 1.0) > 1e-6:
         raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {sum(fr):.6g})")
     return fr[0], fr[1], fr[2]
+
+
+def rebatched_loader(
+    loader: DataLoader[Any],
+    batch_sampler: Iterable[list[int]],
+    *,
+    generator: torch.Generator | None = None,
+) -> DataLoader[Any]:
+    """A :class:`~torch.utils.data.DataLoader` over ``loader``'s data set with the given
+    batches and ``loader``'s loading settings (workers, collate function, pinned memory, worker
+    initialisation, persistent workers).
+
+    For the loaders of one process's share of a sharded run.
+
+    Args:
+        loader: The loader whose data set and settings are kept.
+        batch_sampler: The batches, lists of data-set indices (a list or a batch sampler).
+        generator: The new loader's generator (worker seeds are drawn from it); None keeps
+            PyTorch's default.
+
+    Returns:
+        The new loader.
+    """
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=batch_sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+        persistent_workers=loader.persistent_workers and loader.num_workers > 0,
+        generator=generator,
+    )
 
 
 def make_loader(

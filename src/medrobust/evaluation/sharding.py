@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 
 from medrobust._utils.dist import Shard, all_gather_objects
+from medrobust.data.base import rebatched_loader
 from medrobust.evaluation.records import Records
 from medrobust.evaluation.tasks.base import Batch
 
@@ -124,15 +125,7 @@ def _sharded_loader(
         for p in range(len(lists))
         if shard.owns(p) and p not in done and (max_samples is None or offsets[p] < max_samples)
     ]
-    rank_loader: DataLoader[Any] = DataLoader(
-        loader.dataset,
-        batch_sampler=[lists[p] for p in keep],
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        worker_init_fn=loader.worker_init_fn,
-        persistent_workers=loader.persistent_workers and loader.num_workers > 0,
-    )
+    rank_loader = rebatched_loader(loader, [lists[p] for p in keep])
     return keep, [offsets[p] for p in keep], rank_loader
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from medrobust._utils.dist import Shard, active, all_reduce_sum, current_shard
+from medrobust.data.base import rebatched_loader
 
 __all__ = ["RecipeStep", "ShardedBatches", "reduce_sums", "shard_loader", "wrap_step"]
 
@@ -109,15 +110,8 @@ def shard_loader(loader: DataLoader[Any], generator: torch.Generator | None) -> 
         gen = sampler_gen
     shuffle = not isinstance(loader.sampler, torch.utils.data.SequentialSampler)
     batches = ShardedBatches(len(dataset), int(loader.batch_size), gen, shard, shuffle=shuffle)
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        worker_init_fn=loader.worker_init_fn,
-        generator=gen,  # each epoch's iterator draws its worker seed from it first, as before
-    )
+    # each epoch's iterator draws its worker seed from ``gen`` first, as before
+    return rebatched_loader(loader, batches, generator=gen)
 
 
 class RecipeStep(nn.Module):

@@ -18,6 +18,7 @@ from medrobust.attacks.objectives.segmentation import ASMALoss, target_iou
 from medrobust.attacks.presets import register_attack
 from medrobust.attacks.segmentation import SegmentationAttack
 from medrobust.attacks.threat import sample_norm
+from medrobust.metrics.segmentation import pixel_agreement
 from medrobust.models.adapter import ModelAdapter
 from medrobust.types import Norm
 
@@ -178,10 +179,10 @@ class ASMA(SegmentationAttack):
         if not isinstance(target, dict):  # pragma: no cover - prepare always builds a dict
             raise TypeError("ASMA needs the dict target of ASMALoss.prepare")
         mask = target["mask"]
-        agree = (out.pred == mask).flatten(1).sum(dim=1).to(x.dtype)
+        agree = pixel_agreement(out.pred, mask).to(x.dtype)
         closeness = 1.0 / (1.0 + (x.detach() - target["x0"]).flatten(1).norm(dim=1))
         score = torch.where(
-            out.success, 1.0 + closeness, (agree + 0.5 * closeness) / float(mask[0].numel())
+            out.success, 1.0 + closeness, agree + 0.5 * closeness / float(mask[0].numel())
         )
         return ObjectiveOutput(score, out.success, out.pred, out.logits), g
 

@@ -99,6 +99,16 @@ def segpgd_weight(progress: torch.Tensor) -> torch.Tensor:
     return progress.clamp(0.0, 1.0) / 2.0
 
 
+def _cos_to_label(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per pixel, the cosine between the class vector ``v`` and the one-hot ``mask``:
+    ``v_y / ||v||_2``.
+
+    Shape:
+        - v: ``(B, K, *spatial)``; mask ``(B, *spatial)``; output ``(B, *spatial)``.
+    """
+    return v.gather(1, mask.unsqueeze(1)).squeeze(1) / v.norm(dim=1).clamp_min(1e-12)
+
+
 def _progress(target: Target, like: torch.Tensor) -> torch.Tensor:
     """``target["progress"]`` ``(B,)`` where a scheduling engine set it, else zeros."""
     if isinstance(target, dict) and PROGRESS_KEY in target:
@@ -197,13 +207,9 @@ class CosPGDLoss(_PixelLoss):
     ) -> torch.Tensor:
         ce = _pixel_ce(z, mask)
         if self.targeted:
-            p = torch.softmax(z.detach(), dim=1)
-            p_t = p.gather(1, mask.unsqueeze(1)).squeeze(1)
-            cos = p_t / p.norm(dim=1).clamp_min(1e-12)
+            cos = _cos_to_label(torch.softmax(z.detach(), dim=1), mask)
             return -((1.0 - cos).flatten(1) * ce).mean(dim=1)
-        s = torch.sigmoid(z)
-        s_true = s.gather(1, mask.unsqueeze(1)).squeeze(1)
-        cos = s_true / s.norm(dim=1).clamp_min(1e-12)
+        cos = _cos_to_label(torch.sigmoid(z), mask)
         return (cos.flatten(1) * ce).mean(dim=1)
 
 
@@ -332,7 +338,6 @@ class MaskedSphericalLoss(_UntargetedLoss):
     def pixel_loss(
         self, z: torch.Tensor, mask: torch.Tensor, pred: torch.Tensor, target: Target
     ) -> torch.Tensor:
-        u = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        u_true = u.gather(1, mask.unsqueeze(1)).squeeze(1).flatten(1)
+        u_true = _cos_to_label(z, mask).flatten(1)
         correct = (pred == mask).flatten(1).to(u_true.dtype)
         return -(correct * u_true).mean(dim=1)
